@@ -1,0 +1,26 @@
+//! Tollgate's domain model: pure values and functions, no I/O.
+//!
+//! Providers, billing periods, plans and their limits, prices, normalized usage, the cost of a
+//! call in integer nano-USD, and the admission rule that keeps every limit exact. Everything
+//! here takes values and returns values, so the proxy, the counter stores, the ledger and the
+//! admin API all agree on one definition of each.
+
+pub mod admission;
+pub mod cost;
+pub mod money;
+pub mod period;
+pub mod plan;
+pub mod price;
+pub mod provider;
+pub mod usage;
+
+pub use admission::{Amount, Decision, Denial, Limit, LimitKey, Measure, Standing, decide};
+pub use cost::{Cost, cost, upper_bound_cost};
+pub use money::{Decimal, DecimalError, Rate, format_usd, round_div};
+pub use period::{AnchorDay, BillingPeriod};
+pub use plan::{NotInPlan, Plan, ProviderLimits, Tier, UnreachablePolicy};
+pub use price::{
+    ContextTier, ModelPrice, PriceBook, PriceMatch, ProviderPrices, TokenRates, UnitKind, UnitRate,
+};
+pub use provider::Provider;
+pub use usage::Usage;
