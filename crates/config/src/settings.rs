@@ -1,0 +1,174 @@
+//! The validated configuration: the immutable snapshot the gateway runs on.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tollgate_domain::{AnchorDay, ModelPrice, Plan, PriceBook, Provider, UnreachablePolicy};
+
+/// A secret (a provider key) that never prints: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The secret itself, for the one place that must send it upstream.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxySettings {
+    pub listen: SocketAddr,
+    pub threads: usize,
+    pub max_request_header_bytes: u64,
+    pub max_request_body_bytes: u64,
+    pub header_read_timeout_ms: u64,
+    pub upstream_connect_timeout_ms: u64,
+    pub upstream_read_timeout_ms: u64,
+    pub inject_stream_usage: bool,
+    pub graceful_shutdown_secs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    pub token_env: String,
+    pub cors_allowed_origins: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CounterStore {
+    /// In-process counters: one gateway instance.
+    Memory,
+    /// Shared through Redis: several instances enforce the same limits.
+    Redis { url: String, timeout_ms: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageSettings {
+    pub counters: CounterStore,
+    pub on_counter_store_unreachable: UnreachablePolicy,
+    pub database_url: String,
+}
+
+/// What the ledger does when its queue and spool are full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LedgerFullPolicy {
+    /// Wait for room (the request's logging phase waits; the response is already sent).
+    Block,
+    /// Write the event straight to the on-disk spool.
+    Spool,
+    /// Drop the event and count it (a metric that must stay 0).
+    Drop,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerSettings {
+    pub batch_max_events: u64,
+    pub flush_interval_ms: u64,
+    pub queue_capacity: u64,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    pub on_full: LedgerFullPolicy,
+}
+
+/// What happens to a call whose model has no price.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnpricedPolicy {
+    /// Refuse with 400 before anything is sent upstream.
+    Reject,
+    /// Forward, bill at this price, and count it in a warning metric.
+    Allow(ModelPrice),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PricingSettings {
+    pub dir: PathBuf,
+    pub unpriced: UnpricedPolicy,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderSettings {
+    /// Scheme, host and optional path prefix, without a trailing slash.
+    pub base_url: String,
+    pub key_env: String,
+    /// Read from `key_env` when the configuration was loaded; `None` if unset.
+    pub key: Option<Secret>,
+}
+
+/// A key listed in `gateway.toml` for small set-ups; larger ones keep keys in the database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticKey {
+    pub user: String,
+    pub plan: String,
+    pub sha256: [u8; 32],
+    pub name: Option<String>,
+    pub anchor_day: AnchorDay,
+}
+
+/// The whole validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub path: PathBuf,
+    pub proxy: ProxySettings,
+    pub admin: AdminSettings,
+    pub storage: StorageSettings,
+    pub ledger: LedgerSettings,
+    pub pricing: PricingSettings,
+    /// Percentages of a limit at which alerts are raised, ascending.
+    pub alert_thresholds: Vec<u8>,
+    /// Enabled providers only.
+    pub providers: BTreeMap<Provider, ProviderSettings>,
+    pub default_plan: Option<String>,
+    pub plans: BTreeMap<String, Plan>,
+    pub keys: Vec<StaticKey>,
+    pub prices: PriceBook,
+}
+
+/// The provider's real upstream and the environment variable its SDKs read the key from.
+pub fn provider_defaults(provider: Provider) -> (&'static str, &'static str) {
+    match provider {
+        Provider::OpenAi => ("https://api.openai.com", "OPENAI_API_KEY"),
+        Provider::Anthropic => ("https://api.anthropic.com", "ANTHROPIC_API_KEY"),
+        Provider::Gemini => (
+            "https://generativelanguage.googleapis.com",
+            "GEMINI_API_KEY",
+        ),
+        Provider::Mistral => ("https://api.mistral.ai", "MISTRAL_API_KEY"),
+        Provider::Tavily => ("https://api.tavily.com", "TAVILY_API_KEY"),
+        Provider::Serper => ("https://google.serper.dev", "SERPER_API_KEY"),
+        Provider::Exa => ("https://api.exa.ai", "EXA_API_KEY"),
+        Provider::Firecrawl => ("https://api.firecrawl.dev", "FIRECRAWL_API_KEY"),
+        Provider::Stability => ("https://api.stability.ai", "STABILITY_API_KEY"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("sk-live-123".into());
+        assert_eq!(format!("{s:?} {s}"), "*** ***");
+        assert_eq!(s.expose(), "sk-live-123");
+    }
+}

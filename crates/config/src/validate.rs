@@ -1,0 +1,598 @@
+//! `gateway.toml` as written → the validated [`Config`], reporting every problem on the way.
+//!
+//! Each check names the key path and says what to do. Defaults live here, next to the check of
+//! the value they stand in for, and are documented with the same numbers in `docs/config.md`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tollgate_domain::{
+    AnchorDay, Decimal, ModelPrice, Plan, PriceBook, Provider, ProviderLimits, Rate, Tier,
+    TokenRates, UnreachablePolicy,
+};
+
+use crate::problem::FileProblems;
+use crate::raw::{self, DecimalText};
+use crate::settings::{
+    AdminSettings, Config, CounterStore, LedgerFullPolicy, LedgerSettings, PricingSettings,
+    ProviderSettings, ProxySettings, Secret, StaticKey, StorageSettings, UnpricedPolicy,
+    provider_defaults,
+};
+
+/// Looks an environment variable up; injected so tests need not touch the process environment.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+pub(crate) fn gateway(
+    p: &mut FileProblems,
+    raw: raw::Gateway,
+    config_path: &Path,
+    prices: PriceBook,
+    env: Env<'_>,
+) -> Config {
+    let base_dir = config_path.parent().unwrap_or(Path::new("."));
+    let providers = providers(p, &raw.providers, env);
+    let plans = plans(p, &raw.plans, &providers);
+    if let Some(default) = &raw.default_plan
+        && !plans.contains_key(default)
+    {
+        p.error(
+            &["default_plan"],
+            format!(
+                "plan {default:?} is not defined (defined: {})",
+                names(plans.keys())
+            ),
+        );
+    }
+    let keys = keys(p, &raw.keys, &plans);
+    Config {
+        path: config_path.to_path_buf(),
+        proxy: proxy(p, &raw.proxy),
+        admin: admin(p, &raw.admin),
+        storage: storage(p, &raw.storage, base_dir),
+        ledger: ledger(p, &raw.ledger, base_dir),
+        pricing: pricing(p, &raw.pricing, base_dir),
+        alert_thresholds: thresholds(p, raw.alerts.thresholds.as_deref()),
+        providers,
+        default_plan: raw.default_plan,
+        plans,
+        keys,
+        prices,
+    }
+}
+
+/// The pricing directory named by the file, before the rest is validated (prices load first).
+pub(crate) fn pricing_dir(raw: &raw::Gateway, config_path: &Path) -> PathBuf {
+    let base_dir = config_path.parent().unwrap_or(Path::new("."));
+    base_dir.join(raw.pricing.dir.as_deref().unwrap_or("pricing"))
+}
+
+fn proxy(p: &mut FileProblems, raw: &raw::Proxy) -> ProxySettings {
+    let at = |key| ["proxy", key];
+    ProxySettings {
+        listen: listen(p, &at("listen"), raw.listen.as_deref(), "0.0.0.0:8080"),
+        threads: count(p, &at("threads"), raw.threads, 2, 1) as usize,
+        max_request_header_bytes: count(
+            p,
+            &at("max_request_header_bytes"),
+            raw.max_request_header_bytes,
+            32 * 1024,
+            1024,
+        ),
+        max_request_body_bytes: count(
+            p,
+            &at("max_request_body_bytes"),
+            raw.max_request_body_bytes,
+            32 * 1024 * 1024,
+            1,
+        ),
+        header_read_timeout_ms: count(
+            p,
+            &at("header_read_timeout_ms"),
+            raw.header_read_timeout_ms,
+            10_000,
+            1,
+        ),
+        upstream_connect_timeout_ms: count(
+            p,
+            &at("upstream_connect_timeout_ms"),
+            raw.upstream_connect_timeout_ms,
+            5_000,
+            1,
+        ),
+        upstream_read_timeout_ms: count(
+            p,
+            &at("upstream_read_timeout_ms"),
+            raw.upstream_read_timeout_ms,
+            600_000,
+            1,
+        ),
+        inject_stream_usage: raw.inject_stream_usage.unwrap_or(true),
+        graceful_shutdown_secs: count(
+            p,
+            &at("graceful_shutdown_secs"),
+            raw.graceful_shutdown_secs,
+            30,
+            0,
+        ),
+    }
+}
+
+fn admin(p: &mut FileProblems, raw: &raw::Admin) -> AdminSettings {
+    AdminSettings {
+        listen: listen(
+            p,
+            &["admin", "listen"],
+            raw.listen.as_deref(),
+            "127.0.0.1:9090",
+        ),
+        token_env: raw
+            .token_env
+            .clone()
+            .unwrap_or_else(|| "TOLLGATE_ADMIN_TOKEN".to_owned()),
+        cors_allowed_origins: raw.cors_allowed_origins.clone().unwrap_or_default(),
+    }
+}
+
+fn storage(p: &mut FileProblems, raw: &raw::Storage, base_dir: &Path) -> StorageSettings {
+    let timeout_ms = count(
+        p,
+        &["storage", "redis_timeout_ms"],
+        raw.redis_timeout_ms,
+        50,
+        1,
+    );
+    let redis_url = raw
+        .redis_url
+        .clone()
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
+    let counters = match raw.counters.as_deref().unwrap_or("memory") {
+        "memory" => CounterStore::Memory,
+        "redis" => {
+            if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
+                p.error(
+                    &["storage", "redis_url"],
+                    format!("{redis_url:?} is not a Redis URL (expected redis://host:port)"),
+                );
+            }
+            CounterStore::Redis {
+                url: redis_url,
+                timeout_ms,
+            }
+        }
+        other => {
+            p.error(
+                &["storage", "counters"],
+                format!("unknown counter store {other:?} (expected \"memory\" or \"redis\")"),
+            );
+            CounterStore::Memory
+        }
+    };
+    let on_counter_store_unreachable = unreachable_policy(
+        p,
+        &["storage", "on_counter_store_unreachable"],
+        raw.on_counter_store_unreachable.as_deref(),
+    )
+    .unwrap_or_default();
+    let database_url = match raw.database_url.as_deref() {
+        None => format!("sqlite://{}", base_dir.join("tollgate.db").display()),
+        Some(url) if url.starts_with("sqlite:") => {
+            // A relative SQLite path is relative to the config file, like every other path.
+            match url.strip_prefix("sqlite://") {
+                Some(path) if !path.starts_with('/') && !path.starts_with(":memory:") => {
+                    format!("sqlite://{}", base_dir.join(path).display())
+                }
+                _ => url.to_owned(),
+            }
+        }
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            url.to_owned()
+        }
+        Some(url) => {
+            p.error(
+                &["storage", "database_url"],
+                format!(
+                    "{url:?} is neither a SQLite nor a PostgreSQL URL \
+                     (expected sqlite://file.db or postgres://user@host/db)"
+                ),
+            );
+            url.to_owned()
+        }
+    };
+    StorageSettings {
+        counters,
+        on_counter_store_unreachable,
+        database_url,
+    }
+}
+
+fn ledger(p: &mut FileProblems, raw: &raw::Ledger, base_dir: &Path) -> LedgerSettings {
+    let at = |key| ["ledger", key];
+    let on_full = match raw.on_full.as_deref().unwrap_or("spool") {
+        "block" => LedgerFullPolicy::Block,
+        "spool" => LedgerFullPolicy::Spool,
+        "drop" => LedgerFullPolicy::Drop,
+        other => {
+            p.error(
+                &at("on_full"),
+                format!("unknown policy {other:?} (expected \"block\", \"spool\" or \"drop\")"),
+            );
+            LedgerFullPolicy::Spool
+        }
+    };
+    LedgerSettings {
+        batch_max_events: count(p, &at("batch_max_events"), raw.batch_max_events, 500, 1),
+        flush_interval_ms: count(p, &at("flush_interval_ms"), raw.flush_interval_ms, 200, 1),
+        queue_capacity: count(p, &at("queue_capacity"), raw.queue_capacity, 100_000, 1),
+        spool_dir: base_dir.join(raw.spool_dir.as_deref().unwrap_or("var/spool")),
+        spool_max_bytes: count(
+            p,
+            &at("spool_max_bytes"),
+            raw.spool_max_bytes,
+            1024 * 1024 * 1024,
+            1024,
+        ),
+        on_full,
+    }
+}
+
+fn pricing(p: &mut FileProblems, raw: &raw::Pricing, base_dir: &Path) -> PricingSettings {
+    let dir = base_dir.join(raw.dir.as_deref().unwrap_or("pricing"));
+    let per_m = |p: &mut FileProblems, key: &str, value: Option<&DecimalText>, default: &str| {
+        let text = value.map_or_else(|| default.to_owned(), DecimalText::text);
+        Rate::per_million_from_decimal(&text).unwrap_or_else(|e| {
+            p.error(&["pricing", key], e.to_string());
+            Rate::ZERO
+        })
+    };
+    let input = per_m(p, "unpriced_input", raw.unpriced_input.as_ref(), "10.00");
+    let output = per_m(p, "unpriced_output", raw.unpriced_output.as_ref(), "30.00");
+    let unpriced = match raw.unpriced_model.as_deref().unwrap_or("reject") {
+        "reject" => UnpricedPolicy::Reject,
+        "allow" => UnpricedPolicy::Allow(ModelPrice {
+            tokens: Some(TokenRates {
+                input,
+                output,
+                ..TokenRates::default()
+            }),
+            tiers: vec![],
+            per_request: None,
+            per_unit: None,
+            reported_cost: false,
+            max_output_tokens: None,
+            context_window: None,
+            source: "gateway.toml [pricing] unpriced_input/unpriced_output".to_owned(),
+            effective: chrono::NaiveDate::default(),
+        }),
+        other => {
+            p.error(
+                &["pricing", "unpriced_model"],
+                format!("unknown policy {other:?} (expected \"reject\" or \"allow\")"),
+            );
+            UnpricedPolicy::Reject
+        }
+    };
+    PricingSettings { dir, unpriced }
+}
+
+fn thresholds(p: &mut FileProblems, raw: Option<&[i64]>) -> Vec<u8> {
+    let Some(raw) = raw else {
+        return vec![80, 90, 100];
+    };
+    let mut out: Vec<u8> = Vec::new();
+    for (i, t) in raw.iter().enumerate() {
+        let index = i.to_string();
+        match u8::try_from(*t) {
+            Ok(t) if (1..=100).contains(&t) && out.last().is_none_or(|last| *last < t) => {
+                out.push(t)
+            }
+            _ => p.error(
+                &["alerts", "thresholds", &index],
+                format!("{t} is not a percentage above the previous one (expected ascending values from 1 to 100)"),
+            ),
+        }
+    }
+    out
+}
+
+fn providers(
+    p: &mut FileProblems,
+    raw: &BTreeMap<String, raw::ProviderEntry>,
+    env: Env<'_>,
+) -> BTreeMap<Provider, ProviderSettings> {
+    for name in raw.keys() {
+        if name.parse::<Provider>().is_err() {
+            p.error(
+                &["providers", name],
+                format!(
+                    "unknown provider {name:?} (known: {})",
+                    Provider::known_names()
+                ),
+            );
+        }
+    }
+    let mut out = BTreeMap::new();
+    for provider in Provider::ALL {
+        let entry = raw.get(provider.as_str());
+        if entry.and_then(|e| e.enabled) == Some(false) {
+            continue;
+        }
+        let (default_url, default_env) = provider_defaults(provider);
+        let name = provider.as_str();
+        let base_url = entry
+            .and_then(|e| e.base_url.clone())
+            .unwrap_or_else(|| default_url.to_owned());
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let host = base_url
+            .strip_prefix("https://")
+            .or_else(|| base_url.strip_prefix("http://"));
+        if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
+            p.error(
+                &["providers", name, "base_url"],
+                format!("{base_url:?} is not an http:// or https:// URL with a host"),
+            );
+        }
+        let key_env = entry
+            .and_then(|e| e.key_env.clone())
+            .unwrap_or_else(|| default_env.to_owned());
+        let key = env(&key_env).filter(|k| !k.is_empty()).map(Secret::new);
+        if key.is_none() {
+            p.warning(
+                &["providers", name, "key_env"],
+                format!(
+                    "environment variable {key_env} is not set: calls to {name} will be \
+                     refused with 503 until it is (export {key_env}=... before starting)"
+                ),
+            );
+        }
+        out.insert(
+            provider,
+            ProviderSettings {
+                base_url,
+                key_env,
+                key,
+            },
+        );
+    }
+    out
+}
+
+fn plans(
+    p: &mut FileProblems,
+    raw: &BTreeMap<String, raw::PlanEntry>,
+    providers: &BTreeMap<Provider, ProviderSettings>,
+) -> BTreeMap<String, Plan> {
+    let mut out = BTreeMap::new();
+    for (id, entry) in raw {
+        let at = |key: &'static str| ["plans", id.as_str(), key];
+        let name = entry.name.clone().unwrap_or_else(|| {
+            p.error(&["plans", id], "a plan needs a name (name = \"Pro\")");
+            id.clone()
+        });
+        let tier = match entry.tier.as_deref() {
+            Some(t) => t.parse::<Tier>().unwrap_or_else(|e| {
+                p.error(&at("tier"), e);
+                Tier::Free
+            }),
+            None => {
+                p.error(
+                    &["plans", id],
+                    "a plan needs a tier (free, basic, pro or enterprise)",
+                );
+                Tier::Free
+            }
+        };
+        let mut limits = BTreeMap::new();
+        for (provider_name, l) in &entry.providers {
+            let path = ["plans", id.as_str(), "providers", provider_name.as_str()];
+            let Ok(provider) = provider_name.parse::<Provider>() else {
+                p.error(
+                    &path,
+                    format!(
+                        "unknown provider {provider_name:?} (known: {})",
+                        Provider::known_names()
+                    ),
+                );
+                continue;
+            };
+            if !providers.contains_key(&provider) && l.calls != Some(0) {
+                p.warning(
+                    &path,
+                    format!("{provider} is disabled in [providers]: this limit never applies"),
+                );
+            }
+            let calls = limit(p, &[&path[..], &["calls"]].concat(), l.calls);
+            let tokens = limit(p, &[&path[..], &["tokens"]].concat(), l.tokens);
+            if tokens.is_some() && !provider.is_token_billed() {
+                p.error(
+                    &[&path[..], &["tokens"]].concat(),
+                    format!(
+                        "{provider} bills per call, not per token: remove the token limit \
+                         (token limits apply to gemini, openai, anthropic, mistral)"
+                    ),
+                );
+            }
+            limits.insert(provider, ProviderLimits { calls, tokens });
+        }
+        let plan = Plan {
+            id: id.clone(),
+            name,
+            tier,
+            price_monthly_nanousd: usd(p, &at("price_monthly"), entry.price_monthly.as_ref())
+                .unwrap_or(0),
+            price_yearly_nanousd: usd(p, &at("price_yearly"), entry.price_yearly.as_ref())
+                .unwrap_or(0),
+            description: entry.description.clone().unwrap_or_default(),
+            features: entry.features.clone(),
+            providers: limits,
+            cost_cap_nanousd: usd(p, &at("cost_cap"), entry.cost_cap.as_ref()),
+            total_calls: limit(p, &at("total_calls"), entry.total_calls),
+            total_tokens: limit(p, &at("total_tokens"), entry.total_tokens),
+            on_counter_store_unreachable: unreachable_policy(
+                p,
+                &at("on_counter_store_unreachable"),
+                entry.on_counter_store_unreachable.as_deref(),
+            ),
+        };
+        out.insert(id.clone(), plan);
+    }
+    out
+}
+
+fn keys(
+    p: &mut FileProblems,
+    raw: &[raw::KeyEntry],
+    plans: &BTreeMap<String, Plan>,
+) -> Vec<StaticKey> {
+    let mut out = Vec::new();
+    for (i, entry) in raw.iter().enumerate() {
+        let index = i.to_string();
+        let at = |key: &'static str| ["keys", index.as_str(), key];
+        let user = entry.user.clone().unwrap_or_default();
+        if user.is_empty() {
+            p.error(
+                &["keys", &index],
+                "a key needs the user it belongs to (user = \"...\")",
+            );
+        }
+        let plan = entry.plan.clone().unwrap_or_default();
+        if !plans.contains_key(&plan) {
+            p.error(
+                &at("plan"),
+                format!(
+                    "plan {plan:?} is not defined (defined: {})",
+                    names(plans.keys())
+                ),
+            );
+        }
+        let sha256 = entry.sha256.as_deref().and_then(parse_sha256);
+        if sha256.is_none() {
+            p.error(
+                &at("sha256"),
+                "expected the key's SHA-256 as 64 hex digits (printf %s \"$KEY\" | sha256sum)",
+            );
+        }
+        let anchor_day = match entry.anchor_day {
+            None => AnchorDay::default(),
+            Some(day) => u8::try_from(day)
+                .ok()
+                .and_then(|d| AnchorDay::new(d).ok())
+                .unwrap_or_else(|| {
+                    p.error(
+                        &at("anchor_day"),
+                        format!("{day} is not a day of the month (1 to 31)"),
+                    );
+                    AnchorDay::default()
+                }),
+        };
+        if let Some(sha256) = sha256 {
+            out.push(StaticKey {
+                user,
+                plan,
+                sha256,
+                name: entry.name.clone(),
+                anchor_day,
+            });
+        }
+    }
+    out
+}
+
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.trim().as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(bytes.chunks(2)) {
+        let text = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn unreachable_policy(
+    p: &mut FileProblems,
+    path: &[&str],
+    raw: Option<&str>,
+) -> Option<UnreachablePolicy> {
+    match raw? {
+        "fail_closed" => Some(UnreachablePolicy::FailClosed),
+        "fail_open" => Some(UnreachablePolicy::FailOpen),
+        "local" => Some(UnreachablePolicy::Local),
+        other => {
+            p.error(
+                path,
+                format!(
+                    "unknown policy {other:?} (expected \"fail_closed\", \"fail_open\" or \"local\")"
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn listen(p: &mut FileProblems, path: &[&str], raw: Option<&str>, default: &str) -> SocketAddr {
+    let text = raw.unwrap_or(default);
+    text.parse().unwrap_or_else(|_| {
+        p.error(
+            path,
+            format!("{text:?} is not an address to listen on (expected IP:port, e.g. {default})"),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    })
+}
+
+/// A non-negative count with a default and a minimum.
+fn count(p: &mut FileProblems, path: &[&str], raw: Option<i64>, default: u64, min: u64) -> u64 {
+    match raw {
+        None => default,
+        Some(v) => match u64::try_from(v) {
+            Ok(v) if v >= min => v,
+            _ => {
+                p.error(
+                    path,
+                    format!("{v} is out of range (expected at least {min})"),
+                );
+                default
+            }
+        },
+    }
+}
+
+/// A limit: absent is unlimited; negative is an error.
+fn limit(p: &mut FileProblems, path: &[&str], raw: Option<i64>) -> Option<u64> {
+    let v = raw?;
+    match u64::try_from(v) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            p.error(
+                path,
+                format!("{v} is negative: a limit is a count (omit it for no limit)"),
+            );
+            None
+        }
+    }
+}
+
+/// An amount in USD as written (`"2.00"`), to nano-USD.
+fn usd(p: &mut FileProblems, path: &[&str], raw: Option<&DecimalText>) -> Option<u64> {
+    let text = raw?.text();
+    let parsed = Decimal::parse(&text).and_then(|d| d.to_scaled_exact(9));
+    match parsed {
+        Ok(v) => Some(v),
+        Err(e) => {
+            p.error(path, format!("{e} (expected US dollars, e.g. \"2.00\")"));
+            None
+        }
+    }
+}
+
+fn names<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let list: Vec<&str> = names.map(String::as_str).collect();
+    if list.is_empty() {
+        "none".to_owned()
+    } else {
+        list.join(", ")
+    }
+}

@@ -1,0 +1,167 @@
+//! The shipped `gateway.toml` and `pricing/`, and the validator's messages on broken copies.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::path::{Path, PathBuf};
+
+use tollgate_config::{CounterStore, UnpricedPolicy, load_with_env};
+use tollgate_domain::{LimitKey, Provider, Tier, cost};
+
+fn shipped() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../gateway.toml")
+}
+
+fn every_key(_: &str) -> Option<String> {
+    Some("k".to_owned())
+}
+
+#[test]
+fn shipped_configuration_loads_without_a_single_problem() {
+    let loaded = load_with_env(&shipped(), &every_key).unwrap();
+    assert!(loaded.warnings.problems.is_empty(), "{}", loaded.warnings);
+    let c = loaded.config;
+    assert_eq!(c.providers.len(), 9);
+    assert_eq!(c.storage.counters, CounterStore::Memory);
+    assert!(c.storage.database_url.starts_with("sqlite://"));
+    assert_eq!(c.pricing.unpriced, UnpricedPolicy::Reject);
+    assert_eq!(c.alert_thresholds, [80, 90, 100]);
+    assert_eq!(c.default_plan.as_deref(), Some("free"));
+    for provider in Provider::ALL {
+        assert!(
+            c.prices.providers.contains_key(&provider),
+            "{provider} is priced"
+        );
+    }
+}
+
+#[test]
+fn the_seed_plans_as_the_product_presents_them() {
+    let c = load_with_env(&shipped(), &every_key).unwrap().config;
+    let free = &c.plans["free"];
+    assert_eq!(free.tier, Tier::Free);
+    assert!(!free.includes(Provider::OpenAi));
+    assert!(!free.includes(Provider::Anthropic));
+    assert!(free.includes(Provider::Gemini));
+    assert_eq!(free.cost_cap_nanousd, Some(2_000_000_000));
+    let gemini: Vec<_> = free.limits_for(Provider::Gemini).unwrap();
+    assert_eq!(gemini[0].key, LimitKey::ProviderCalls(Provider::Gemini));
+    assert_eq!(gemini[0].max, 100);
+    assert_eq!(gemini[1].max, 100_000);
+
+    let pro = &c.plans["pro"];
+    assert_eq!(pro.price_monthly_nanousd, 79_000_000_000);
+    assert_eq!(
+        pro.provider_limits(Provider::OpenAi).tokens,
+        Some(2_500_000)
+    );
+    assert_eq!(pro.cost_cap_nanousd, Some(150_000_000_000));
+
+    let enterprise = &c.plans["enterprise"];
+    for provider in Provider::ALL {
+        let limits = enterprise.limits_for(provider).unwrap();
+        assert_eq!(limits.len(), 1, "only the cost cap applies to {provider}");
+    }
+}
+
+#[test]
+fn shipped_prices_cover_the_common_calls() {
+    let c = load_with_env(&shipped(), &every_key).unwrap().config;
+    let book = &c.prices;
+    for (provider, model) in [
+        (Provider::OpenAi, "gpt-4o-2024-08-06"),
+        (Provider::OpenAi, "gpt-4o-mini"),
+        (Provider::Anthropic, "claude-sonnet-4-20250514"),
+        (Provider::Gemini, "models/gemini-2.5-pro"),
+        (Provider::Gemini, "gemini-2.5-flash"),
+        (Provider::Mistral, "mistral-large-latest"),
+        (Provider::Tavily, "search"),
+        (Provider::Serper, "search"),
+        (Provider::Exa, "search"),
+        (Provider::Firecrawl, "scrape"),
+        (Provider::Stability, "stable-image-core"),
+    ] {
+        assert!(book.lookup(provider, model).is_some(), "{provider}/{model}");
+    }
+    // gpt-4o as published: $2.50 / $1.25 cached / $10.00 per million.
+    let gpt_4o = book.lookup(Provider::OpenAi, "gpt-4o").unwrap();
+    let usage = tollgate_domain::Usage {
+        input_tokens: 1_337,
+        cached_input_tokens: 1_152,
+        output_tokens: 211,
+        ..Default::default()
+    };
+    assert_eq!(cost(gpt_4o.price, &usage).total_nanousd, 4_012_500);
+    // Gemini 2.5 Pro's long-context tier is in the shipped file.
+    let pro = book.lookup(Provider::Gemini, "gemini-2.5-pro").unwrap();
+    assert_eq!(pro.price.tiers[0].above_input_tokens, 200_000);
+}
+
+#[test]
+fn every_gateway_mistake_is_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pricing")).unwrap();
+    let text = r#"default_plan = "gold"
+[proxy]
+listen = "nowhere"
+threads = 0
+[storage]
+counters = "etcd"
+database_url = "mysql://x"
+[alerts]
+thresholds = [90, 80]
+[providers.openia]
+base_url = "https://x"
+[providers.openai]
+base_url = "ftp://x"
+[plans.a]
+name = "A"
+tier = "platinum"
+cost_cap = "-1"
+colour = "red"
+[plans.a.providers]
+tavily = { calls = 5, tokens = 10 }
+[[keys]]
+user = "u"
+plan = "b"
+sha256 = "abc"
+anchor_day = 40
+"#;
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    let report = load_with_env(&path, &every_key).unwrap_err().to_string();
+    for expected in [
+        ":1: error: default_plan: plan \"gold\" is not defined (defined: a)",
+        ":3: error: proxy.listen: \"nowhere\" is not an address",
+        ":4: error: proxy.threads: 0 is out of range",
+        ":6: error: storage.counters: unknown counter store \"etcd\"",
+        ":7: error: storage.database_url: \"mysql://x\" is neither",
+        ":9: error: alerts.thresholds.1: 80 is not a percentage above the previous one",
+        ":10: error: providers.openia: unknown provider \"openia\"",
+        ":13: error: providers.openai.base_url: \"ftp://x\" is not an http",
+        ":16: error: plans.a.tier: unknown tier \"platinum\"",
+        ":17: error: plans.a.cost_cap: \"-1\" is negative",
+        ":18: error: plans.a.colour: unknown key \"colour\"",
+        ":20: error: plans.a.providers.tavily.tokens: tavily bills per call",
+        ":23: error: keys.0.plan: plan \"b\" is not defined",
+        ":24: error: keys.0.sha256: expected the key's SHA-256",
+        ":25: error: keys.0.anchor_day: 40 is not a day of the month",
+        "error: providers.openai: no pricing/openai.toml",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in:\n{report}"
+        );
+    }
+}
+
+#[test]
+fn a_syntax_error_names_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, "[proxy]\nlisten = \"0.0.0.0:8080\"\nthreads = = 2\n").unwrap();
+    let report = load_with_env(&path, &every_key).unwrap_err().to_string();
+    assert!(
+        report.starts_with(&format!("{}:3: error: ", path.display())),
+        "{report}"
+    );
+}

@@ -1,0 +1,120 @@
+//! `tollgate check` and, until the proxy is wired in, the preview `tollgate run` prints.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use tollgate_config::{Config, CounterStore, Loaded};
+use tollgate_domain::{LimitKey, Provider, format_usd};
+
+/// Loads and validates; prints every problem; fails on any error (or warning, when denied).
+pub fn run(config: &Path, deny_warnings: bool) -> anyhow::Result<ExitCode> {
+    match tollgate_config::load(config) {
+        Ok(Loaded { config, warnings }) => {
+            eprint!("{warnings}");
+            let warning_count = warnings.problems.len();
+            println!(
+                "{}: ok — {} providers, {} plans, {} priced models{}",
+                config.path.display(),
+                config.providers.len(),
+                config.plans.len(),
+                priced_models(&config),
+                match warning_count {
+                    0 => String::new(),
+                    n => format!(", {n} warning(s)"),
+                }
+            );
+            if deny_warnings && warning_count > 0 {
+                Ok(ExitCode::FAILURE)
+            } else {
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+        Err(report) => {
+            eprint!("{report}");
+            let errors = report.errors().count();
+            eprintln!("{}: {errors} error(s)", config.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Validates, then describes what the gateway serves with this configuration.
+pub fn serve_preview(path: &Path) -> anyhow::Result<ExitCode> {
+    let Loaded { config, warnings } = match tollgate_config::load(path) {
+        Ok(loaded) => loaded,
+        Err(report) => {
+            eprint!("{report}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    eprint!("{warnings}");
+    print!("{}", describe(&config));
+    println!(
+        "\nThis version validates and describes the configuration; the proxy service is not part of it yet."
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn priced_models(config: &Config) -> usize {
+    config
+        .prices
+        .providers
+        .values()
+        .map(|p| p.models.len() + usize::from(p.fallback.is_some()))
+        .sum()
+}
+
+fn describe(config: &Config) -> String {
+    let mut out = String::new();
+    let counters = match &config.storage.counters {
+        CounterStore::Memory => "in-process".to_owned(),
+        CounterStore::Redis { url, .. } => format!("redis {url}"),
+    };
+    out.push_str(&format!(
+        "proxy   http://{}/<provider>/...\nadmin   http://{}/api/subscription/...\n\
+         counters {counters}; ledger {}\n\nproviders:\n",
+        config.proxy.listen, config.admin.listen, config.storage.database_url
+    ));
+    for (provider, settings) in &config.providers {
+        let key = if settings.key.is_some() {
+            "key set"
+        } else {
+            "NO KEY"
+        };
+        out.push_str(&format!(
+            "  /{:<10} → {:<45} {} ({key})\n",
+            provider.as_str(),
+            settings.base_url,
+            settings.key_env
+        ));
+    }
+    out.push_str("\nplans:\n");
+    for plan in config.plans.values() {
+        let limits: Vec<String> = plan
+            .all_limits()
+            .into_iter()
+            .map(|l| match l.key {
+                LimitKey::Cost => format!("cost ${}", format_usd(l.max)),
+                key => format!("{key} {}", l.max),
+            })
+            .collect();
+        let excluded: Vec<&str> = Provider::ALL
+            .into_iter()
+            .filter(|p| !plan.includes(*p))
+            .map(Provider::as_str)
+            .collect();
+        out.push_str(&format!(
+            "  {} ({}, ${}/month): {}{}\n",
+            plan.name,
+            plan.id,
+            format_usd(plan.price_monthly_nanousd),
+            limits.join(", "),
+            if excluded.is_empty() {
+                String::new()
+            } else {
+                format!("; not included: {}", excluded.join(", "))
+            }
+        ));
+    }
+    out
+}
