@@ -1,0 +1,374 @@
+//! The in-process counter store: one gateway instance, no I/O.
+//!
+//! Counters are kept per (user, period) behind a lock of their own, so users never contend with
+//! each other; the outer map is locked only to find or create a user's entry. Expired
+//! reservations are returned lazily, on that user's next reservation.
+
+use std::collections::HashMap;
+use std::future::{Future, ready};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use chrono::{DateTime, Utc};
+use tollgate_domain::{Amount, Decision, LimitKey, Provider, Standing, decide};
+
+use crate::{CounterError, CounterStore, Reservation, ReserveRequest, Reserved, counted_keys};
+
+#[derive(Debug, Default)]
+struct Counters {
+    standing: HashMap<LimitKey, Standing>,
+    held: HashMap<u64, Held>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    provider: Provider,
+    amount: Amount,
+    expires_at: DateTime<Utc>,
+}
+
+impl Counters {
+    fn hold(&mut self, provider: Provider, amount: Amount, sign: Sign) {
+        for key in counted_keys(provider) {
+            let s = self.standing.entry(key).or_default();
+            let delta = amount.of(key.measure());
+            s.reserved = match sign {
+                Sign::Add => s.reserved.saturating_add(delta),
+                Sign::Subtract => s.reserved.saturating_sub(delta),
+            };
+        }
+    }
+
+    fn use_amount(&mut self, provider: Provider, amount: Amount) {
+        for key in counted_keys(provider) {
+            let s = self.standing.entry(key).or_default();
+            s.used = s.used.saturating_add(amount.of(key.measure()));
+        }
+    }
+
+    fn expire(&mut self, now: DateTime<Utc>) {
+        let expired: Vec<(u64, Held)> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.expires_at <= now)
+            .map(|(id, h)| (*id, *h))
+            .collect();
+        for (id, held) in expired {
+            self.held.remove(&id);
+            self.hold(held.provider, held.amount, Sign::Subtract);
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Sign {
+    Add,
+    Subtract,
+}
+
+type Scope = (String, String);
+
+/// Counters in this process's memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    scopes: Mutex<HashMap<Scope, Arc<Mutex<Counters>>>>,
+    next_id: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave counters half-updated (every update is a
+    // few saturating additions), so a poisoned lock is still safe to use.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn counters(&self, user: &str, period_key: String) -> Arc<Mutex<Counters>> {
+        let mut scopes = lock(&self.scopes);
+        Arc::clone(scopes.entry((user.to_owned(), period_key)).or_default())
+    }
+
+    /// [`CounterStore::reserve`], synchronously.
+    pub fn reserve_now(&self, request: ReserveRequest<'_>) -> Reserved {
+        let counters = self.counters(request.user, request.period.key());
+        let mut c = lock(&counters);
+        c.expire(request.now);
+        let decision = decide(
+            request.limits,
+            |key| c.standing.get(&key).copied().unwrap_or_default(),
+            request.amount,
+            request.period,
+            request.now,
+        );
+        match decision {
+            Decision::Deny(denial) => Reserved::Denied(denial),
+            Decision::Admit => {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                c.hold(request.provider, request.amount, Sign::Add);
+                c.held.insert(
+                    id,
+                    Held {
+                        provider: request.provider,
+                        amount: request.amount,
+                        expires_at: request.expires_at,
+                    },
+                );
+                Reserved::Admitted(Reservation {
+                    id,
+                    user: request.user.to_owned(),
+                    period: request.period,
+                    provider: request.provider,
+                    amount: request.amount,
+                    expires_at: request.expires_at,
+                })
+            }
+        }
+    }
+
+    /// [`CounterStore::settle`], synchronously. Settling an expired reservation still counts
+    /// the usage (the call happened) but no longer touches the hold it gave back.
+    pub fn settle_now(&self, reservation: &Reservation, actual: Amount) {
+        let counters = self.counters(&reservation.user, reservation.period.key());
+        let mut c = lock(&counters);
+        if c.held.remove(&reservation.id).is_some() {
+            c.hold(reservation.provider, reservation.amount, Sign::Subtract);
+        }
+        c.use_amount(reservation.provider, actual);
+    }
+
+    /// [`CounterStore::release`], synchronously; releasing twice is harmless.
+    pub fn release_now(&self, reservation: &Reservation) {
+        let counters = self.counters(&reservation.user, reservation.period.key());
+        let mut c = lock(&counters);
+        if c.held.remove(&reservation.id).is_some() {
+            c.hold(reservation.provider, reservation.amount, Sign::Subtract);
+        }
+    }
+
+    /// Where one limit stands for a user in a period.
+    pub fn standing(&self, user: &str, period_key: &str, key: LimitKey) -> Standing {
+        let scopes = lock(&self.scopes);
+        scopes
+            .get(&(user.to_owned(), period_key.to_owned()))
+            .and_then(|c| lock(c).standing.get(&key).copied())
+            .unwrap_or_default()
+    }
+
+    /// Sets a counter's settled use, e.g. rebuilt from the ledger at start.
+    pub fn seed_used(&self, user: &str, period_key: &str, key: LimitKey, used: u64) {
+        let counters = self.counters(user, period_key.to_owned());
+        lock(&counters).standing.entry(key).or_default().used = used;
+    }
+
+    /// Reservations currently held, over all users.
+    pub fn outstanding(&self) -> usize {
+        let scopes = lock(&self.scopes);
+        scopes.values().map(|c| lock(c).held.len()).sum()
+    }
+}
+
+impl CounterStore for MemoryStore {
+    fn reserve(
+        &self,
+        request: ReserveRequest<'_>,
+    ) -> impl Future<Output = Result<Reserved, CounterError>> + Send {
+        ready(Ok(self.reserve_now(request)))
+    }
+
+    fn settle(
+        &self,
+        reservation: &Reservation,
+        actual: Amount,
+    ) -> impl Future<Output = Result<(), CounterError>> + Send {
+        self.settle_now(reservation, actual);
+        ready(Ok(()))
+    }
+
+    fn release(
+        &self,
+        reservation: &Reservation,
+    ) -> impl Future<Output = Result<(), CounterError>> + Send {
+        self.release_now(reservation);
+        ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+    use tollgate_domain::{AnchorDay, BillingPeriod, Limit};
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-28T12:00:00Z".parse().unwrap()
+    }
+
+    fn request<'a>(user: &'a str, limits: &'a [Limit], amount: Amount) -> ReserveRequest<'a> {
+        ReserveRequest {
+            user,
+            period: BillingPeriod::containing(now(), AnchorDay::default()),
+            provider: Provider::OpenAi,
+            limits,
+            amount,
+            now: now(),
+            expires_at: now() + chrono::Duration::seconds(60),
+        }
+    }
+
+    fn one_call(tokens: u64, cost_nanousd: u64) -> Amount {
+        Amount {
+            calls: 1,
+            tokens,
+            cost_nanousd,
+        }
+    }
+
+    #[test]
+    fn two_hundred_concurrent_calls_against_a_limit_of_one_hundred() {
+        let store = Arc::new(MemoryStore::new());
+        let limits = [Limit {
+            key: LimitKey::ProviderCalls(Provider::OpenAi),
+            max: 100,
+        }];
+        let barrier = Arc::new(Barrier::new(200));
+        let threads: Vec<_> = (0..200)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    match store.reserve_now(request("u", &limits, one_call(10, 5))) {
+                        Reserved::Admitted(r) => {
+                            store.settle_now(&r, one_call(7, 3));
+                            true
+                        }
+                        Reserved::Denied(_) => false,
+                    }
+                })
+            })
+            .collect();
+        let admitted = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|admitted| *admitted)
+            .count();
+        assert_eq!(admitted, 100);
+        let calls = store.standing("u", "2026-11", LimitKey::ProviderCalls(Provider::OpenAi));
+        assert_eq!(
+            calls,
+            Standing {
+                used: 100,
+                reserved: 0
+            }
+        );
+        let cost = store.standing("u", "2026-11", LimitKey::Cost);
+        assert_eq!(
+            cost,
+            Standing {
+                used: 300,
+                reserved: 0
+            }
+        );
+        assert_eq!(store.outstanding(), 0);
+    }
+
+    #[test]
+    fn held_amounts_block_until_settled_or_released() {
+        let store = MemoryStore::new();
+        let limits = [Limit {
+            key: LimitKey::TotalTokens,
+            max: 1_000,
+        }];
+        let Reserved::Admitted(first) = store.reserve_now(request("u", &limits, one_call(800, 0)))
+        else {
+            panic!("first call fits");
+        };
+        let Reserved::Denied(denial) = store.reserve_now(request("u", &limits, one_call(300, 0)))
+        else {
+            panic!("800 held + 300 > 1,000");
+        };
+        assert_eq!(
+            denial.standing,
+            Standing {
+                used: 0,
+                reserved: 800
+            }
+        );
+        // The call used far less than its bound.
+        store.settle_now(&first, one_call(150, 0));
+        assert!(matches!(
+            store.reserve_now(request("u", &limits, one_call(300, 0))),
+            Reserved::Admitted(_)
+        ));
+        // Other users are not affected.
+        assert!(matches!(
+            store.reserve_now(request("v", &limits, one_call(1_000, 0))),
+            Reserved::Admitted(_)
+        ));
+    }
+
+    #[test]
+    fn an_unsettled_reservation_expires_and_gives_its_amount_back() {
+        let store = MemoryStore::new();
+        let limits = [Limit {
+            key: LimitKey::ProviderCalls(Provider::OpenAi),
+            max: 1,
+        }];
+        let Reserved::Admitted(lost) = store.reserve_now(request("u", &limits, one_call(0, 0)))
+        else {
+            panic!()
+        };
+        assert!(matches!(
+            store.reserve_now(request("u", &limits, one_call(0, 0))),
+            Reserved::Denied(_)
+        ));
+        let mut later = request("u", &limits, one_call(0, 0));
+        later.now = lost.expires_at;
+        later.expires_at = lost.expires_at + chrono::Duration::seconds(60);
+        assert!(matches!(store.reserve_now(later), Reserved::Admitted(_)));
+        // A late settle of the expired call still counts its use, once.
+        store.settle_now(&lost, one_call(0, 0));
+        let s = store.standing("u", "2026-11", LimitKey::ProviderCalls(Provider::OpenAi));
+        assert_eq!(
+            s,
+            Standing {
+                used: 1,
+                reserved: 1
+            }
+        );
+        store.release_now(&lost);
+        assert_eq!(store.outstanding(), 1);
+    }
+
+    #[test]
+    fn plan_edits_keep_counters() {
+        let store = MemoryStore::new();
+        // Under a plan without token limits, tokens are still counted...
+        let Reserved::Admitted(r) = store.reserve_now(request("u", &[], one_call(500, 0))) else {
+            panic!()
+        };
+        store.settle_now(&r, one_call(400, 0));
+        // ...so a plan that adds a 500-token limit sees the 400 already used.
+        let limits = [Limit {
+            key: LimitKey::ProviderTokens(Provider::OpenAi),
+            max: 500,
+        }];
+        assert!(matches!(
+            store.reserve_now(request("u", &limits, one_call(101, 0))),
+            Reserved::Denied(_)
+        ));
+        store.seed_used(
+            "u",
+            "2026-11",
+            LimitKey::ProviderTokens(Provider::OpenAi),
+            0,
+        );
+        assert!(matches!(
+            store.reserve_now(request("u", &limits, one_call(101, 0))),
+            Reserved::Admitted(_)
+        ));
+    }
+}

@@ -1,0 +1,336 @@
+//! The gateway's own refusals, rendered in the shape of the provider the client was calling.
+//!
+//! An SDK pointed at Tollgate should surface a Tollgate refusal the way it surfaces the
+//! provider's own errors: the status code drives the SDK's exception class, and the body has the
+//! provider's field names. Every body also carries a `tollgate` object with a stable `code` and,
+//! for limits, which limit, its value, its use and when it resets — the same in every shape.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use tollgate_domain::{Denial, LimitKey, Measure, Provider, format_usd};
+
+/// Why the gateway answered instead of the provider.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no API key: send your Tollgate key where the provider's key would go")]
+    MissingKey,
+    #[error("invalid API key")]
+    UnknownKey,
+    #[error("{provider} is not included in your plan ({plan})")]
+    NotInPlan { provider: Provider, plan: String },
+    #[error("{}", limit_message(.0))]
+    LimitExceeded(Denial),
+    #[error("model {model:?} has no price on this gateway, so calls to it are not accepted")]
+    UnpricedModel { model: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no such route: {0}")]
+    UnknownRoute(String),
+    #[error("request headers are larger than {max_bytes} bytes")]
+    HeadersTooLarge { max_bytes: u64 },
+    #[error("request body is larger than {max_bytes} bytes")]
+    BodyTooLarge { max_bytes: u64 },
+    #[error("{0} is not configured on this gateway (no provider key)")]
+    ProviderNotConfigured(Provider),
+    #[error("usage limits cannot be checked right now; try again shortly")]
+    CounterStoreUnavailable,
+    #[error("could not connect to {0}")]
+    UpstreamConnect(Provider),
+    #[error("{0} did not answer in time")]
+    UpstreamTimeout(Provider),
+    #[error("internal gateway error")]
+    Internal,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::MissingKey | GatewayError::UnknownKey => 401,
+            GatewayError::NotInPlan { .. } => 403,
+            GatewayError::LimitExceeded(_) => 429,
+            GatewayError::UnpricedModel { .. } | GatewayError::BadRequest(_) => 400,
+            GatewayError::UnknownRoute(_) => 404,
+            GatewayError::HeadersTooLarge { .. } => 431,
+            GatewayError::BodyTooLarge { .. } => 413,
+            GatewayError::ProviderNotConfigured(_) | GatewayError::CounterStoreUnavailable => 503,
+            GatewayError::UpstreamConnect(_) => 502,
+            GatewayError::UpstreamTimeout(_) => 504,
+            GatewayError::Internal => 500,
+        }
+    }
+
+    /// A stable machine-readable code, the same whatever the provider's shape.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::MissingKey => "missing_api_key",
+            GatewayError::UnknownKey => "invalid_api_key",
+            GatewayError::NotInPlan { .. } => "provider_not_in_plan",
+            GatewayError::LimitExceeded(_) => "usage_limit_exceeded",
+            GatewayError::UnpricedModel { .. } => "model_not_priced",
+            GatewayError::BadRequest(_) => "invalid_request",
+            GatewayError::UnknownRoute(_) => "unknown_route",
+            GatewayError::HeadersTooLarge { .. } => "request_headers_too_large",
+            GatewayError::BodyTooLarge { .. } => "request_too_large",
+            GatewayError::ProviderNotConfigured(_) => "provider_not_configured",
+            GatewayError::CounterStoreUnavailable => "limits_unavailable",
+            GatewayError::UpstreamConnect(_) => "upstream_unreachable",
+            GatewayError::UpstreamTimeout(_) => "upstream_timeout",
+            GatewayError::Internal => "internal_error",
+        }
+    }
+}
+
+/// A complete response: status, headers and a JSON body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ErrorResponse {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Value,
+}
+
+/// Renders `error` as `provider` would (OpenAI's shape when the provider is not known).
+pub fn render(provider: Option<Provider>, error: &GatewayError) -> ErrorResponse {
+    let status = error.status();
+    let message = error.to_string();
+    let details = tollgate_details(error);
+    let body = match provider.unwrap_or(Provider::OpenAi) {
+        Provider::OpenAi | Provider::Mistral => json!({
+            "error": {
+                "message": message,
+                "type": openai_type(error),
+                "param": null,
+                "code": error.code(),
+            },
+            "tollgate": details,
+        }),
+        Provider::Anthropic => json!({
+            "type": "error",
+            "error": {"type": anthropic_type(error), "message": message},
+            "tollgate": details,
+        }),
+        Provider::Gemini => json!({
+            "error": {"code": status, "message": message, "status": google_status(error)},
+            "tollgate": details,
+        }),
+        Provider::Tavily => json!({"detail": {"error": message}, "tollgate": details}),
+        Provider::Serper => json!({"message": message, "statusCode": status, "tollgate": details}),
+        Provider::Exa => json!({"error": message, "tollgate": details}),
+        Provider::Firecrawl => json!({"success": false, "error": message, "tollgate": details}),
+        Provider::Stability => json!({
+            "id": error.code(),
+            "name": error.code(),
+            "errors": [message],
+            "tollgate": details,
+        }),
+    };
+    let mut headers = vec![("content-type", "application/json".to_owned())];
+    if let GatewayError::LimitExceeded(denial) = error {
+        headers.extend([
+            ("retry-after", denial.retry_after_secs.to_string()),
+            ("x-ratelimit-limit", denial.limit.max.to_string()),
+            ("x-ratelimit-remaining", denial.remaining().to_string()),
+            ("x-ratelimit-reset", denial.retry_after_secs.to_string()),
+            ("x-tollgate-limit", denial.limit.key.name()),
+        ]);
+    }
+    ErrorResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn tollgate_details(error: &GatewayError) -> Value {
+    match error {
+        GatewayError::LimitExceeded(d) => json!({
+            "code": error.code(),
+            "limit": d.limit.key.name(),
+            "limit_value": d.limit.max,
+            "used": d.standing.used,
+            "reserved": d.standing.reserved,
+            "requested": d.requested,
+            "remaining": d.remaining(),
+            "unit": unit_name(d.limit.key),
+            "resets_at": iso(d.resets_at),
+            "retry_after_seconds": d.retry_after_secs,
+        }),
+        _ => json!({"code": error.code()}),
+    }
+}
+
+fn limit_message(d: &Denial) -> String {
+    let amount = |v: u64| match d.limit.key.measure() {
+        Measure::CostNanousd => format!("${}", format_usd(v)),
+        _ => v.to_string(),
+    };
+    format!(
+        "usage limit {} reached: {} of {}{} used this billing period{}, this request needs up to {}; \
+         the limit resets at {}",
+        d.limit.key.name(),
+        amount(d.standing.used),
+        amount(d.limit.max),
+        match d.limit.key.measure() {
+            Measure::CostNanousd => "",
+            Measure::Calls => " calls",
+            Measure::Tokens => " tokens",
+        },
+        if d.standing.reserved > 0 {
+            format!(
+                " ({} more held by calls in flight)",
+                amount(d.standing.reserved)
+            )
+        } else {
+            String::new()
+        },
+        amount(d.requested),
+        iso(d.resets_at),
+    )
+}
+
+fn unit_name(key: LimitKey) -> &'static str {
+    match key.measure() {
+        Measure::Calls => "calls",
+        Measure::Tokens => "tokens",
+        Measure::CostNanousd => "nanousd",
+    }
+}
+
+fn iso(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn openai_type(error: &GatewayError) -> &'static str {
+    match error {
+        GatewayError::MissingKey | GatewayError::UnknownKey => "invalid_request_error",
+        GatewayError::LimitExceeded(_) => "insufficient_quota",
+        GatewayError::NotInPlan { .. } => "permission_error",
+        GatewayError::UnknownRoute(_) => "not_found_error",
+        GatewayError::UnpricedModel { .. }
+        | GatewayError::BadRequest(_)
+        | GatewayError::HeadersTooLarge { .. }
+        | GatewayError::BodyTooLarge { .. } => "invalid_request_error",
+        _ => "server_error",
+    }
+}
+
+fn anthropic_type(error: &GatewayError) -> &'static str {
+    match error {
+        GatewayError::MissingKey | GatewayError::UnknownKey => "authentication_error",
+        GatewayError::NotInPlan { .. } => "permission_error",
+        GatewayError::LimitExceeded(_) => "rate_limit_error",
+        GatewayError::UnknownRoute(_) => "not_found_error",
+        GatewayError::BodyTooLarge { .. } => "request_too_large",
+        GatewayError::UnpricedModel { .. }
+        | GatewayError::BadRequest(_)
+        | GatewayError::HeadersTooLarge { .. } => "invalid_request_error",
+        GatewayError::ProviderNotConfigured(_) | GatewayError::CounterStoreUnavailable => {
+            "overloaded_error"
+        }
+        _ => "api_error",
+    }
+}
+
+fn google_status(error: &GatewayError) -> &'static str {
+    match error {
+        GatewayError::MissingKey | GatewayError::UnknownKey => "UNAUTHENTICATED",
+        GatewayError::NotInPlan { .. } => "PERMISSION_DENIED",
+        GatewayError::LimitExceeded(_) => "RESOURCE_EXHAUSTED",
+        GatewayError::UnknownRoute(_) => "NOT_FOUND",
+        GatewayError::UnpricedModel { .. }
+        | GatewayError::BadRequest(_)
+        | GatewayError::HeadersTooLarge { .. }
+        | GatewayError::BodyTooLarge { .. } => "INVALID_ARGUMENT",
+        GatewayError::UpstreamTimeout(_) => "DEADLINE_EXCEEDED",
+        GatewayError::ProviderNotConfigured(_)
+        | GatewayError::CounterStoreUnavailable
+        | GatewayError::UpstreamConnect(_) => "UNAVAILABLE",
+        GatewayError::Internal => "INTERNAL",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_domain::{Limit, Standing};
+
+    fn denial() -> GatewayError {
+        GatewayError::LimitExceeded(Denial {
+            limit: Limit {
+                key: LimitKey::ProviderCalls(Provider::Tavily),
+                max: 20,
+            },
+            standing: Standing {
+                used: 19,
+                reserved: 1,
+            },
+            requested: 1,
+            resets_at: "2026-12-01T00:00:00Z".parse().unwrap(),
+            retry_after_secs: 259_200,
+        })
+    }
+
+    #[test]
+    fn a_429_names_the_limit_and_when_it_resets() {
+        let r = render(Some(Provider::Tavily), &denial());
+        assert_eq!(r.status, 429);
+        let header = |n| {
+            r.headers
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("retry-after"), Some("259200"));
+        assert_eq!(header("x-ratelimit-remaining"), Some("0"));
+        assert_eq!(header("x-tollgate-limit"), Some("tavily_calls"));
+        let t = &r.body["tollgate"];
+        assert_eq!(t["code"], "usage_limit_exceeded");
+        assert_eq!(t["limit"], "tavily_calls");
+        assert_eq!(t["limit_value"], 20);
+        assert_eq!(t["used"], 19);
+        assert_eq!(t["resets_at"], "2026-12-01T00:00:00Z");
+        let message = r.body["detail"]["error"].as_str().unwrap();
+        assert!(message.contains("19 of 20 calls used"), "{message}");
+    }
+
+    #[test]
+    fn each_provider_gets_its_own_shape() {
+        let e = GatewayError::UnknownKey;
+        let openai = render(Some(Provider::OpenAi), &e).body;
+        assert_eq!(openai["error"]["code"], "invalid_api_key");
+        assert_eq!(openai["error"]["type"], "invalid_request_error");
+        let anthropic = render(Some(Provider::Anthropic), &e).body;
+        assert_eq!(anthropic["type"], "error");
+        assert_eq!(anthropic["error"]["type"], "authentication_error");
+        let gemini = render(Some(Provider::Gemini), &denial()).body;
+        assert_eq!(gemini["error"]["status"], "RESOURCE_EXHAUSTED");
+        assert_eq!(gemini["error"]["code"], 429);
+        assert_eq!(render(Some(Provider::Firecrawl), &e).body["success"], false);
+        assert_eq!(render(Some(Provider::Serper), &e).body["statusCode"], 401);
+        assert!(render(Some(Provider::Stability), &e).body["errors"].is_array());
+        assert!(render(Some(Provider::Exa), &e).body["error"].is_string());
+        assert_eq!(
+            render(None, &GatewayError::UnknownRoute("/x".into())).status,
+            404
+        );
+    }
+
+    #[test]
+    fn cost_limits_read_in_dollars() {
+        let e = GatewayError::LimitExceeded(Denial {
+            limit: Limit {
+                key: LimitKey::Cost,
+                max: 2_000_000_000,
+            },
+            standing: Standing {
+                used: 1_999_000_000,
+                reserved: 0,
+            },
+            requested: 1_500_000,
+            resets_at: "2026-12-01T00:00:00Z".parse().unwrap(),
+            retry_after_secs: 10,
+        });
+        let message = e.to_string();
+        assert!(message.contains("$1.999 of $2.00 used"), "{message}");
+        assert!(message.contains("up to $0.0015"), "{message}");
+    }
+}

@@ -1,0 +1,173 @@
+//! What admission needs to know from a request, and the one rewrite the gateway makes to it.
+//!
+//! Admission reserves an upper bound before anything is sent upstream, so it needs the model
+//! (from the body, or from the path for Gemini), the most output the request allows, and a bound
+//! on its input. The input bound is the body's size in bytes: a tokenizer never produces more
+//! tokens than the bytes of the text it encodes.
+
+use serde_json::Value;
+use tollgate_domain::Provider;
+
+use crate::errors::GatewayError;
+
+/// The facts of a request that bound what it can cost.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestFacts {
+    pub model: Option<String>,
+    /// The request's own output cap (`max_tokens`, `max_completion_tokens`, `max_output_tokens`,
+    /// `generationConfig.maxOutputTokens`), if it sets one.
+    pub max_output_tokens: Option<u64>,
+    pub stream: bool,
+    /// Upper bound on input tokens.
+    pub input_tokens_bound: u64,
+}
+
+/// Reads the facts of a request to `provider` at `path` with a JSON (or empty) body. A body that
+/// is not JSON where the gateway must read it is a 400 in the provider's shape.
+pub fn inspect(provider: Provider, path: &str, body: &[u8]) -> Result<RequestFacts, GatewayError> {
+    let input_tokens_bound = body.len() as u64;
+    let path_model = gemini_model(provider, path);
+    let stream = path.ends_with(":streamGenerateContent");
+    if body.iter().all(u8::is_ascii_whitespace) || !expects_json(provider) {
+        return Ok(RequestFacts {
+            model: path_model,
+            max_output_tokens: None,
+            stream,
+            input_tokens_bound,
+        });
+    }
+    let json: Value = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::BadRequest(format!("the request body is not valid JSON: {e}"))
+    })?;
+    let Some(object) = json.as_object() else {
+        return Err(GatewayError::BadRequest(
+            "the request body must be a JSON object".to_owned(),
+        ));
+    };
+    let number = |v: Option<&Value>| v.and_then(Value::as_u64);
+    let max_output_tokens = number(object.get("max_completion_tokens"))
+        .or_else(|| number(object.get("max_tokens")))
+        .or_else(|| number(object.get("max_output_tokens")))
+        .or_else(|| number(json.pointer("/generationConfig/maxOutputTokens")));
+    let model = path_model.or_else(|| {
+        object
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    Ok(RequestFacts {
+        model,
+        max_output_tokens,
+        stream: stream || object.get("stream").and_then(Value::as_bool) == Some(true),
+        input_tokens_bound,
+    })
+}
+
+/// Stability takes multipart form data; every other provider's API takes JSON.
+fn expects_json(provider: Provider) -> bool {
+    provider != Provider::Stability
+}
+
+/// Gemini names the model in the path: `/v1beta/models/gemini-2.5-pro:generateContent`.
+fn gemini_model(provider: Provider, path: &str) -> Option<String> {
+    if provider != Provider::Gemini {
+        return None;
+    }
+    let after = path.split_once("/models/")?.1;
+    let model = after.split_once(':').map_or(after, |(m, _)| m);
+    (!model.is_empty()).then(|| model.to_owned())
+}
+
+/// For an OpenAI-compatible streaming chat request, the body with
+/// `stream_options.include_usage: true` added so that the final chunk carries usage; `None` when
+/// the body needs no change (not streaming, not chat, or the client already asked for usage).
+pub fn with_stream_usage(provider: Provider, path: &str, body: &[u8]) -> Option<Vec<u8>> {
+    if provider != Provider::OpenAi || !path.ends_with("/chat/completions") {
+        return None;
+    }
+    let mut json: Value = serde_json::from_slice(body).ok()?;
+    let object = json.as_object_mut()?;
+    if object.get("stream").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    let options = object
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    let options = options.as_object_mut()?;
+    if options.get("include_usage").and_then(Value::as_bool) == Some(true) {
+        return None;
+    }
+    options.insert("include_usage".to_owned(), Value::Bool(true));
+    serde_json::to_vec(&json).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_chat_facts() {
+        let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":256,"stream":true}"#;
+        let f = inspect(Provider::OpenAi, "/v1/chat/completions", body).unwrap();
+        assert_eq!(f.model.as_deref(), Some("gpt-4o"));
+        assert_eq!(f.max_output_tokens, Some(256));
+        assert!(f.stream);
+        assert_eq!(f.input_tokens_bound, body.len() as u64);
+    }
+
+    #[test]
+    fn gemini_model_comes_from_the_path() {
+        let body = br#"{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"maxOutputTokens":100}}"#;
+        let f = inspect(
+            Provider::Gemini,
+            "/v1beta/models/gemini-2.5-pro:streamGenerateContent",
+            body,
+        )
+        .unwrap();
+        assert_eq!(f.model.as_deref(), Some("gemini-2.5-pro"));
+        assert_eq!(f.max_output_tokens, Some(100));
+        assert!(f.stream);
+    }
+
+    #[test]
+    fn malformed_json_is_a_400() {
+        let e = inspect(Provider::Anthropic, "/v1/messages", b"{\"model\": ").unwrap_err();
+        assert_eq!(e.status(), 400);
+        let e = inspect(Provider::OpenAi, "/v1/chat/completions", b"[1]").unwrap_err();
+        assert_eq!(e.status(), 400);
+        // Multipart bodies are not read; an empty body is fine.
+        assert!(
+            inspect(
+                Provider::Stability,
+                "/v2beta/stable-image/generate/core",
+                b"--x\r\n"
+            )
+            .is_ok()
+        );
+        assert!(inspect(Provider::Tavily, "/search", b"").is_ok());
+    }
+
+    #[test]
+    fn stream_usage_is_requested_once() {
+        let add = |body: &str| {
+            with_stream_usage(Provider::OpenAi, "/v1/chat/completions", body.as_bytes())
+                .map(|b| String::from_utf8(b).unwrap())
+        };
+        let out = add(r#"{"model":"gpt-4o","stream":true}"#).unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        let out = add(r#"{"stream":true,"stream_options":{"include_obfuscation":false}}"#).unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_obfuscation"], false);
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(
+            add(r#"{"stream":true,"stream_options":{"include_usage":true}}"#),
+            None
+        );
+        assert_eq!(add(r#"{"stream":false}"#), None);
+        assert_eq!(
+            with_stream_usage(Provider::OpenAi, "/v1/responses", br#"{"stream":true}"#),
+            None
+        );
+    }
+}
