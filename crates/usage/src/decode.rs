@@ -1,0 +1,335 @@
+//! Content-Encoding, undone incrementally for the scanner only (the client receives the bytes as
+//! they came).
+//!
+//! One decoder per body, created with it: a decoder per chunk fails on the second chunk. Each
+//! decoder writes its output into the scanner in pieces of its own fixed buffer size (32 KiB
+//! for flate2, 4 KiB for brotli, zstd's block size), so a compressed body of any ratio is
+//! scanned in bounded memory. With no Content-Encoding the first bytes are checked for the gzip
+//! magic `1f 8b`, since some edges compress without saying so.
+//!
+//! A body that fails to decode stops being scanned; what was read before stays, and the reason
+//! is reported as `decode_error`.
+
+use std::io::Write;
+
+use crate::Core;
+
+/// Buffer size handed to the brotli decoder.
+const BROTLI_BUFFER: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    Identity,
+    Gzip,
+    /// `deflate`, which is zlib-wrapped by the standard and sometimes raw in practice.
+    Deflate,
+    Brotli,
+    Zstd,
+}
+
+impl Encoding {
+    /// Reads a Content-Encoding header value; `Err` names an unsupported coding.
+    pub(crate) fn parse(header: Option<&str>) -> Result<Encoding, String> {
+        let Some(value) = header.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Ok(Encoding::Identity);
+        };
+        match value.to_ascii_lowercase().as_str() {
+            "identity" => Ok(Encoding::Identity),
+            "gzip" | "x-gzip" => Ok(Encoding::Gzip),
+            "deflate" => Ok(Encoding::Deflate),
+            "br" => Ok(Encoding::Brotli),
+            "zstd" => Ok(Encoding::Zstd),
+            other => Err(format!("unsupported content-encoding {other:?}")),
+        }
+    }
+}
+
+pub(crate) enum Body {
+    /// Not compressed, or not yet known: `held` is a first `1f` byte waiting for its second.
+    Plain {
+        core: Core,
+        sniff: bool,
+        held: bool,
+    },
+    /// `deflate` before its first byte says zlib or raw.
+    Deflate(Core),
+    Gzip(Box<flate2::write::MultiGzDecoder<Core>>),
+    Zlib(Box<flate2::write::ZlibDecoder<Core>>),
+    RawDeflate(Box<flate2::write::DeflateDecoder<Core>>),
+    Brotli(Box<brotli_decompressor::DecompressorWriter<Core>>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, Core>>),
+    Failed {
+        core: Core,
+        reason: String,
+    },
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Body::Plain { .. } => "Plain",
+            Body::Deflate(_) => "Deflate",
+            Body::Gzip(_) => "Gzip",
+            Body::Zlib(_) => "Zlib",
+            Body::RawDeflate(_) => "RawDeflate",
+            Body::Brotli(_) => "Brotli",
+            Body::Zstd(_) => "Zstd",
+            Body::Failed { .. } => "Failed",
+        })
+    }
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+impl Body {
+    pub(crate) fn new(core: Core, encoding: Encoding, sniff_gzip: bool) -> Body {
+        match encoding {
+            Encoding::Identity => Body::Plain {
+                core,
+                sniff: sniff_gzip,
+                held: false,
+            },
+            Encoding::Gzip => Body::Gzip(Box::new(flate2::write::MultiGzDecoder::new(core))),
+            Encoding::Deflate => Body::Deflate(core),
+            Encoding::Brotli => Body::Brotli(Box::new(
+                brotli_decompressor::DecompressorWriter::new(core, BROTLI_BUFFER),
+            )),
+            Encoding::Zstd => match zstd::stream::write::Decoder::new(core) {
+                Ok(d) => Body::Zstd(Box::new(d)),
+                // Creating the context only fails when memory runs out; nothing to scan then.
+                Err(e) => Body::Failed {
+                    core: Core::default(),
+                    reason: format!("zstd: {e}"),
+                },
+            },
+        }
+    }
+
+    pub(crate) fn feed(&mut self, mut chunk: &[u8]) {
+        if chunk.is_empty() {
+            return;
+        }
+        match self {
+            Body::Plain { core, sniff, held } => {
+                if *sniff {
+                    if *held {
+                        *held = false;
+                        *sniff = false;
+                        if chunk[0] == GZIP_MAGIC[1] {
+                            self.become_gzip(&GZIP_MAGIC[..1]);
+                            return self.feed(chunk);
+                        }
+                        core.feed(&GZIP_MAGIC[..1]);
+                    } else if chunk[0] == GZIP_MAGIC[0] {
+                        if chunk.len() == 1 {
+                            *held = true;
+                            return;
+                        }
+                        *sniff = false;
+                        if chunk[1] == GZIP_MAGIC[1] {
+                            self.become_gzip(&[]);
+                            return self.feed(chunk);
+                        }
+                    } else {
+                        *sniff = false;
+                    }
+                }
+                core.feed(chunk);
+            }
+            Body::Deflate(core) => {
+                let core = std::mem::take(core);
+                // A zlib header: compression method 8, window ≤ 32 KiB, header checksum is a
+                // multiple of 31 (checked once the second byte is known; one byte is enough
+                // to tell zlib from the raw deflate that some servers send).
+                *self = if chunk[0] & 0x0f == 8 && chunk[0] >> 4 <= 7 {
+                    Body::Zlib(Box::new(flate2::write::ZlibDecoder::new(core)))
+                } else {
+                    Body::RawDeflate(Box::new(flate2::write::DeflateDecoder::new(core)))
+                };
+                self.feed(chunk);
+            }
+            Body::Gzip(d) => {
+                if let Err(e) = write_all(d.as_mut(), &mut chunk) {
+                    self.fail("gzip", e);
+                }
+            }
+            Body::Zlib(d) => {
+                if let Err(e) = write_all(d.as_mut(), &mut chunk) {
+                    self.fail("deflate", e);
+                }
+            }
+            Body::RawDeflate(d) => {
+                if let Err(e) = write_all(d.as_mut(), &mut chunk) {
+                    self.fail("deflate", e);
+                }
+            }
+            Body::Brotli(d) => {
+                if let Err(e) = write_all(d.as_mut(), &mut chunk) {
+                    self.fail("br", e);
+                }
+            }
+            Body::Zstd(d) => {
+                if let Err(e) = write_all(d.as_mut(), &mut chunk) {
+                    self.fail("zstd", e);
+                }
+            }
+            Body::Failed { .. } => {}
+        }
+    }
+
+    fn become_gzip(&mut self, prefix: &[u8]) {
+        let Body::Plain { core, .. } = self else {
+            return;
+        };
+        let core = std::mem::take(core);
+        *self = Body::Gzip(Box::new(flate2::write::MultiGzDecoder::new(core)));
+        self.feed(prefix);
+    }
+
+    fn fail(&mut self, coding: &str, e: std::io::Error) {
+        let core = self.take_core();
+        *self = Body::Failed {
+            core,
+            reason: format!("{coding} body could not be decoded: {e}"),
+        };
+    }
+
+    fn take_core(&mut self) -> Core {
+        match self {
+            Body::Plain { core, .. } | Body::Deflate(core) | Body::Failed { core, .. } => {
+                std::mem::take(core)
+            }
+            Body::Gzip(d) => std::mem::take(d.get_mut()),
+            Body::Zlib(d) => std::mem::take(d.get_mut()),
+            Body::RawDeflate(d) => std::mem::take(d.get_mut()),
+            Body::Brotli(d) => std::mem::take(d.get_mut()),
+            Body::Zstd(d) => std::mem::take(d.get_mut()),
+        }
+    }
+
+    pub(crate) fn core(&self) -> &Core {
+        match self {
+            Body::Plain { core, .. } | Body::Deflate(core) | Body::Failed { core, .. } => core,
+            Body::Gzip(d) => d.get_ref(),
+            Body::Zlib(d) => d.get_ref(),
+            Body::RawDeflate(d) => d.get_ref(),
+            Body::Brotli(d) => d.get_ref(),
+            Body::Zstd(d) => d.get_ref(),
+        }
+    }
+
+    /// Flushes what the decoder still holds into the scanner and returns it, with the reason
+    /// decoding failed, if it did. A body cut short inside a compressed block is not an error
+    /// here: the scanner reports it as incomplete.
+    pub(crate) fn finish(mut self) -> (Core, Option<String>) {
+        let flushed = match &mut self {
+            Body::Plain { core, held, .. } => {
+                if *held {
+                    core.feed(&GZIP_MAGIC[..1]);
+                }
+                Ok(())
+            }
+            Body::Gzip(d) => d.flush(),
+            Body::Zlib(d) => d.flush(),
+            Body::RawDeflate(d) => d.flush(),
+            Body::Brotli(d) => d.flush(),
+            Body::Zstd(d) => d.flush(),
+            Body::Deflate(_) | Body::Failed { .. } => Ok(()),
+        };
+        let reason = match &mut self {
+            Body::Failed { reason, .. } => Some(std::mem::take(reason)),
+            _ => flushed
+                .err()
+                .map(|e| format!("body could not be decoded: {e}")),
+        };
+        (self.take_core(), reason)
+    }
+}
+
+/// `Write::write_all`, but tolerant of a decoder that accepts nothing after its stream ended
+/// (trailing bytes after a complete compressed stream are ignored, not an error).
+fn write_all(w: &mut impl Write, chunk: &mut &[u8]) -> std::io::Result<()> {
+    while !chunk.is_empty() {
+        match w.write(chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => *chunk = &chunk[n.min(chunk.len())..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use tollgate_domain::Provider;
+
+    use crate::{RequestInfo, Scanned, scanner};
+
+    const BODY: &[u8] = br#"{"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+
+    fn scan(encoding: Option<&str>, body: &[u8]) -> Scanned {
+        let mut s = scanner(&RequestInfo {
+            provider: Provider::OpenAi,
+            method: "POST",
+            path: "/v1/chat/completions",
+            query: None,
+            request_body: None,
+            response_status: 200,
+            response_content_type: Some("application/json"),
+            response_content_encoding: encoding,
+        });
+        for piece in body.chunks(3) {
+            s.feed(piece);
+        }
+        s.finish()
+    }
+
+    fn gzip(body: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(body).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn raw_deflate_is_accepted_as_deflate() {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(BODY).unwrap();
+        let got = scan(Some("deflate"), &e.finish().unwrap());
+        assert_eq!(got.usage.output_tokens, 4);
+        assert_eq!(got.decode_error, None);
+    }
+
+    #[test]
+    fn corrupt_and_unsupported_bodies_say_so() {
+        let mut packed = gzip(BODY);
+        let mid = packed.len() / 2;
+        packed[mid..].iter_mut().for_each(|b| *b = !*b);
+        let got = scan(Some("gzip"), &packed);
+        assert!(got.decode_error.is_some());
+        assert!(!got.usage_found);
+
+        let got = scan(Some("compress"), BODY);
+        assert_eq!(
+            got.decode_error.as_deref(),
+            Some("unsupported content-encoding \"compress\"")
+        );
+    }
+
+    #[test]
+    fn a_cut_gzip_body_is_incomplete_not_failed() {
+        let packed = gzip(BODY);
+        let got = scan(Some("gzip"), &packed[..packed.len() - 12]);
+        assert!(!got.complete);
+    }
+
+    #[test]
+    fn a_lone_first_byte_is_held_for_the_sniff() {
+        // `1f` then a byte that is not `8b`: not gzip, and the held byte is still scanned.
+        let got = scan(None, b"\x1f{");
+        assert!(!got.usage_found);
+        assert_eq!(scan(None, BODY).usage.input_tokens, 3);
+    }
+}
