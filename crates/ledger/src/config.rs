@@ -1,0 +1,77 @@
+//! How the ledger is set up: the database, batching, the queue, the spool and their limits.
+
+use std::path::PathBuf;
+
+/// What `record` does when the in-memory queue is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnFull {
+    /// Wait for room: `record_async` and `record_durable` wait; the non-blocking `record` hands
+    /// the event back in [`crate::LedgerError::QueueFull`] so the caller can wait with it.
+    Block,
+    /// Append the event straight to the on-disk spool (synced before `record` returns).
+    #[default]
+    Spool,
+    /// Drop the event and count it in `dropped`. Only for deployments that prefer losing usage
+    /// to slowing down; the metric must stay 0 otherwise.
+    Drop,
+}
+
+/// What the writer does when a batch can go neither to the database nor to a full spool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnSpoolFull {
+    /// Keep the batch in memory and retry until the database or the spool takes it; the queue
+    /// fills meanwhile and `on_full` applies to new events.
+    #[default]
+    Block,
+    /// Drop the batch and count its events in `dropped`.
+    Drop,
+}
+
+/// The ledger's settings. [`LedgerConfig::new`] gives the defaults.
+#[derive(Clone, Debug)]
+pub struct LedgerConfig {
+    /// `sqlite://path/to/file.db` (created if missing) or `postgres://user@host/db`.
+    pub database_url: String,
+    /// A batch is written once it holds this many events...
+    pub batch_max_events: usize,
+    /// ...or this long after its first event arrived, whichever comes first.
+    pub flush_interval_ms: u64,
+    /// Events accepted but not yet written; past this `on_full` applies.
+    pub queue_capacity: usize,
+    pub on_full: OnFull,
+    /// Where batches go while the database is unreachable.
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    /// A spool file is closed and a new one started past this size.
+    pub spool_segment_bytes: u64,
+    pub on_spool_full: OnSpoolFull,
+    /// How long one database operation may wait for a connection (PostgreSQL) or a lock
+    /// (SQLite's busy timeout) before the batch goes to the spool.
+    pub db_timeout_ms: u64,
+    pub max_connections: u32,
+    /// Retries of an unreachable database back off up to this delay.
+    pub retry_backoff_max_ms: u64,
+    /// A billing period is closed into billing_history this long after it ended, so that calls
+    /// made just before the boundary have been flushed.
+    pub close_grace_ms: u64,
+}
+
+impl LedgerConfig {
+    pub fn new(database_url: impl Into<String>, spool_dir: impl Into<PathBuf>) -> LedgerConfig {
+        LedgerConfig {
+            database_url: database_url.into(),
+            batch_max_events: 500,
+            flush_interval_ms: 200,
+            queue_capacity: 100_000,
+            on_full: OnFull::default(),
+            spool_dir: spool_dir.into(),
+            spool_max_bytes: 1 << 30,
+            spool_segment_bytes: 16 << 20,
+            on_spool_full: OnSpoolFull::default(),
+            db_timeout_ms: 5_000,
+            max_connections: 5,
+            retry_backoff_max_ms: 5_000,
+            close_grace_ms: 5 * 60 * 1_000,
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The connection to SQLite or PostgreSQL, and the migrations of each.
+//!
+//! Two concrete pools rather than `sqlx::Any`: each backend keeps its native types (TIMESTAMPTZ,
+//! BOOLEAN) and its own migrations, while the SQL text is shared. Statements use `$1`-style
+//! placeholders, which both backends accept, and [`on_db!`] expands one block of code once per
+//! pool type so that a query is written once and type-checked for both.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::error::{LedgerError, Result};
+
+/// A pool on one of the two supported databases.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of `$db`.
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_db;
+
+/// Connection settings beyond the URL.
+#[derive(Clone, Copy, Debug)]
+pub struct DbOptions {
+    /// Connection acquire timeout, and SQLite's busy timeout.
+    pub timeout: Duration,
+    pub max_connections: u32,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            timeout: Duration::from_secs(5),
+            max_connections: 5,
+        }
+    }
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`). A SQLite file is created if missing
+    /// and put in WAL mode with full sync, so a committed batch survives a crash of the process
+    /// and of the machine.
+    pub async fn connect(url: &str, options: DbOptions) -> Result<Db> {
+        if url.starts_with("sqlite:") {
+            let connect = SqliteConnectOptions::from_str(url)
+                .map_err(LedgerError::db("parsing the SQLite URL"))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(options.timeout)
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .acquire_timeout(options.timeout)
+                .connect_with(connect)
+                .await
+                .map_err(LedgerError::db("opening the SQLite database"))?;
+            Ok(Db::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let connect = PgConnectOptions::from_str(url)
+                .map_err(LedgerError::db("parsing the PostgreSQL URL"))?;
+            // connect_lazy: the ledger must start (and spool) while PostgreSQL is down.
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .acquire_timeout(options.timeout)
+                .connect_lazy_with(connect);
+            Ok(Db::Postgres(pool))
+        } else {
+            Err(LedgerError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+
+    /// Applies the backend's pending migrations.
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Db::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+            Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        on_db!(self, pool => pool.close().await)
+    }
+}
+
+/// Connects to `database_url` and applies the pending migrations (`tollgate migrate`).
+pub async fn migrate(database_url: &str) -> Result<()> {
+    let db = Db::connect(database_url, DbOptions::default()).await?;
+    let result = db.migrate().await;
+    db.close().await;
+    result
+}
+
+/// The URL without its password, for messages.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_appear_in_messages() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
+    }
+}

@@ -1,0 +1,109 @@
+//! Tollgate's ledger: every metered call recorded once, in batches, in SQLite or PostgreSQL.
+//!
+//! The gateway hands each call's [`UsageEvent`] to a [`LedgerHandle`] without waiting. A
+//! background task writes the events in batches; each batch inserts its log rows and adds them
+//! to the per-(user, period) summaries in one transaction, idempotently on the event id. While
+//! the database is unreachable batches go to an on-disk spool and are replayed in order when it
+//! is back. The read side ([`Ledger`]) answers the admin API: usage of a period with its
+//! provider breakdown, trends, daily series, logs, alerts, export and erasure. See
+//! `docs/ledger.md` for the guarantees, including what a SIGKILL can lose.
+
+mod accounts;
+mod billing;
+mod config;
+mod db;
+mod error;
+mod event;
+mod export;
+mod handle;
+mod metrics;
+mod queries;
+mod spool;
+mod store;
+mod writer;
+
+#[cfg(test)]
+mod testing;
+
+pub use accounts::{
+    Alert, ApiKey, NewAlert, NewApiKey, NewSubscription, PlanRecord, Subscription, User,
+};
+pub use billing::BillingRecord;
+pub use config::{LedgerConfig, OnFull, OnSpoolFull};
+pub use db::{Db, DbOptions, migrate};
+pub use error::{LedgerError, Result};
+pub use event::UsageEvent;
+pub use handle::LedgerHandle;
+pub use metrics::LedgerMetrics;
+pub use queries::{
+    DailyUsage, LogFilter, LogPage, PeriodUsage, ProviderUsage, UsageLog, UsageTotals,
+};
+pub use store::BatchOutcome;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tracing::warn;
+
+/// The read side of the ledger (queries, accounts, alerts). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    db: Db,
+}
+
+impl Ledger {
+    /// Connects, applies migrations, opens the spool and starts the writer. With PostgreSQL
+    /// unreachable the ledger still starts: events go to the spool and migrations are applied
+    /// before the first write that reaches the database.
+    pub async fn open(config: LedgerConfig) -> Result<(Ledger, LedgerHandle)> {
+        let db = Db::connect(
+            &config.database_url,
+            DbOptions {
+                timeout: Duration::from_millis(config.db_timeout_ms),
+                max_connections: config.max_connections,
+            },
+        )
+        .await?;
+        let migrated = match db.migrate().await {
+            Ok(()) => true,
+            Err(e) if matches!(db, Db::Postgres(_)) => {
+                warn!(error = %e, "ledger database unreachable at start; spooling until it is back");
+                false
+            }
+            Err(e) => return Err(e),
+        };
+        let handle = writer::start(db.clone(), &config, migrated)?;
+        Ok((Ledger { db }, handle))
+    }
+
+    /// The read side alone (no writer): connects and applies migrations.
+    pub async fn connect(database_url: &str, options: DbOptions) -> Result<Ledger> {
+        let db = Db::connect(database_url, options).await?;
+        db.migrate().await?;
+        Ok(Ledger { db })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Writes a batch directly, bypassing the queue (tools and tests; the gateway records).
+    pub async fn insert_batch(&self, events: &[UsageEvent]) -> Result<BatchOutcome> {
+        store::insert_batch(&self.db, events).await
+    }
+
+    /// Writes billing_history rows for every period that ended at or before `now`, once each;
+    /// returns how many this call wrote. The writer calls it by itself at start and on the first
+    /// flush of each UTC day, a grace period after the boundary (`docs/ledger.md`).
+    pub async fn close_periods(&self, now: DateTime<Utc>) -> Result<usize> {
+        billing::close_periods(&self.db, now).await
+    }
+
+    pub async fn billing_history(&self, user_id: &str) -> Result<Vec<BillingRecord>> {
+        billing::billing_history(&self.db, user_id).await
+    }
+
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}

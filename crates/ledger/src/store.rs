@@ -1,0 +1,247 @@
+//! Writing a batch of usage events: the log rows and the summary increments they imply, in one
+//! transaction.
+//!
+//! The log insert is `ON CONFLICT (event_id) DO NOTHING RETURNING event_id`, so the database
+//! says which events are new; only those are added to the summaries, with
+//! `INSERT … ON CONFLICT DO UPDATE SET x = x + excluded.x`. Replaying a batch that was already
+//! committed therefore changes nothing, and concurrent writers never lose an increment.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::Utc;
+use sqlx::QueryBuilder;
+use tollgate_domain::Provider;
+
+use crate::db::{Db, on_db};
+use crate::error::{LedgerError, Result};
+use crate::event::{UsageEvent, to_db};
+
+/// Rows per INSERT statement: 31 parameters each stays well under both backends' limits.
+const ROWS_PER_INSERT: usize = 200;
+
+/// What a batch write did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Events stored by this write.
+    pub inserted: usize,
+    /// Events already stored (a replay), or repeated within the batch.
+    pub duplicates: usize,
+}
+
+/// Summed usage of a set of events, as summary increments.
+#[derive(Clone, Copy, Debug, Default)]
+struct Delta {
+    calls: i64,
+    tokens: i64,
+    input_tokens: i64,
+    cached_input_tokens: i64,
+    cache_creation_input_tokens: i64,
+    output_tokens: i64,
+    reasoning_tokens: i64,
+    units: i64,
+    cost_nanousd: i64,
+    error_calls: i64,
+    estimated_calls: i64,
+    latency_ms_sum: i64,
+}
+
+impl Delta {
+    fn add(&mut self, e: &UsageEvent) {
+        let u = e.usage;
+        self.calls = self.calls.saturating_add(1);
+        self.tokens = self.tokens.saturating_add(to_db(u.total_tokens()));
+        self.input_tokens = self.input_tokens.saturating_add(to_db(u.input_tokens));
+        self.cached_input_tokens = self
+            .cached_input_tokens
+            .saturating_add(to_db(u.cached_input_tokens));
+        self.cache_creation_input_tokens = self
+            .cache_creation_input_tokens
+            .saturating_add(to_db(u.cache_creation_input_tokens));
+        self.output_tokens = self.output_tokens.saturating_add(to_db(u.output_tokens));
+        self.reasoning_tokens = self
+            .reasoning_tokens
+            .saturating_add(to_db(u.reasoning_tokens));
+        self.units = self.units.saturating_add(to_db(u.units));
+        self.cost_nanousd = self
+            .cost_nanousd
+            .saturating_add(to_db(e.cost.total_nanousd));
+        self.error_calls = self.error_calls.saturating_add(i64::from(e.is_error()));
+        self.estimated_calls = self.estimated_calls.saturating_add(i64::from(e.estimated));
+        self.latency_ms_sum = self.latency_ms_sum.saturating_add(to_db(e.latency_ms));
+    }
+}
+
+/// Stores `events` (log rows and summary increments) in one transaction.
+pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<BatchOutcome> {
+    let mut seen = HashSet::with_capacity(events.len());
+    let mut unique: Vec<&UsageEvent> = events
+        .iter()
+        .filter(|e| seen.insert(e.event_id.as_str()))
+        .collect();
+    // Inserting in id order means two writers holding overlapping events wait on each other in
+    // one direction only, instead of deadlocking.
+    unique.sort_unstable_by(|a, b| a.event_id.cmp(&b.event_id));
+    if unique.is_empty() {
+        return Ok(BatchOutcome::default());
+    }
+    let now = Utc::now();
+    let inserted: HashSet<String> = on_db!(db, pool => {
+        let mut tx = pool.begin().await.map_err(LedgerError::db("beginning a batch"))?;
+        let mut inserted = HashSet::with_capacity(unique.len());
+        for chunk in unique.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::new(INSERT_LOGS);
+            insert.push_values(chunk, |mut row, e| {
+                let u = e.usage;
+                row.push_bind(e.event_id.clone())
+                    .push_bind(e.user_id.clone())
+                    .push_bind(e.key_id.clone())
+                    .push_bind(e.provider.as_str())
+                    .push_bind(e.model.clone())
+                    .push_bind(e.endpoint.clone())
+                    .push_bind(e.method.clone())
+                    .push_bind(i64::from(e.status))
+                    .push_bind(to_db(u.input_tokens))
+                    .push_bind(to_db(u.cached_input_tokens))
+                    .push_bind(to_db(u.cache_creation_input_tokens))
+                    .push_bind(to_db(u.cache_creation_1h_input_tokens))
+                    .push_bind(to_db(u.output_tokens))
+                    .push_bind(to_db(u.reasoning_tokens))
+                    .push_bind(to_db(u.total_tokens()))
+                    .push_bind(to_db(u.units))
+                    .push_bind(u.reported_cost_nanousd.map(to_db))
+                    .push_bind(to_db(e.cost.input_nanousd))
+                    .push_bind(to_db(e.cost.output_nanousd))
+                    .push_bind(to_db(e.cost.other_nanousd))
+                    .push_bind(to_db(e.cost.total_nanousd))
+                    .push_bind(e.price_version.clone())
+                    .push_bind(e.estimated)
+                    .push_bind(to_db(e.latency_ms))
+                    .push_bind(to_db(e.request_bytes))
+                    .push_bind(to_db(e.response_bytes))
+                    .push_bind(e.error_message.clone())
+                    .push_bind(e.billing_period.clone())
+                    .push_bind(e.occurred_at)
+                    .push_bind(e.occurred_at.date_naive().to_string())
+                    .push_bind(now);
+            });
+            insert.push(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
+            let ids: Vec<(String,)> = insert
+                .build_query_as()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(LedgerError::db("inserting usage logs"))?;
+            inserted.extend(ids.into_iter().map(|(id,)| id));
+        }
+
+        let (summaries, providers) = deltas(unique.iter().copied().filter(|e| inserted.contains(&e.event_id)));
+        // BTreeMap order: every writer takes row locks in the same order, so two concurrent
+        // batches cannot deadlock on summary rows.
+        for ((user, period), d) in &summaries {
+            sqlx::query(UPSERT_SUMMARY)
+                .bind(user)
+                .bind(period)
+                .bind(d.calls)
+                .bind(d.tokens)
+                .bind(d.input_tokens)
+                .bind(d.cached_input_tokens)
+                .bind(d.cache_creation_input_tokens)
+                .bind(d.output_tokens)
+                .bind(d.reasoning_tokens)
+                .bind(d.units)
+                .bind(d.cost_nanousd)
+                .bind(d.error_calls)
+                .bind(d.estimated_calls)
+                .bind(d.latency_ms_sum)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(LedgerError::db("updating usage summaries"))?;
+        }
+        for ((user, period, provider), d) in &providers {
+            sqlx::query(UPSERT_PROVIDER_SUMMARY)
+                .bind(user)
+                .bind(period)
+                .bind(provider.as_str())
+                .bind(d.calls)
+                .bind(d.tokens)
+                .bind(d.input_tokens)
+                .bind(d.output_tokens)
+                .bind(d.units)
+                .bind(d.cost_nanousd)
+                .bind(d.error_calls)
+                .bind(d.latency_ms_sum)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(LedgerError::db("updating provider summaries"))?;
+        }
+        tx.commit().await.map_err(LedgerError::db("committing a batch"))?;
+        inserted
+    });
+    Ok(BatchOutcome {
+        inserted: inserted.len(),
+        duplicates: events.len() - inserted.len(),
+    })
+}
+
+type SummaryDeltas = BTreeMap<(String, String), Delta>;
+type ProviderDeltas = BTreeMap<(String, String, Provider), Delta>;
+
+fn deltas<'a>(events: impl Iterator<Item = &'a UsageEvent>) -> (SummaryDeltas, ProviderDeltas) {
+    let mut summaries = SummaryDeltas::new();
+    let mut providers = ProviderDeltas::new();
+    for e in events {
+        summaries
+            .entry((e.user_id.clone(), e.billing_period.clone()))
+            .or_default()
+            .add(e);
+        providers
+            .entry((e.user_id.clone(), e.billing_period.clone(), e.provider))
+            .or_default()
+            .add(e);
+    }
+    (summaries, providers)
+}
+
+const INSERT_LOGS: &str = "INSERT INTO api_usage_logs (event_id, user_id, key_id, provider, \
+    model, endpoint, method, status_code, input_tokens, cached_input_tokens, \
+    cache_creation_input_tokens, cache_creation_1h_input_tokens, output_tokens, \
+    reasoning_tokens, total_tokens, units, reported_cost_nanousd, cost_input_nanousd, \
+    cost_output_nanousd, cost_other_nanousd, cost_total_nanousd, price_version, estimated, \
+    latency_ms, request_bytes, response_bytes, error_message, billing_period, occurred_at, \
+    occurred_day, recorded_at) ";
+
+const UPSERT_SUMMARY: &str = "INSERT INTO usage_summaries (user_id, billing_period, \
+    total_calls, total_tokens, input_tokens, cached_input_tokens, cache_creation_input_tokens, \
+    output_tokens, reasoning_tokens, units, total_cost_nanousd, error_calls, estimated_calls, \
+    latency_ms_sum, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) \
+    ON CONFLICT (user_id, billing_period) DO UPDATE SET \
+    total_calls = usage_summaries.total_calls + excluded.total_calls, \
+    total_tokens = usage_summaries.total_tokens + excluded.total_tokens, \
+    input_tokens = usage_summaries.input_tokens + excluded.input_tokens, \
+    cached_input_tokens = usage_summaries.cached_input_tokens + excluded.cached_input_tokens, \
+    cache_creation_input_tokens = usage_summaries.cache_creation_input_tokens + excluded.cache_creation_input_tokens, \
+    output_tokens = usage_summaries.output_tokens + excluded.output_tokens, \
+    reasoning_tokens = usage_summaries.reasoning_tokens + excluded.reasoning_tokens, \
+    units = usage_summaries.units + excluded.units, \
+    total_cost_nanousd = usage_summaries.total_cost_nanousd + excluded.total_cost_nanousd, \
+    error_calls = usage_summaries.error_calls + excluded.error_calls, \
+    estimated_calls = usage_summaries.estimated_calls + excluded.estimated_calls, \
+    latency_ms_sum = usage_summaries.latency_ms_sum + excluded.latency_ms_sum, \
+    updated_at = excluded.updated_at";
+
+const UPSERT_PROVIDER_SUMMARY: &str = "INSERT INTO usage_summary_providers (user_id, \
+    billing_period, provider, calls, tokens, input_tokens, output_tokens, units, cost_nanousd, \
+    error_calls, latency_ms_sum, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+    ON CONFLICT (user_id, billing_period, provider) DO UPDATE SET \
+    calls = usage_summary_providers.calls + excluded.calls, \
+    tokens = usage_summary_providers.tokens + excluded.tokens, \
+    input_tokens = usage_summary_providers.input_tokens + excluded.input_tokens, \
+    output_tokens = usage_summary_providers.output_tokens + excluded.output_tokens, \
+    units = usage_summary_providers.units + excluded.units, \
+    cost_nanousd = usage_summary_providers.cost_nanousd + excluded.cost_nanousd, \
+    error_calls = usage_summary_providers.error_calls + excluded.error_calls, \
+    latency_ms_sum = usage_summary_providers.latency_ms_sum + excluded.latency_ms_sum, \
+    updated_at = excluded.updated_at";

@@ -1,0 +1,492 @@
+//! The read side against both databases: period usage, trends, daily series, logs, alerts,
+//! accounts, billing close-out, export and erasure.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+
+use chrono::{TimeZone, Utc};
+use common::*;
+use tollgate_domain::{AnchorDay, BillingPeriod, Provider};
+use tollgate_ledger::{
+    Ledger, LogFilter, NewAlert, NewApiKey, NewSubscription, PlanRecord, UsageEvent,
+};
+
+async fn seeded(backend: &str) -> (TestDb, Ledger) {
+    let db = TestDb::of(backend).await;
+    let ledger = Ledger::connect(&db.url, Default::default()).await.unwrap();
+    (db, ledger)
+}
+
+fn call(
+    id: &str,
+    user: &str,
+    provider: Provider,
+    period: &str,
+    day: u32,
+    cost: u64,
+    status: u16,
+) -> UsageEvent {
+    let mut e = event(id, 1);
+    e.user_id = user.into();
+    e.provider = provider;
+    e.billing_period = period.into();
+    let (y, m) = period.split_once('-').unwrap();
+    e.occurred_at = Utc
+        .with_ymd_and_hms(y.parse().unwrap(), m.parse().unwrap(), day, 12, 0, 0)
+        .unwrap();
+    e.cost.total_nanousd = cost;
+    e.status = status;
+    e.latency_ms = 100;
+    e
+}
+
+async fn period_usage_trends_and_daily_series(backend: &str) {
+    let (_db, ledger) = seeded(backend).await;
+    let events = vec![
+        call("a1", "alice", Provider::OpenAi, "2025-03", 31, 1_000, 200),
+        call("a2", "alice", Provider::OpenAi, "2025-03", 31, 2_000, 500),
+        call(
+            "a3",
+            "alice",
+            Provider::Tavily,
+            "2025-03",
+            1,
+            8_000_000,
+            200,
+        ),
+        call("a4", "alice", Provider::Gemini, "2025-01", 15, 5, 200),
+        call("b1", "bob", Provider::Exa, "2025-03", 2, 7, 200),
+    ];
+    ledger.insert_batch(&events).await.unwrap();
+
+    let march = ledger.usage_for_period("alice", "2025-03").await.unwrap();
+    assert_eq!(march.totals.calls, 3);
+    assert_eq!(march.totals.cost_nanousd, 8_003_000);
+    assert_eq!(march.totals.error_calls, 1);
+    assert!((march.error_rate_pct - 100.0 / 3.0).abs() < 1e-9);
+    assert!((march.avg_latency_ms - 100.0).abs() < 1e-9);
+    assert_eq!(march.per_provider.len(), 9, "every provider listed");
+    assert_eq!(march.per_provider[&Provider::OpenAi].calls, 2);
+    assert_eq!(march.per_provider[&Provider::OpenAi].error_calls, 1);
+    assert_eq!(
+        march.per_provider[&Provider::Tavily].cost_nanousd,
+        8_000_000
+    );
+    assert_eq!(
+        march.per_provider[&Provider::Exa].calls,
+        0,
+        "bob's calls are bob's"
+    );
+    assert!(march.updated_at.is_some());
+    let empty = ledger.usage_for_period("alice", "2024-01").await.unwrap();
+    assert_eq!(empty.totals.calls, 0);
+    assert!(empty.updated_at.is_none());
+
+    // On 2025-03-31 the seed's trends skipped February and repeated March.
+    let end = BillingPeriod::containing(
+        Utc.with_ymd_and_hms(2025, 3, 31, 10, 0, 0).unwrap(),
+        AnchorDay::CALENDAR_MONTH,
+    );
+    let trends = ledger.monthly_trends("alice", end, 6).await.unwrap();
+    let keys: Vec<&str> = trends.iter().map(|t| t.billing_period.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "2024-10", "2024-11", "2024-12", "2025-01", "2025-02", "2025-03"
+        ]
+    );
+    let calls: Vec<u64> = trends.iter().map(|t| t.totals.calls).collect();
+    assert_eq!(calls, [0, 0, 0, 1, 0, 3]);
+
+    let days = ledger
+        .daily_series("alice", "2025-03".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(days.len(), 31);
+    assert_eq!(days[0].day.to_string(), "2025-03-01");
+    assert_eq!((days[0].calls, days[0].cost_nanousd), (1, 8_000_000));
+    assert_eq!((days[30].calls, days[30].error_calls), (2, 1));
+    assert_eq!(days.iter().map(|d| d.calls).sum::<u64>(), 3);
+
+    let totals = ledger.current_period_totals("2025-03").await.unwrap();
+    let users: Vec<(&str, u64)> = totals
+        .iter()
+        .map(|t| (t.user_id.as_str(), t.totals.calls))
+        .collect();
+    assert_eq!(users, [("alice", 3), ("bob", 1)]);
+    assert_eq!(totals[1].per_provider[&Provider::Exa].calls, 1);
+    ledger.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_period_usage_trends_and_daily_series() {
+    period_usage_trends_and_daily_series("sqlite").await;
+}
+
+#[tokio::test]
+async fn postgres_period_usage_trends_and_daily_series() {
+    period_usage_trends_and_daily_series("postgres").await;
+}
+
+async fn usage_log_pages_and_filters(backend: &str) {
+    let (_db, ledger) = seeded(backend).await;
+    let events: Vec<_> = (0..50u64).map(|n| event(format!("l-{n:02}"), n)).collect();
+    ledger.insert_batch(&events).await.unwrap();
+
+    let all = ledger
+        .usage_logs(&LogFilter::default(), 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(all.total, 50);
+    assert_eq!(all.rows.len(), 10);
+    assert!(
+        all.rows
+            .windows(2)
+            .all(|w| w[0].occurred_at >= w[1].occurred_at),
+        "newest first"
+    );
+    let last_page = ledger
+        .usage_logs(&LogFilter::default(), 10, 45)
+        .await
+        .unwrap();
+    assert_eq!(last_page.rows.len(), 5);
+
+    let user1 = LogFilter {
+        user_id: Some("user-1".into()),
+        provider: Some(Provider::OpenAi),
+        ..LogFilter::default()
+    };
+    let page = ledger.usage_logs(&user1, 100, 0).await.unwrap();
+    let expected = events
+        .iter()
+        .filter(|e| e.user_id == "user-1" && e.provider == Provider::OpenAi)
+        .count();
+    assert_eq!(page.total as usize, expected);
+    assert!(
+        page.rows
+            .iter()
+            .all(|r| r.user_id == "user-1" && r.provider == "openai")
+    );
+
+    let errors = LogFilter {
+        errors_only: true,
+        ..LogFilter::default()
+    };
+    let page = ledger.usage_logs(&errors, 100, 0).await.unwrap();
+    assert_eq!(
+        page.total as usize,
+        events.iter().filter(|e| e.status >= 400).count()
+    );
+
+    let window = LogFilter {
+        from: Some(nov(5, 0)),
+        to: Some(nov(10, 0)),
+        ..LogFilter::default()
+    };
+    let page = ledger.usage_logs(&window, 100, 0).await.unwrap();
+    let expected = events
+        .iter()
+        .filter(|e| e.occurred_at >= nov(5, 0) && e.occurred_at < nov(10, 0))
+        .count();
+    assert_eq!(page.total as usize, expected);
+    assert!(expected > 0);
+    let row = &page.rows[0];
+    let original = events.iter().find(|e| e.event_id == row.event_id).unwrap();
+    assert_eq!(row.cost_total_nanousd as u64, original.cost.total_nanousd);
+    assert_eq!(row.occurred_at, original.occurred_at);
+    assert_eq!(row.key_id, original.key_id);
+    assert_eq!(row.price_version, "2026-08-21");
+    ledger.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_usage_log_pages_and_filters() {
+    usage_log_pages_and_filters("sqlite").await;
+}
+
+#[tokio::test]
+async fn postgres_usage_log_pages_and_filters() {
+    usage_log_pages_and_filters("postgres").await;
+}
+
+fn alert(threshold: u32, limit_key: &str) -> NewAlert {
+    NewAlert {
+        user_id: "alice".into(),
+        billing_period: "2026-11".into(),
+        limit_key: limit_key.into(),
+        threshold_percentage: threshold,
+        alert_type: if threshold == 100 {
+            "limit_reached"
+        } else {
+            "usage_warning"
+        }
+        .into(),
+        provider: Some(Provider::Tavily),
+        title: "API Usage Notice - Tavily".into(),
+        message: "You have used 16 of 20 tavily API calls (80% of your limit).".into(),
+        severity: "info".into(),
+    }
+}
+
+async fn alerts_accounts_and_billing(backend: &str) {
+    let (_db, ledger) = seeded(backend).await;
+
+    // Alerts: once per (user, limit, threshold, period).
+    assert!(
+        ledger
+            .insert_alert_once(&alert(80, "tavily_calls"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !ledger
+            .insert_alert_once(&alert(80, "tavily_calls"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        ledger
+            .insert_alert_once(&alert(90, "tavily_calls"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        ledger
+            .insert_alert_once(&alert(80, "monthly_cost"))
+            .await
+            .unwrap()
+    );
+    let alerts = ledger.alerts("alice", false, 50).await.unwrap();
+    assert_eq!(alerts.len(), 3);
+    assert!(ledger.mark_alert_read("alice", alerts[0].id).await.unwrap());
+    assert!(
+        !ledger
+            .mark_alert_read("mallory", alerts[1].id)
+            .await
+            .unwrap(),
+        "not her alert"
+    );
+    assert!(ledger.mark_alert_sent(alerts[1].id).await.unwrap());
+    assert_eq!(ledger.alerts("alice", true, 50).await.unwrap().len(), 2);
+    assert_eq!(ledger.unread_alert_count("alice").await.unwrap(), 2);
+    assert_eq!(ledger.alerts("alice", false, 1).await.unwrap().len(), 1);
+
+    // Users and hashed keys.
+    assert!(
+        ledger
+            .create_user("alice", Some("Alice"), None)
+            .await
+            .unwrap()
+    );
+    assert!(!ledger.create_user("alice", None, None).await.unwrap());
+    let key = NewApiKey {
+        id: "k1".into(),
+        user_id: "alice".into(),
+        key_hash: "sha256:abcd".into(),
+        prefix: "tg_ab12".into(),
+        name: Some("ci".into()),
+    };
+    ledger.create_api_key(&key).await.unwrap();
+    assert!(
+        ledger.create_api_key(&key).await.is_err(),
+        "key_hash is unique"
+    );
+    assert_eq!(
+        ledger
+            .api_key_by_hash("sha256:abcd")
+            .await
+            .unwrap()
+            .unwrap()
+            .user_id,
+        "alice"
+    );
+    assert_eq!(ledger.active_api_keys().await.unwrap().len(), 1);
+    assert!(ledger.revoke_api_key("k1", Utc::now()).await.unwrap());
+    assert!(!ledger.revoke_api_key("k1", Utc::now()).await.unwrap());
+    assert!(ledger.active_api_keys().await.unwrap().is_empty());
+    assert_eq!(ledger.api_keys_of("alice").await.unwrap().len(), 1);
+
+    // A subscription to a plan mirrored from the config, created in October 2026.
+    ledger
+        .upsert_plan(&PlanRecord {
+            id: "pro".into(),
+            name: "Pro".into(),
+            tier: "pro".into(),
+            price_monthly_nanousd: 49_000_000_000,
+            price_yearly_nanousd: 490_000_000_000,
+            limits_json: "{}".into(),
+            features_json: "[]".into(),
+            description: None,
+            is_active: true,
+        })
+        .await
+        .unwrap();
+    let sub = NewSubscription {
+        user_id: "alice".into(),
+        plan_id: "pro".into(),
+        billing_cycle: "monthly".into(),
+        anchor_day: AnchorDay::CALENDAR_MONTH,
+        status: "active".into(),
+        auto_renew: true,
+    };
+    ledger.upsert_subscription(&sub).await.unwrap();
+    assert_eq!(
+        ledger.subscription("alice").await.unwrap().unwrap().plan_id,
+        "pro"
+    );
+
+    ledger
+        .insert_batch(&[
+            call("n1", "alice", Provider::OpenAi, "2026-11", 3, 1_000, 200),
+            call("n2", "alice", Provider::Tavily, "2026-11", 4, 2_000, 200),
+            call("n3", "bob", Provider::OpenAi, "2026-11", 5, 30, 200),
+            call("d1", "bob", Provider::OpenAi, "2026-12", 1, 40, 200),
+        ])
+        .await
+        .unwrap();
+
+    // Before the boundary nothing closes; after it, once per (user, period).
+    let before = Utc.with_ymd_and_hms(2026, 11, 30, 23, 0, 0).unwrap();
+    let after = Utc.with_ymd_and_hms(2026, 12, 1, 0, 10, 0).unwrap();
+    assert_eq!(ledger.close_periods(before).await.unwrap(), 0);
+    assert_eq!(ledger.close_periods(after).await.unwrap(), 2);
+    assert_eq!(
+        ledger.close_periods(after).await.unwrap(),
+        0,
+        "exactly once"
+    );
+    let bills = ledger.billing_history("alice").await.unwrap();
+    assert_eq!(bills.len(), 1);
+    let bill = &bills[0];
+    assert_eq!(bill.billing_period, "2026-11");
+    assert_eq!(bill.plan_name.as_deref(), Some("Pro"));
+    assert_eq!(bill.base_cost_nanousd, 49_000_000_000);
+    assert_eq!(bill.usage_cost_nanousd, 3_000);
+    assert_eq!(bill.total_calls, 2);
+    let details: serde_json::Value = serde_json::from_str(&bill.usage_details).unwrap();
+    assert_eq!(details["tavily"]["cost_nanousd"], 2_000);
+    let bob = ledger.billing_history("bob").await.unwrap();
+    assert_eq!(bob.len(), 1, "December is still open");
+    assert_eq!(
+        bob[0].base_cost_nanousd, 0,
+        "no subscription, no base price"
+    );
+    ledger.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_alerts_accounts_and_billing() {
+    alerts_accounts_and_billing("sqlite").await;
+}
+
+#[tokio::test]
+async fn postgres_alerts_accounts_and_billing() {
+    alerts_accounts_and_billing("postgres").await;
+}
+
+async fn export_and_erase(backend: &str) {
+    let (_db, ledger) = seeded(backend).await;
+    ledger
+        .create_user("alice", None, Some("a@example.test"))
+        .await
+        .unwrap();
+    ledger
+        .create_api_key(&NewApiKey {
+            id: "k1".into(),
+            user_id: "alice".into(),
+            key_hash: "sha256:secret-hash".into(),
+            prefix: "tg_ab12".into(),
+            name: None,
+        })
+        .await
+        .unwrap();
+    let mut events: Vec<_> = (0..2_500u64)
+        .map(|n| {
+            call(
+                &format!("x-{n}"),
+                "alice",
+                Provider::OpenAi,
+                "2026-11",
+                3,
+                n,
+                200,
+            )
+        })
+        .collect();
+    events.push(call("y-1", "bob", Provider::OpenAi, "2026-11", 3, 1, 200));
+    ledger.insert_batch(&events).await.unwrap();
+    ledger
+        .insert_alert_once(&alert(80, "openai_calls"))
+        .await
+        .unwrap();
+
+    let mut out = Vec::new();
+    let lines = ledger.export_user("alice", &mut out).await.unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.lines().count() as u64, lines);
+    let tables: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["table"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        tables.iter().filter(|t| *t == "api_usage_logs").count(),
+        2_500
+    );
+    for t in [
+        "users",
+        "api_keys",
+        "usage_summaries",
+        "usage_summary_providers",
+        "usage_alerts",
+    ] {
+        assert!(tables.iter().any(|x| x == t), "{t} exported");
+    }
+    assert!(!text.contains("secret-hash"), "key hashes are not exported");
+    assert!(!text.contains("\"bob\""), "only alice's rows");
+
+    let erased = ledger.erase_user("alice").await.unwrap();
+    assert_eq!(erased["api_usage_logs"], 2_500);
+    assert_eq!(erased["users"], 1);
+    let mut out = Vec::new();
+    assert_eq!(ledger.export_user("alice", &mut out).await.unwrap(), 0);
+    assert_eq!(
+        ledger
+            .usage_for_period("bob", "2026-11")
+            .await
+            .unwrap()
+            .totals
+            .calls,
+        1
+    );
+    ledger.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_export_and_erase() {
+    export_and_erase("sqlite").await;
+}
+
+#[tokio::test]
+async fn postgres_export_and_erase() {
+    export_and_erase("postgres").await;
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_rejects_unknown_urls() {
+    let db = TestDb::sqlite().await;
+    tollgate_ledger::migrate(&db.url).await.unwrap();
+    tollgate_ledger::migrate(&db.url).await.unwrap();
+    let pg = TestDb::postgres().await;
+    tollgate_ledger::migrate(&pg.url).await.unwrap();
+    tollgate_ledger::migrate(&pg.url).await.unwrap();
+    let err = tollgate_ledger::migrate("mysql://x:pw@h/db")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("mysql://x:***@h/db"), "{err}");
+}
