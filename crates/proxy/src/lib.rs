@@ -1,16 +1,25 @@
 //! Tollgate's request path.
 //!
 //! The Pingora service's hooks stay thin: each calls plain functions over headers and bytes
-//! that are tested here without a server — routing, credentials, provider-shaped errors.
+//! that are tested here without a server — routing, credentials, provider-shaped errors,
+//! request inspection and reservation bounds.
 
+pub mod admit;
 pub mod credentials;
 pub mod errors;
+pub mod gateway;
+pub mod keys;
+pub mod metering;
 pub mod request;
 pub mod route;
+pub mod upstream;
 
 pub use credentials::{
     CredentialError, client_key, provider_credential, strip_client_credentials, strip_query_key,
 };
 pub use errors::{ErrorResponse, GatewayError, render};
+pub use gateway::{Gateway, RequestCtx};
+pub use keys::{Identity, KeyRing};
 pub use request::{RequestFacts, inspect, with_stream_usage};
 pub use route::{Route, RouteError, route, upstream_target};
+pub use upstream::Upstream;

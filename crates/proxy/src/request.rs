@@ -63,6 +63,16 @@ pub fn inspect(provider: Provider, path: &str, body: &[u8]) -> Result<RequestFac
     })
 }
 
+/// The endpoint of a per-call provider's request (`/search` → `search`), its name in pricing
+/// when the request names no model.
+pub fn endpoint_name(path: &str) -> String {
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
 /// Stability takes multipart form data; every other provider's API takes JSON.
 fn expects_json(provider: Provider) -> bool {
     provider != Provider::Stability

@@ -1,4 +1,4 @@
-//! `tollgate check` and, until the proxy is wired in, the preview `tollgate run` prints.
+//! `tollgate check`, `describe` and `migrate`: the configuration without serving it.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -89,7 +89,9 @@ fn describe(config: &Config) -> String {
         ));
     }
     out.push_str("\nplans:\n");
-    for plan in config.plans.values() {
+    let mut plans: Vec<_> = config.plans.values().collect();
+    plans.sort_by_key(|p| (p.price_monthly_nanousd, p.id.clone()));
+    for plan in plans {
         let limits: Vec<String> = plan
             .all_limits()
             .into_iter()
@@ -117,4 +119,38 @@ fn describe(config: &Config) -> String {
         ));
     }
     out
+}
+
+/// Applies the ledger's migrations to the configured database (or the one given).
+pub fn migrate(config: &Path, database_url: Option<String>) -> anyhow::Result<ExitCode> {
+    let url = match database_url {
+        Some(url) => url,
+        None => match tollgate_config::load(config) {
+            Ok(loaded) => loaded.config.storage.database_url,
+            Err(report) => {
+                eprint!("{report}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(tollgate_ledger::migrate(&url))?;
+    println!("migrations applied to {}", redact(&url));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A database URL with its password hidden.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if scheme < at => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }

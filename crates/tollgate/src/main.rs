@@ -2,6 +2,8 @@
 
 mod check;
 mod import;
+mod inspect_usage;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +36,21 @@ enum Command {
         #[arg(long)]
         deny_warnings: bool,
     },
+    /// Describe what `run` would serve with this configuration, without serving it.
+    Describe {
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+    },
+    /// Apply the ledger's database migrations (run also applies them at start).
+    Migrate {
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+        /// A database URL instead of the configuration's.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Scan a saved response body as the proxy would and print the usage it reads, as JSON.
+    InspectUsage(inspect_usage::InspectArgs),
     /// Work with pricing files.
     Pricing {
         #[command(subcommand)]
@@ -48,13 +65,29 @@ enum PricingCommand {
 }
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => check::serve_preview(&config),
+        Command::Run { config } => serve::run(&config),
         Command::Check {
             config,
             deny_warnings,
         } => check::run(&config, deny_warnings),
+        Command::Describe { config } => check::serve_preview(&config),
+        Command::Migrate {
+            config,
+            database_url,
+        } => check::migrate(&config, database_url),
+        Command::InspectUsage(args) => inspect_usage::run(&args).map(|json| {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }),
         Command::Pricing {
             command: PricingCommand::ImportLitellm(args),
         } => import::run(&args),

@@ -1,0 +1,548 @@
+//! The Pingora service: each phase is a few lines that call the crate's plain functions.
+//!
+//! - `request_filter`: route, provider configured, body size, key → user → plan, provider in
+//!   plan; requests whose admission needs nothing from the body are admitted here.
+//! - `upstream_peer` / `upstream_request_filter`: the provider's upstream, the client's
+//!   credential removed from every slot and the real key injected, `Accept-Encoding: identity`.
+//! - `request_body_filter`: requests whose model and limits are in the JSON body are held until
+//!   the body is complete, then inspected and admitted before the first body byte is released
+//!   upstream (Pingora has already sent the request head by then; a refused request's body is
+//!   never sent, so the provider never sees a complete request).
+//! - `fail_to_proxy`: refusals and upstream failures rendered in the provider's error shape.
+//! - `response_filter` / `response_body_filter`: the response streams through unchanged while
+//!   each chunk is fed to the provider's usage scanner (synchronous, bounded memory).
+//! - `logging`: usage → cost → the reservation settled with the actual amounts → exactly one
+//!   usage event handed to the ledger without waiting.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{Duration as ChronoDuration, Utc};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorType, Result};
+use tollgate_config::{Config, UnpricedPolicy};
+use tollgate_counters::{MemoryStore, Reservation, ReserveRequest, Reserved};
+use tollgate_domain::{BillingPeriod, Provider};
+use tollgate_ledger::LedgerHandle;
+use tollgate_usage::{RequestInfo, Scanner};
+
+use crate::admit::reservation_amount;
+use crate::credentials::{CredentialError, client_key, provider_credential, strip_query_key};
+use crate::errors::{GatewayError, render};
+use crate::keys::{Identity, KeyRing};
+use crate::metering::{CallRecord, settle_call};
+use crate::request::{RequestFacts, endpoint_name, inspect, with_stream_usage};
+use crate::route::{route, upstream_target};
+use crate::upstream::Upstream;
+
+/// The gateway: configuration snapshot, upstreams, keys and counters.
+#[derive(Debug)]
+pub struct Gateway {
+    config: Arc<Config>,
+    upstreams: BTreeMap<Provider, Upstream>,
+    keys: KeyRing,
+    counters: Arc<MemoryStore>,
+    ledger: LedgerHandle,
+}
+
+impl Gateway {
+    pub fn new(
+        config: Arc<Config>,
+        counters: Arc<MemoryStore>,
+        ledger: LedgerHandle,
+    ) -> Result<Gateway, String> {
+        let upstreams = config
+            .providers
+            .iter()
+            .map(|(p, s)| Upstream::parse(&s.base_url).map(|u| (*p, u)))
+            .collect::<Result<_, _>>()?;
+        let keys = KeyRing::from_static(&config.keys);
+        Ok(Gateway {
+            config,
+            upstreams,
+            keys,
+            counters,
+            ledger,
+        })
+    }
+}
+
+/// Per-request state, shared by the phases.
+#[derive(Debug)]
+pub struct RequestCtx {
+    provider: Option<Provider>,
+    path: String,
+    query: Option<String>,
+    identity: Option<Identity>,
+    /// The body is needed for admission and is held until complete.
+    hold_body: bool,
+    body: Vec<u8>,
+    /// The body as received, kept for the usage scanner (model, stream flag, search depth).
+    request_body: Bytes,
+    request_bytes: u64,
+    /// The upstream request is sent chunked because its body may be rewritten.
+    rewrite: bool,
+    facts: RequestFacts,
+    period: Option<BillingPeriod>,
+    reservation: Option<Reservation>,
+    refusal: Option<GatewayError>,
+    scanner: Option<Scanner>,
+    status: u16,
+    response_bytes: u64,
+    started: Instant,
+}
+
+impl RequestCtx {
+    fn provider_name(&self) -> &'static str {
+        self.provider.map_or("-", Provider::as_str)
+    }
+}
+
+fn refused() -> Box<Error> {
+    Error::new(ErrorType::Custom("refused by the gateway"))
+}
+
+impl Gateway {
+    /// Records the refusal and fails the request; `fail_to_proxy` renders it.
+    fn refuse(&self, ctx: &mut RequestCtx, error: GatewayError) -> Result<bool> {
+        ctx.refusal = Some(error);
+        Err(refused())
+    }
+
+    async fn admit(&self, ctx: &mut RequestCtx, facts: &RequestFacts) -> Result<(), GatewayError> {
+        let (Some(provider), Some(identity)) = (ctx.provider, ctx.identity.as_ref()) else {
+            return Err(GatewayError::Internal);
+        };
+        let plan = self
+            .config
+            .plans
+            .get(&identity.plan)
+            .ok_or(GatewayError::Internal)?;
+        let limits = plan
+            .limits_for(provider)
+            .map_err(|_| GatewayError::NotInPlan {
+                provider,
+                plan: plan.id.clone(),
+            })?;
+        let model = facts
+            .model
+            .clone()
+            .unwrap_or_else(|| endpoint_name(&ctx.path));
+        let found = self.config.prices.lookup(provider, &model);
+        let price = match (found, &self.config.pricing.unpriced) {
+            (Some(m), _) => Some(m.price),
+            (None, UnpricedPolicy::Allow(default)) => Some(default),
+            (None, UnpricedPolicy::Reject) if provider.is_token_billed() => {
+                return Err(GatewayError::UnpricedModel { model });
+            }
+            (None, UnpricedPolicy::Reject) => None,
+        };
+        let amount = reservation_amount(facts, price, provider.is_token_billed());
+        let now = Utc::now();
+        let upstream_ms = self.config.proxy.upstream_read_timeout_ms;
+        let period = BillingPeriod::containing(now, identity.anchor_day);
+        ctx.period = Some(period);
+        let request = ReserveRequest {
+            user: &identity.user,
+            period,
+            provider,
+            limits: &limits,
+            amount,
+            now,
+            // A reservation outlives any call that can still settle it.
+            expires_at: now
+                + ChronoDuration::milliseconds(
+                    i64::try_from(upstream_ms.saturating_mul(2)).unwrap_or(i64::MAX / 2),
+                ),
+        };
+        match self.counters.reserve_now(request) {
+            Reserved::Admitted(reservation) => {
+                ctx.reservation = Some(reservation);
+                Ok(())
+            }
+            Reserved::Denied(denial) => Err(GatewayError::LimitExceeded(denial)),
+        }
+    }
+
+    async fn write_error(
+        &self,
+        session: &mut Session,
+        provider: Option<Provider>,
+        error: &GatewayError,
+    ) -> u16 {
+        let rendered = render(provider, error);
+        let body = Bytes::from(rendered.body.to_string());
+        let written = async {
+            let mut head =
+                ResponseHeader::build(rendered.status, Some(rendered.headers.len() + 1))?;
+            for (name, value) in &rendered.headers {
+                head.insert_header(*name, value.as_str())?;
+            }
+            head.insert_header("content-length", body.len().to_string())?;
+            session.write_response_header(Box::new(head), false).await?;
+            session.write_response_body(Some(body), true).await
+        }
+        .await;
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "could not write the refusal to the client");
+        }
+        rendered.status
+    }
+}
+
+fn content_length(header: &RequestHeader) -> Option<u64> {
+    header
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn has_body(header: &RequestHeader) -> bool {
+    content_length(header).is_some_and(|n| n > 0)
+        || header.headers.contains_key(http::header::TRANSFER_ENCODING)
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            provider: None,
+            path: String::new(),
+            query: None,
+            identity: None,
+            hold_body: false,
+            body: Vec::new(),
+            request_body: Bytes::new(),
+            request_bytes: 0,
+            rewrite: false,
+            facts: RequestFacts::default(),
+            period: None,
+            reservation: None,
+            refusal: None,
+            scanner: None,
+            status: 0,
+            response_bytes: 0,
+            started: Instant::now(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let header = session.req_header();
+        let target = header
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned();
+        let route = match route(&target) {
+            Ok(route) => route,
+            Err(e) => return self.refuse(ctx, GatewayError::UnknownRoute(e.to_string())),
+        };
+        let provider = route.provider;
+        ctx.provider = Some(provider);
+        ctx.path = route.path.to_owned();
+        ctx.query = route.query.and_then(strip_query_key);
+        let Some(settings) = self.config.providers.get(&provider) else {
+            return self.refuse(
+                ctx,
+                GatewayError::UnknownRoute(format!("{provider} is not enabled on this gateway")),
+            );
+        };
+        if settings.key.is_none() {
+            return self.refuse(ctx, GatewayError::ProviderNotConfigured(provider));
+        }
+        let max_body = self.config.proxy.max_request_body_bytes;
+        if content_length(header).is_some_and(|n| n > max_body) {
+            return self.refuse(
+                ctx,
+                GatewayError::BodyTooLarge {
+                    max_bytes: max_body,
+                },
+            );
+        }
+        let identity = match client_key(&header.headers, route.query) {
+            Ok(key) => self.keys.lookup(key).cloned(),
+            Err(CredentialError::Missing) => return self.refuse(ctx, GatewayError::MissingKey),
+            Err(CredentialError::Conflicting) => {
+                return self.refuse(
+                    ctx,
+                    GatewayError::BadRequest(CredentialError::Conflicting.to_string()),
+                );
+            }
+        };
+        let Some(identity) = identity else {
+            return self.refuse(ctx, GatewayError::UnknownKey);
+        };
+        match self.config.plans.get(&identity.plan) {
+            Some(plan) if !plan.includes(provider) => {
+                let plan = plan.id.clone();
+                return self.refuse(ctx, GatewayError::NotInPlan { provider, plan });
+            }
+            Some(_) => {}
+            None => return self.refuse(ctx, GatewayError::Internal),
+        }
+        ctx.hold_body = has_body(header) && provider != Provider::Stability;
+        ctx.rewrite = ctx.hold_body
+            && self.config.proxy.inject_stream_usage
+            && provider == Provider::OpenAi
+            && ctx.path.ends_with("/chat/completions");
+        ctx.identity = Some(identity);
+        if !ctx.hold_body {
+            let facts = match inspect(provider, &ctx.path, b"") {
+                Ok(facts) => facts,
+                Err(e) => return self.refuse(ctx, e),
+            };
+            if let Err(e) = self.admit(ctx, &facts).await {
+                return self.refuse(ctx, e);
+            }
+            ctx.facts = facts;
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let upstream = ctx
+            .provider
+            .and_then(|p| self.upstreams.get(&p))
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        // Resolved here, asynchronously: Pingora's own constructor resolves names on the
+        // request thread and panics when resolution fails.
+        let address = tokio::net::lookup_host(upstream.address.as_str())
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| {
+                Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    format!("cannot resolve {}", upstream.host),
+                )
+            })?;
+        let mut peer = HttpPeer::new(address, upstream.tls, upstream.host.clone());
+        peer.options.connection_timeout = Some(Duration::from_millis(
+            self.config.proxy.upstream_connect_timeout_ms,
+        ));
+        peer.options.read_timeout = Some(Duration::from_millis(
+            self.config.proxy.upstream_read_timeout_ms,
+        ));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let provider = ctx
+            .provider
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let upstream = self
+            .upstreams
+            .get(&provider)
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let target = upstream_target(&upstream.base_path, &ctx.path, ctx.query.as_deref());
+        let uri = target
+            .parse::<http::Uri>()
+            .map_err(|e| Error::because(ErrorType::InternalError, "upstream target", e))?;
+        upstream_request.set_uri(uri);
+        upstream_request.insert_header(http::header::HOST, upstream.authority.as_str())?;
+        for name in ["authorization", "x-api-key", "x-goog-api-key"] {
+            upstream_request.remove_header(name);
+        }
+        let key = self
+            .config
+            .providers
+            .get(&provider)
+            .and_then(|s| s.key.as_ref())
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let (name, value) = provider_credential(provider, key.expose())
+            .map_err(|e| Error::because(ErrorType::InternalError, "provider key", e))?;
+        upstream_request.insert_header(name, value)?;
+        // The body is scanned for usage; an uncompressed response keeps that cheap and exact.
+        upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+        if ctx.rewrite {
+            upstream_request.remove_header(&http::header::CONTENT_LENGTH);
+            upstream_request.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if !ctx.hold_body {
+            if let Some(chunk) = body.as_ref() {
+                ctx.request_bytes += chunk.len() as u64;
+            }
+            return Ok(());
+        }
+        if let Some(chunk) = body.take() {
+            let max = self.config.proxy.max_request_body_bytes;
+            if (ctx.body.len() + chunk.len()) as u64 > max {
+                ctx.refusal = Some(GatewayError::BodyTooLarge { max_bytes: max });
+                return Err(refused());
+            }
+            ctx.body.extend_from_slice(&chunk);
+        }
+        if !end_of_stream {
+            return Ok(());
+        }
+        let provider = ctx
+            .provider
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let facts = match inspect(provider, &ctx.path, &ctx.body) {
+            Ok(facts) => facts,
+            Err(e) => {
+                ctx.refusal = Some(e);
+                return Err(refused());
+            }
+        };
+        if let Err(e) = self.admit(ctx, &facts).await {
+            ctx.refusal = Some(e);
+            return Err(refused());
+        }
+        ctx.facts = facts;
+        let held = Bytes::from(std::mem::take(&mut ctx.body));
+        ctx.request_bytes = held.len() as u64;
+        let out = if ctx.rewrite {
+            with_stream_usage(provider, &ctx.path, &held).map_or_else(|| held.clone(), Bytes::from)
+        } else {
+            held.clone()
+        };
+        ctx.request_body = held;
+        *body = Some(out);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(provider) = ctx.provider else {
+            return Ok(());
+        };
+        ctx.status = upstream_response.status.as_u16();
+        let header = |name: http::header::HeaderName| {
+            upstream_response
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+        };
+        let method = session.req_header().method.as_str().to_owned();
+        ctx.scanner = Some(tollgate_usage::scanner(&RequestInfo {
+            provider,
+            method: &method,
+            path: &ctx.path,
+            query: ctx.query.as_deref(),
+            request_body: (!ctx.request_body.is_empty()).then_some(&ctx.request_body[..]),
+            response_status: ctx.status,
+            response_content_type: header(http::header::CONTENT_TYPE),
+            response_content_encoding: header(http::header::CONTENT_ENCODING),
+        }));
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(chunk) = body.as_ref() {
+            ctx.response_bytes += chunk.len() as u64;
+            if let Some(scanner) = ctx.scanner.as_mut() {
+                scanner.feed(chunk);
+            }
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let error = ctx.refusal.take().unwrap_or_else(|| {
+            let Some(provider) = ctx.provider else {
+                return GatewayError::Internal;
+            };
+            match e.etype() {
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                    GatewayError::UpstreamTimeout(provider)
+                }
+                ErrorType::ConnectRefused
+                | ErrorType::ConnectError
+                | ErrorType::ConnectNoRoute
+                | ErrorType::TLSHandshakeFailure
+                | ErrorType::ConnectProxyFailure => GatewayError::UpstreamConnect(provider),
+                _ if e.esource() == &pingora::ErrorSource::Upstream => {
+                    GatewayError::UpstreamConnect(provider)
+                }
+                _ => GatewayError::Internal,
+            }
+        });
+        // A refusal before anything was sent gives its hold back at once.
+        if let Some(reservation) = ctx.reservation.take() {
+            self.counters.release_now(&reservation);
+        }
+        let code = self.write_error(session, ctx.provider, &error).await;
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let (Some(reservation), Some(identity), Some(period)) =
+            (ctx.reservation.take(), ctx.identity.as_ref(), ctx.period)
+        {
+            let record = CallRecord {
+                provider: reservation.provider,
+                identity,
+                period,
+                method: session.req_header().method.as_str(),
+                path: &ctx.path,
+                facts: &ctx.facts,
+                status: ctx.status,
+                scanned: ctx.scanner.take().map(Scanner::finish),
+                transport_error: error.map(|e| e.to_string()),
+                request_bytes: ctx.request_bytes,
+                response_bytes: ctx.response_bytes,
+                latency_ms: u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            };
+            let (event, actual) = settle_call(&self.config, record);
+            self.counters.settle_now(&reservation, actual);
+            if let Err(e) = self.ledger.record(event) {
+                tracing::error!(error = %e, "usage event not recorded");
+            }
+        }
+        tracing::info!(
+            provider = ctx.provider_name(),
+            user = ctx.identity.as_ref().map_or("-", |i| i.user.as_str()),
+            status,
+            error = error.map(|e| e.etype().as_str()),
+            elapsed_ms = ctx.started.elapsed().as_millis() as u64,
+            "request"
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! Settling a call: what it used, what that costs, and the usage event that records it.
+//!
+//! Every admitted call ends here exactly once, whatever happened to it. The usage is what the
+//! provider reported when the scanner found it; a successful token-billed call whose usage never
+//! arrived (a stream cut short, a client gone) is estimated from the bytes that passed and
+//! marked `estimated`; a call the provider refused or never answered is recorded with its status
+//! and bills nothing beyond what the provider reported.
+
+use chrono::Utc;
+use tollgate_config::{Config, UnpricedPolicy};
+use tollgate_domain::{Amount, BillingPeriod, Cost, Provider, Usage, cost};
+use tollgate_ledger::UsageEvent;
+use tollgate_usage::Scanned;
+
+use crate::keys::Identity;
+use crate::request::{RequestFacts, endpoint_name};
+
+/// Bytes per token assumed when usage must be estimated: generous for English text, so an
+/// estimate errs towards the provider's own count rather than far below it.
+const BYTES_PER_TOKEN: u64 = 4;
+
+/// What the proxy knows about a finished call.
+#[derive(Debug)]
+pub struct CallRecord<'a> {
+    pub provider: Provider,
+    pub identity: &'a Identity,
+    pub period: BillingPeriod,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub facts: &'a RequestFacts,
+    /// The provider's status; 0 when no response arrived.
+    pub status: u16,
+    pub scanned: Option<Scanned>,
+    pub transport_error: Option<String>,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub latency_ms: u64,
+}
+
+/// The usage event of a call and the amount that replaces its reservation.
+pub fn settle_call(config: &Config, call: CallRecord<'_>) -> (UsageEvent, Amount) {
+    let scanned = call.scanned.unwrap_or_default();
+    let success = (200..300).contains(&call.status);
+    let model = scanned
+        .model
+        .clone()
+        .or_else(|| call.facts.model.clone())
+        .unwrap_or_else(|| endpoint_name(call.path));
+    let (usage, estimated) = if scanned.usage_found {
+        (scanned.usage, scanned.units_from_tariff)
+    } else if success && call.provider.is_token_billed() {
+        (estimate(call.facts, call.response_bytes), true)
+    } else {
+        (Usage::default(), false)
+    };
+    let found = config.prices.lookup(call.provider, &model);
+    let (price, price_version) = match (found, &config.pricing.unpriced) {
+        (Some(m), _) => (Some(m.price), m.version()),
+        (None, UnpricedPolicy::Allow(default)) => (Some(default), "unpriced-default".to_owned()),
+        (None, UnpricedPolicy::Reject) => (None, "unpriced".to_owned()),
+    };
+    let cost = price.map_or(Cost::default(), |p| cost(p, &usage));
+    let billed = success || scanned.usage_found;
+    let actual = Amount {
+        calls: u64::from(billed),
+        tokens: usage.total_tokens(),
+        cost_nanousd: cost.total_nanousd,
+    };
+    let error_message = scanned
+        .error
+        .or(call.transport_error)
+        .or(scanned.decode_error);
+    let event = UsageEvent {
+        event_id: UsageEvent::new_id(),
+        user_id: call.identity.user.clone(),
+        key_id: Some(call.identity.key_id.clone()),
+        provider: call.provider,
+        model,
+        endpoint: call.path.to_owned(),
+        method: call.method.to_owned(),
+        status: call.status,
+        usage,
+        cost,
+        price_version,
+        estimated,
+        latency_ms: call.latency_ms,
+        request_bytes: call.request_bytes,
+        response_bytes: call.response_bytes,
+        billing_period: call.period.key(),
+        occurred_at: Utc::now(),
+        error_message,
+    };
+    (event, actual)
+}
+
+fn estimate(facts: &RequestFacts, response_bytes: u64) -> Usage {
+    Usage {
+        input_tokens: facts.input_tokens_bound.div_ceil(BYTES_PER_TOKEN),
+        output_tokens: response_bytes.div_ceil(BYTES_PER_TOKEN),
+        ..Usage::default()
+    }
+}

@@ -1,0 +1,89 @@
+//! `tollgate run`: the gateway on Pingora, with the ledger writer beside it.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use tollgate_config::{Config, LedgerFullPolicy, Loaded};
+use tollgate_counters::MemoryStore;
+use tollgate_ledger::{Ledger, LedgerConfig, OnFull};
+use tollgate_proxy::Gateway;
+
+pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let Loaded { config, warnings } = match tollgate_config::load(path) {
+        Ok(loaded) => loaded,
+        Err(report) => {
+            eprint!("{report}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    eprint!("{warnings}");
+    let config = Arc::new(config);
+
+    // The ledger's writer runs on a runtime of its own so that flushing to SQL never competes
+    // with the proxy's request threads.
+    let ledger_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("tollgate-ledger")
+        .enable_all()
+        .build()
+        .context("starting the ledger runtime")?;
+    let (_ledger, handle) = ledger_runtime
+        .block_on(Ledger::open(ledger_config(&config)))
+        .with_context(|| format!("opening the ledger at {}", config.storage.database_url))?;
+
+    let counters = Arc::new(MemoryStore::new());
+    let gateway =
+        Gateway::new(Arc::clone(&config), counters, handle.clone()).map_err(anyhow::Error::msg)?;
+
+    let server_conf = ServerConf {
+        threads: config.proxy.threads,
+        grace_period_seconds: Some(config.proxy.graceful_shutdown_secs),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, server_conf);
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "tollgate proxy",
+    );
+    proxy.add_tcp(&config.proxy.listen.to_string());
+    server.add_service(proxy);
+    tracing::info!(listen = %config.proxy.listen, "tollgate proxy listening");
+    // Returns once the server has stopped (SIGTERM: after the grace period; SIGINT: at once).
+    server.run(RunArgs::default());
+
+    // Every request has finished: drain the ledger to the database (or the spool).
+    if let Err(e) = ledger_runtime.block_on(handle.shutdown()) {
+        tracing::error!(error = %e, "draining the ledger at shutdown");
+    }
+    let m = handle.metrics();
+    tracing::info!(
+        accepted = m.accepted,
+        written = m.written,
+        spooled = m.spooled,
+        dropped = m.dropped,
+        "ledger drained"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ledger_config(config: &Config) -> LedgerConfig {
+    let settings = &config.ledger;
+    let mut ledger = LedgerConfig::new(&config.storage.database_url, &settings.spool_dir);
+    ledger.batch_max_events = usize::try_from(settings.batch_max_events).unwrap_or(usize::MAX);
+    ledger.flush_interval_ms = settings.flush_interval_ms;
+    ledger.queue_capacity = usize::try_from(settings.queue_capacity).unwrap_or(usize::MAX);
+    ledger.spool_max_bytes = settings.spool_max_bytes;
+    ledger.on_full = match settings.on_full {
+        LedgerFullPolicy::Block => OnFull::Block,
+        LedgerFullPolicy::Spool => OnFull::Spool,
+        LedgerFullPolicy::Drop => OnFull::Drop,
+    };
+    ledger
+}
