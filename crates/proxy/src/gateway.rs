@@ -103,8 +103,10 @@ impl RequestCtx {
     }
 }
 
+const REFUSED: &str = "refused by the gateway";
+
 fn refused() -> Box<Error> {
-    Error::new(ErrorType::Custom("refused by the gateway"))
+    Error::new(ErrorType::Custom(REFUSED))
 }
 
 impl Gateway {
@@ -473,6 +475,11 @@ impl ProxyHttp for Gateway {
             }
         }
         Ok(None)
+    }
+
+    /// Refusals are answers, not failures: the request's own log line records them.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        matches!(error.etype(), ErrorType::Custom(reason) if *reason == REFUSED)
     }
 
     async fn fail_to_proxy(
