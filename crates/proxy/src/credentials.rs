@@ -64,11 +64,15 @@ fn query_keys(query: &str) -> impl Iterator<Item = &str> {
         .filter_map(|pair| pair.strip_prefix("key="))
 }
 
+/// Every header in which some provider's SDK sends a key: all are stripped before a request
+/// leaves, whatever the provider.
+pub const CREDENTIAL_HEADERS: [HeaderName; 3] = [AUTHORIZATION, X_API_KEY, X_GOOG_API_KEY];
+
 /// Removes every credential slot from the headers.
 pub fn strip_client_credentials(headers: &mut HeaderMap) {
-    headers.remove(AUTHORIZATION);
-    headers.remove(X_API_KEY);
-    headers.remove(X_GOOG_API_KEY);
+    for name in CREDENTIAL_HEADERS {
+        headers.remove(name);
+    }
 }
 
 /// The query without any `key=` parameter (Gemini's query-string key), or `None` if nothing

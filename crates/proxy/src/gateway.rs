@@ -32,7 +32,9 @@ use tollgate_ledger::LedgerHandle;
 use tollgate_usage::{RequestInfo, Scanner};
 
 use crate::admit::reservation_amount;
-use crate::credentials::{CredentialError, client_key, provider_credential, strip_query_key};
+use crate::credentials::{
+    CREDENTIAL_HEADERS, CredentialError, client_key, provider_credential, strip_query_key,
+};
 use crate::errors::{GatewayError, render};
 use crate::keys::{Identity, KeyRing};
 use crate::metering::{CallRecord, settle_call};
@@ -359,7 +361,8 @@ impl ProxyHttp for Gateway {
             .map_err(|e| Error::because(ErrorType::InternalError, "upstream target", e))?;
         upstream_request.set_uri(uri);
         upstream_request.insert_header(http::header::HOST, upstream.authority.as_str())?;
-        for name in ["authorization", "x-api-key", "x-goog-api-key"] {
+        // Through RequestHeader, not its HeaderMap, so that its header-case map stays in step.
+        for name in &CREDENTIAL_HEADERS {
             upstream_request.remove_header(name);
         }
         let key = self
