@@ -60,6 +60,7 @@ pub struct Proxy {
     pub upstream_read_timeout_ms: Option<i64>,
     pub inject_stream_usage: Option<bool>,
     pub graceful_shutdown_secs: Option<i64>,
+    pub key_cache_ttl_ms: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

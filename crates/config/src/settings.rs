@@ -45,6 +45,8 @@ pub struct ProxySettings {
     pub upstream_read_timeout_ms: u64,
     pub inject_stream_usage: bool,
     pub graceful_shutdown_secs: u64,
+    /// How long a key read from the ledger's key table is trusted before it is read again.
+    pub key_cache_ttl_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

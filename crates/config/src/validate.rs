@@ -115,6 +115,7 @@ fn proxy(p: &mut FileProblems, raw: &raw::Proxy) -> ProxySettings {
             30,
             0,
         ),
+        key_cache_ttl_ms: count(p, &at("key_cache_ttl_ms"), raw.key_cache_ttl_ms, 1_000, 0),
     }
 }
 

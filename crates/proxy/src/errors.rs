@@ -28,10 +28,14 @@ pub enum GatewayError {
     UnknownRoute(String),
     #[error("request headers are larger than {max_bytes} bytes")]
     HeadersTooLarge { max_bytes: u64 },
+    #[error("request headers did not arrive in time")]
+    HeadersTimeout,
     #[error("request body is larger than {max_bytes} bytes")]
     BodyTooLarge { max_bytes: u64 },
     #[error("{0} is not configured on this gateway (no provider key)")]
     ProviderNotConfigured(Provider),
+    #[error("API keys cannot be checked right now; try again shortly")]
+    KeyStoreUnavailable,
     #[error("usage limits cannot be checked right now; try again shortly")]
     CounterStoreUnavailable,
     #[error("could not connect to {0}")]
@@ -51,8 +55,11 @@ impl GatewayError {
             GatewayError::UnpricedModel { .. } | GatewayError::BadRequest(_) => 400,
             GatewayError::UnknownRoute(_) => 404,
             GatewayError::HeadersTooLarge { .. } => 431,
+            GatewayError::HeadersTimeout => 408,
             GatewayError::BodyTooLarge { .. } => 413,
-            GatewayError::ProviderNotConfigured(_) | GatewayError::CounterStoreUnavailable => 503,
+            GatewayError::ProviderNotConfigured(_)
+            | GatewayError::CounterStoreUnavailable
+            | GatewayError::KeyStoreUnavailable => 503,
             GatewayError::UpstreamConnect(_) => 502,
             GatewayError::UpstreamTimeout(_) => 504,
             GatewayError::Internal => 500,
@@ -70,9 +77,11 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "invalid_request",
             GatewayError::UnknownRoute(_) => "unknown_route",
             GatewayError::HeadersTooLarge { .. } => "request_headers_too_large",
+            GatewayError::HeadersTimeout => "request_timeout",
             GatewayError::BodyTooLarge { .. } => "request_too_large",
             GatewayError::ProviderNotConfigured(_) => "provider_not_configured",
             GatewayError::CounterStoreUnavailable => "limits_unavailable",
+            GatewayError::KeyStoreUnavailable => "keys_unavailable",
             GatewayError::UpstreamConnect(_) => "upstream_unreachable",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::Internal => "internal_error",
@@ -208,6 +217,7 @@ fn openai_type(error: &GatewayError) -> &'static str {
         GatewayError::UnpricedModel { .. }
         | GatewayError::BadRequest(_)
         | GatewayError::HeadersTooLarge { .. }
+        | GatewayError::HeadersTimeout
         | GatewayError::BodyTooLarge { .. } => "invalid_request_error",
         _ => "server_error",
     }
@@ -222,10 +232,11 @@ fn anthropic_type(error: &GatewayError) -> &'static str {
         GatewayError::BodyTooLarge { .. } => "request_too_large",
         GatewayError::UnpricedModel { .. }
         | GatewayError::BadRequest(_)
-        | GatewayError::HeadersTooLarge { .. } => "invalid_request_error",
-        GatewayError::ProviderNotConfigured(_) | GatewayError::CounterStoreUnavailable => {
-            "overloaded_error"
-        }
+        | GatewayError::HeadersTooLarge { .. }
+        | GatewayError::HeadersTimeout => "invalid_request_error",
+        GatewayError::ProviderNotConfigured(_)
+        | GatewayError::CounterStoreUnavailable
+        | GatewayError::KeyStoreUnavailable => "overloaded_error",
         _ => "api_error",
     }
 }
@@ -240,9 +251,10 @@ fn google_status(error: &GatewayError) -> &'static str {
         | GatewayError::BadRequest(_)
         | GatewayError::HeadersTooLarge { .. }
         | GatewayError::BodyTooLarge { .. } => "INVALID_ARGUMENT",
-        GatewayError::UpstreamTimeout(_) => "DEADLINE_EXCEEDED",
+        GatewayError::UpstreamTimeout(_) | GatewayError::HeadersTimeout => "DEADLINE_EXCEEDED",
         GatewayError::ProviderNotConfigured(_)
         | GatewayError::CounterStoreUnavailable
+        | GatewayError::KeyStoreUnavailable
         | GatewayError::UpstreamConnect(_) => "UNAVAILABLE",
         GatewayError::Internal => "INTERNAL",
     }

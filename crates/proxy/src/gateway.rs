@@ -38,9 +38,10 @@ use crate::credentials::{
 use crate::errors::{GatewayError, render};
 use crate::keys::{Identity, KeyRing};
 use crate::metering::{CallRecord, settle_call};
+use crate::metrics::Metrics;
 use crate::request::{RequestFacts, endpoint_name, inspect, with_stream_usage};
 use crate::route::{route, upstream_target};
-use crate::upstream::Upstream;
+use crate::upstream::{AddressCache, Upstream};
 
 /// The gateway: configuration snapshot, upstreams, keys and counters.
 #[derive(Debug)]
@@ -50,6 +51,8 @@ pub struct Gateway {
     keys: KeyRing,
     counters: Arc<MemoryStore>,
     ledger: LedgerHandle,
+    metrics: Arc<Metrics>,
+    addresses: AddressCache,
 }
 
 impl Gateway {
@@ -70,7 +73,28 @@ impl Gateway {
             keys,
             counters,
             ledger,
+            metrics: Arc::new(Metrics::default()),
+            addresses: AddressCache::default(),
         })
+    }
+
+    /// Also accept keys issued through the admin API, from the ledger's key table.
+    pub fn with_stored_keys(mut self, ledger: tollgate_ledger::Ledger) -> Gateway {
+        let ttl = Duration::from_millis(self.config.proxy.key_cache_ttl_ms);
+        self.keys = self
+            .keys
+            .with_stored_keys(ledger, ttl, self.config.default_plan.clone());
+        self
+    }
+
+    /// The key ring, so that a revocation can clear its cache.
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// The gateway's metrics, for `/metrics` and the request-head guard.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 }
 
@@ -80,7 +104,7 @@ pub struct RequestCtx {
     provider: Option<Provider>,
     path: String,
     query: Option<String>,
-    identity: Option<Identity>,
+    identity: Option<Arc<Identity>>,
     /// The body is needed for admission and is held until complete.
     hold_body: bool,
     body: Vec<u8>,
@@ -97,6 +121,10 @@ pub struct RequestCtx {
     status: u16,
     response_bytes: u64,
     started: Instant,
+    /// Time spent in the gateway's own work (routing, admission, scanning, settling).
+    overhead: Duration,
+    /// When the request head went upstream, for the upstream latency.
+    upstream_sent: Option<Instant>,
 }
 
 impl RequestCtx {
@@ -173,6 +201,115 @@ impl Gateway {
         }
     }
 
+    /// Everything decided from the request head: route, provider, body size, key, plan.
+    async fn check_request(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let header = session.req_header();
+        let target = header
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned();
+        let route = match route(&target) {
+            Ok(route) => route,
+            Err(e) => return self.refuse(ctx, GatewayError::UnknownRoute(e.to_string())),
+        };
+        let provider = route.provider;
+        ctx.provider = Some(provider);
+        ctx.path = route.path.to_owned();
+        ctx.query = route.query.and_then(strip_query_key);
+        let Some(settings) = self.config.providers.get(&provider) else {
+            return self.refuse(
+                ctx,
+                GatewayError::UnknownRoute(format!("{provider} is not enabled on this gateway")),
+            );
+        };
+        if settings.key.is_none() {
+            return self.refuse(ctx, GatewayError::ProviderNotConfigured(provider));
+        }
+        let max_body = self.config.proxy.max_request_body_bytes;
+        if content_length(header).is_some_and(|n| n > max_body) {
+            return self.refuse(
+                ctx,
+                GatewayError::BodyTooLarge {
+                    max_bytes: max_body,
+                },
+            );
+        }
+        let identity = match client_key(&header.headers, route.query) {
+            Ok(key) => match self.keys.resolve(key).await {
+                Ok(identity) => identity,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the key table cannot be read");
+                    return self.refuse(ctx, GatewayError::KeyStoreUnavailable);
+                }
+            },
+            Err(CredentialError::Missing) => return self.refuse(ctx, GatewayError::MissingKey),
+            Err(CredentialError::Conflicting) => {
+                return self.refuse(
+                    ctx,
+                    GatewayError::BadRequest(CredentialError::Conflicting.to_string()),
+                );
+            }
+        };
+        let Some(identity) = identity else {
+            return self.refuse(ctx, GatewayError::UnknownKey);
+        };
+        match self.config.plans.get(&identity.plan) {
+            Some(plan) if !plan.includes(provider) => {
+                let plan = plan.id.clone();
+                return self.refuse(ctx, GatewayError::NotInPlan { provider, plan });
+            }
+            Some(_) => {}
+            None => return self.refuse(ctx, GatewayError::Internal),
+        }
+        ctx.hold_body = has_body(header) && provider != Provider::Stability;
+        ctx.rewrite = ctx.hold_body
+            && self.config.proxy.inject_stream_usage
+            && provider == Provider::OpenAi
+            && ctx.path.ends_with("/chat/completions");
+        ctx.identity = Some(identity);
+        if !ctx.hold_body {
+            let facts = match inspect(provider, &ctx.path, b"") {
+                Ok(facts) => facts,
+                Err(e) => return self.refuse(ctx, e),
+            };
+            if let Err(e) = self.admit(ctx, &facts).await {
+                return self.refuse(ctx, e);
+            }
+            ctx.facts = facts;
+        }
+        Ok(false)
+    }
+
+    /// The held body is complete: inspect it, admit the call, release the body upstream.
+    async fn admit_body(&self, body: &mut Option<Bytes>, ctx: &mut RequestCtx) -> Result<()> {
+        let provider = ctx
+            .provider
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let facts = match inspect(provider, &ctx.path, &ctx.body) {
+            Ok(facts) => facts,
+            Err(e) => {
+                ctx.refusal = Some(e);
+                return Err(refused());
+            }
+        };
+        if let Err(e) = self.admit(ctx, &facts).await {
+            ctx.refusal = Some(e);
+            return Err(refused());
+        }
+        ctx.facts = facts;
+        let held = Bytes::from(std::mem::take(&mut ctx.body));
+        ctx.request_bytes = held.len() as u64;
+        let out = if ctx.rewrite {
+            with_stream_usage(provider, &ctx.path, &held).map_or_else(|| held.clone(), Bytes::from)
+        } else {
+            held.clone()
+        };
+        ctx.request_body = held;
+        *body = Some(out);
+        Ok(())
+    }
+
     async fn write_error(
         &self,
         session: &mut Session,
@@ -217,6 +354,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
+        self.metrics.request_started();
         RequestCtx {
             provider: None,
             path: String::new(),
@@ -235,80 +373,16 @@ impl ProxyHttp for Gateway {
             status: 0,
             response_bytes: 0,
             started: Instant::now(),
+            overhead: Duration::ZERO,
+            upstream_sent: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let header = session.req_header();
-        let target = header
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_owned();
-        let route = match route(&target) {
-            Ok(route) => route,
-            Err(e) => return self.refuse(ctx, GatewayError::UnknownRoute(e.to_string())),
-        };
-        let provider = route.provider;
-        ctx.provider = Some(provider);
-        ctx.path = route.path.to_owned();
-        ctx.query = route.query.and_then(strip_query_key);
-        let Some(settings) = self.config.providers.get(&provider) else {
-            return self.refuse(
-                ctx,
-                GatewayError::UnknownRoute(format!("{provider} is not enabled on this gateway")),
-            );
-        };
-        if settings.key.is_none() {
-            return self.refuse(ctx, GatewayError::ProviderNotConfigured(provider));
-        }
-        let max_body = self.config.proxy.max_request_body_bytes;
-        if content_length(header).is_some_and(|n| n > max_body) {
-            return self.refuse(
-                ctx,
-                GatewayError::BodyTooLarge {
-                    max_bytes: max_body,
-                },
-            );
-        }
-        let identity = match client_key(&header.headers, route.query) {
-            Ok(key) => self.keys.lookup(key).cloned(),
-            Err(CredentialError::Missing) => return self.refuse(ctx, GatewayError::MissingKey),
-            Err(CredentialError::Conflicting) => {
-                return self.refuse(
-                    ctx,
-                    GatewayError::BadRequest(CredentialError::Conflicting.to_string()),
-                );
-            }
-        };
-        let Some(identity) = identity else {
-            return self.refuse(ctx, GatewayError::UnknownKey);
-        };
-        match self.config.plans.get(&identity.plan) {
-            Some(plan) if !plan.includes(provider) => {
-                let plan = plan.id.clone();
-                return self.refuse(ctx, GatewayError::NotInPlan { provider, plan });
-            }
-            Some(_) => {}
-            None => return self.refuse(ctx, GatewayError::Internal),
-        }
-        ctx.hold_body = has_body(header) && provider != Provider::Stability;
-        ctx.rewrite = ctx.hold_body
-            && self.config.proxy.inject_stream_usage
-            && provider == Provider::OpenAi
-            && ctx.path.ends_with("/chat/completions");
-        ctx.identity = Some(identity);
-        if !ctx.hold_body {
-            let facts = match inspect(provider, &ctx.path, b"") {
-                Ok(facts) => facts,
-                Err(e) => return self.refuse(ctx, e),
-            };
-            if let Err(e) = self.admit(ctx, &facts).await {
-                return self.refuse(ctx, e);
-            }
-            ctx.facts = facts;
-        }
-        Ok(false)
+        let started = Instant::now();
+        let outcome = self.check_request(session, ctx).await;
+        ctx.overhead += started.elapsed();
+        outcome
     }
 
     async fn upstream_peer(
@@ -320,12 +394,10 @@ impl ProxyHttp for Gateway {
             .provider
             .and_then(|p| self.upstreams.get(&p))
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
-        // Resolved here, asynchronously: Pingora's own constructor resolves names on the
-        // request thread and panics when resolution fails.
-        let address = tokio::net::lookup_host(upstream.address.as_str())
+        let address = self
+            .addresses
+            .resolve(&upstream.address)
             .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
             .ok_or_else(|| {
                 Error::explain(
                     ErrorType::ConnectNoRoute,
@@ -380,6 +452,7 @@ impl ProxyHttp for Gateway {
             upstream_request.remove_header(&http::header::CONTENT_LENGTH);
             upstream_request.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
         }
+        ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }
 
@@ -407,31 +480,10 @@ impl ProxyHttp for Gateway {
         if !end_of_stream {
             return Ok(());
         }
-        let provider = ctx
-            .provider
-            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
-        let facts = match inspect(provider, &ctx.path, &ctx.body) {
-            Ok(facts) => facts,
-            Err(e) => {
-                ctx.refusal = Some(e);
-                return Err(refused());
-            }
-        };
-        if let Err(e) = self.admit(ctx, &facts).await {
-            ctx.refusal = Some(e);
-            return Err(refused());
-        }
-        ctx.facts = facts;
-        let held = Bytes::from(std::mem::take(&mut ctx.body));
-        ctx.request_bytes = held.len() as u64;
-        let out = if ctx.rewrite {
-            with_stream_usage(provider, &ctx.path, &held).map_or_else(|| held.clone(), Bytes::from)
-        } else {
-            held.clone()
-        };
-        ctx.request_body = held;
-        *body = Some(out);
-        Ok(())
+        let started = Instant::now();
+        let outcome = self.admit_body(body, ctx).await;
+        ctx.overhead += started.elapsed();
+        outcome
     }
 
     async fn response_filter(
@@ -443,6 +495,10 @@ impl ProxyHttp for Gateway {
         let Some(provider) = ctx.provider else {
             return Ok(());
         };
+        if let Some(sent) = ctx.upstream_sent {
+            self.metrics.upstream_latency(provider, sent.elapsed());
+        }
+        let started = Instant::now();
         ctx.status = upstream_response.status.as_u16();
         let header = |name: http::header::HeaderName| {
             upstream_response
@@ -461,6 +517,7 @@ impl ProxyHttp for Gateway {
             response_content_type: header(http::header::CONTENT_TYPE),
             response_content_encoding: header(http::header::CONTENT_ENCODING),
         }));
+        ctx.overhead += started.elapsed();
         Ok(())
     }
 
@@ -474,7 +531,9 @@ impl ProxyHttp for Gateway {
         if let Some(chunk) = body.as_ref() {
             ctx.response_bytes += chunk.len() as u64;
             if let Some(scanner) = ctx.scanner.as_mut() {
+                let started = Instant::now();
                 scanner.feed(chunk);
+                ctx.overhead += started.elapsed();
             }
         }
         Ok(None)
@@ -510,6 +569,9 @@ impl ProxyHttp for Gateway {
                 _ => GatewayError::Internal,
             }
         });
+        if let GatewayError::LimitExceeded(denial) = &error {
+            self.metrics.refused_by_limit(denial.limit.key);
+        }
         // A refusal before anything was sent gives its hold back at once.
         if let Some(reservation) = ctx.reservation.take() {
             self.counters.release_now(&reservation);
@@ -523,12 +585,13 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let started = Instant::now();
         if let (Some(reservation), Some(identity), Some(period)) =
             (ctx.reservation.take(), ctx.identity.as_ref(), ctx.period)
         {
             let record = CallRecord {
                 provider: reservation.provider,
-                identity,
+                identity: identity.as_ref(),
                 period,
                 method: session.req_header().method.as_str(),
                 path: &ctx.path,
@@ -542,10 +605,19 @@ impl ProxyHttp for Gateway {
             };
             let (event, actual) = settle_call(&self.config, record);
             self.counters.settle_now(&reservation, actual);
+            self.metrics.usage(
+                event.provider,
+                &event.usage,
+                event.cost.total_nanousd,
+                event.estimated,
+            );
             if let Err(e) = self.ledger.record(event) {
                 tracing::error!(error = %e, "usage event not recorded");
             }
         }
+        ctx.overhead += started.elapsed();
+        self.metrics.gateway_overhead(ctx.overhead);
+        self.metrics.request_finished(ctx.provider, status);
         tracing::info!(
             provider = ctx.provider_name(),
             user = ctx.identity.as_ref().map_or("-", |i| i.user.as_str()),

@@ -3,12 +3,25 @@
 //! A presented key is hashed and the hash looked up; any timing difference in the lookup can
 //! only reveal something about a hash, never about a key, so no comparison of secrets happens
 //! here at all.
+//!
+//! Keys come from two places: the static `[[keys]]` of gateway.toml, held in memory, and the
+//! ledger's key table (keys issued through the admin API), read on first use and cached for a
+//! short time. A revocation through this gateway's admin API clears the cache at once; other
+//! instances see it when their cached entry expires (`proxy.key_cache_ttl_ms`; 0 reads the
+//! table on every request).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tollgate_config::StaticKey;
 use tollgate_domain::AnchorDay;
+use tollgate_ledger::{Ledger, LedgerError};
+
+/// More cached lookups than this (mostly unknown keys, under a guessing attack) clear the cache
+/// rather than grow it.
+const CACHE_MAX_ENTRIES: usize = 100_000;
 
 /// Who a key belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,7 +36,8 @@ pub struct Identity {
 /// Every key the gateway accepts.
 #[derive(Clone, Debug, Default)]
 pub struct KeyRing {
-    by_hash: HashMap<[u8; 32], Identity>,
+    by_hash: HashMap<[u8; 32], Arc<Identity>>,
+    stored: Option<Arc<StoredKeys>>,
 }
 
 impl KeyRing {
@@ -33,20 +47,24 @@ impl KeyRing {
             .map(|k| {
                 (
                     k.sha256,
-                    Identity {
+                    Arc::new(Identity {
                         user: k.user.clone(),
                         plan: k.plan.clone(),
                         key_id: key_id(&k.sha256),
                         anchor_day: k.anchor_day,
-                    },
+                    }),
                 )
             })
             .collect();
-        KeyRing { by_hash }
+        KeyRing {
+            by_hash,
+            stored: None,
+        }
     }
 
+    /// A static key's owner (stored keys need [`KeyRing::resolve`]).
     pub fn lookup(&self, presented: &str) -> Option<&Identity> {
-        self.by_hash.get(&hash(presented))
+        self.by_hash.get(&hash(presented)).map(|i| &**i)
     }
 
     pub fn len(&self) -> usize {
@@ -67,6 +85,120 @@ fn key_id(hash: &[u8; 32]) -> String {
     hash.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
+/// Keys issued through the admin API, read from the ledger's key table.
+#[derive(Debug)]
+struct StoredKeys {
+    ledger: Ledger,
+    ttl: Duration,
+    /// The plan of a user without a subscription.
+    default_plan: Option<String>,
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
+}
+
+/// A looked-up key (`None`: unknown or revoked) and when it was read.
+type Cached = (Option<Arc<Identity>>, Instant);
+
+impl KeyRing {
+    /// Also accept the keys in the ledger's key table.
+    pub fn with_stored_keys(
+        mut self,
+        ledger: Ledger,
+        ttl: Duration,
+        default_plan: Option<String>,
+    ) -> KeyRing {
+        self.stored = Some(Arc::new(StoredKeys {
+            ledger,
+            ttl,
+            default_plan,
+            cache: Mutex::new(HashMap::new()),
+        }));
+        self
+    }
+
+    /// Who the presented key belongs to: `None` for an unknown or revoked key.
+    pub async fn resolve(&self, presented: &str) -> Result<Option<Arc<Identity>>, LedgerError> {
+        let digest = hash(presented);
+        if let Some(identity) = self.by_hash.get(&digest) {
+            return Ok(Some(Arc::clone(identity)));
+        }
+        let Some(stored) = &self.stored else {
+            return Ok(None);
+        };
+        if let Some(cached) = stored.cached(&digest) {
+            return Ok(cached);
+        }
+        let found = stored.read(&digest).await?;
+        stored.remember(digest, found.clone());
+        Ok(found)
+    }
+
+    /// Forgets every cached stored key, so that a revocation applies to the next request.
+    pub fn invalidate(&self) {
+        if let Some(stored) = &self.stored {
+            stored
+                .cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+        }
+    }
+}
+
+impl StoredKeys {
+    fn cached(&self, digest: &[u8; 32]) -> Option<Option<Arc<Identity>>> {
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache
+            .get(digest)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(identity, _)| identity.clone())
+    }
+
+    fn remember(&self, digest: [u8; 32], identity: Option<Arc<Identity>>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHE_MAX_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(digest, (identity, Instant::now()));
+    }
+
+    async fn read(&self, digest: &[u8; 32]) -> Result<Option<Arc<Identity>>, LedgerError> {
+        let Some(key) = self.ledger.api_key_by_hash(&hex(digest)).await? else {
+            return Ok(None);
+        };
+        if key.revoked_at.is_some() {
+            return Ok(None);
+        }
+        let subscription = self.ledger.subscription(&key.user_id).await?;
+        let (plan, anchor_day) = match subscription {
+            Some(sub) => (
+                sub.plan_id,
+                u8::try_from(sub.anchor_day)
+                    .ok()
+                    .and_then(|d| AnchorDay::new(d).ok())
+                    .unwrap_or_default(),
+            ),
+            None => match &self.default_plan {
+                Some(plan) => (plan.clone(), AnchorDay::default()),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(Arc::new(Identity {
+            user: key.user_id,
+            plan,
+            key_id: key_id(digest),
+            anchor_day,
+        })))
+    }
+}
+
+/// Lower-case hex, the form in which the key table stores hashes.
+pub fn hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +217,76 @@ mod tests {
         assert_eq!(id.key_id.len(), 12);
         assert!(ring.lookup("tg_alicf").is_none());
         assert!(ring.lookup("").is_none());
+    }
+
+    #[tokio::test]
+    async fn stored_keys_resolve_until_revoked() {
+        use tollgate_ledger::{Ledger, LedgerConfig, NewApiKey, NewSubscription};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let (ledger, handle) = Ledger::open(LedgerConfig::new(url, dir.path().join("spool")))
+            .await
+            .unwrap();
+        ledger.create_user("bob", None, None).await.unwrap();
+        ledger
+            .create_api_key(&NewApiKey {
+                id: "k1".into(),
+                user_id: "bob".into(),
+                key_hash: hex(&hash("tg_bob")),
+                prefix: "tg_bob".into(),
+                name: None,
+            })
+            .await
+            .unwrap();
+        let ring = KeyRing::default().with_stored_keys(
+            ledger.clone(),
+            Duration::from_secs(60),
+            Some("free".into()),
+        );
+        // No subscription yet: the default plan.
+        let bob = ring.resolve("tg_bob").await.unwrap().unwrap();
+        assert_eq!((bob.user.as_str(), bob.plan.as_str()), ("bob", "free"));
+        assert!(ring.resolve("tg_nobody").await.unwrap().is_none());
+
+        ledger
+            .upsert_subscription(&NewSubscription {
+                user_id: "bob".into(),
+                plan_id: "pro".into(),
+                billing_cycle: "monthly".into(),
+                anchor_day: AnchorDay::new(15).unwrap(),
+                status: "active".into(),
+                auto_renew: true,
+            })
+            .await
+            .unwrap();
+        ledger
+            .revoke_api_key("k1", chrono::Utc::now())
+            .await
+            .unwrap();
+        // Cached for the TTL, until the cache is cleared (as a revocation here does).
+        assert!(ring.resolve("tg_bob").await.unwrap().is_some());
+        ring.invalidate();
+        assert!(ring.resolve("tg_bob").await.unwrap().is_none());
+
+        // With no cache every request reads the table.
+        ledger
+            .create_api_key(&NewApiKey {
+                id: "k2".into(),
+                user_id: "bob".into(),
+                key_hash: hex(&hash("tg_bob_2")),
+                prefix: "tg_bob".into(),
+                name: None,
+            })
+            .await
+            .unwrap();
+        let uncached = KeyRing::default().with_stored_keys(ledger.clone(), Duration::ZERO, None);
+        let bob = uncached.resolve("tg_bob_2").await.unwrap().unwrap();
+        assert_eq!((bob.plan.as_str(), bob.anchor_day.get()), ("pro", 15));
+        ledger
+            .revoke_api_key("k2", chrono::Utc::now())
+            .await
+            .unwrap();
+        assert!(uncached.resolve("tg_bob_2").await.unwrap().is_none());
+        handle.shutdown().await.unwrap();
     }
 }

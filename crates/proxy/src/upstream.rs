@@ -1,4 +1,13 @@
-//! Where a provider's requests go: its configured base URL, parsed once at load.
+//! Where a provider's requests go: its configured base URL, parsed once at load, and its
+//! address, resolved asynchronously and cached for a short time.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long a resolved upstream address is reused before it is looked up again.
+const ADDRESS_TTL: Duration = Duration::from_secs(30);
 
 /// A provider's upstream: the address to connect to, TLS and SNI, and the path prefix that
 /// comes before the client's path.
@@ -63,9 +72,53 @@ impl Upstream {
     }
 }
 
+/// Resolved upstream addresses. Pingora's own peer constructor resolves names on the request
+/// thread and panics when resolution fails, so names are resolved here, off the request
+/// thread's blocking path, and only an address is handed to Pingora.
+#[derive(Debug, Default)]
+pub struct AddressCache {
+    entries: Mutex<HashMap<String, (SocketAddr, Instant)>>,
+}
+
+impl AddressCache {
+    /// The address of `host:port`; `None` when the name does not resolve.
+    pub async fn resolve(&self, address: &str) -> Option<SocketAddr> {
+        if let Ok(literal) = address.parse::<SocketAddr>() {
+            return Some(literal);
+        }
+        let cached = self
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(address)
+            .filter(|(_, at)| at.elapsed() < ADDRESS_TTL)
+            .map(|(addr, _)| *addr);
+        if cached.is_some() {
+            return cached;
+        }
+        let resolved = tokio::net::lookup_host(address).await.ok()?.next()?;
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(address.to_owned(), (resolved, Instant::now()));
+        Some(resolved)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn addresses_resolve_and_unknown_names_do_not() {
+        let cache = AddressCache::default();
+        let literal = cache.resolve("127.0.0.1:8001").await;
+        assert_eq!(literal, Some("127.0.0.1:8001".parse().unwrap()));
+        let named = cache.resolve("localhost:8001").await.unwrap();
+        assert!(named.ip().is_loopback());
+        assert_eq!(cache.resolve("localhost:8001").await, Some(named));
+        assert_eq!(cache.resolve("no-such-host.invalid:443").await, None);
+    }
 
     #[test]
     fn base_urls_parse() {

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
+use pingora::services::listening::Service;
 use tollgate_config::{Config, LedgerFullPolicy, Loaded};
 use tollgate_counters::MemoryStore;
 use tollgate_ledger::{Ledger, LedgerConfig, OnFull};
-use tollgate_proxy::Gateway;
+use tollgate_proxy::{Gateway, HeadGuard, HeadLimits};
 
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let Loaded { config, warnings } = match tollgate_config::load(path) {
@@ -31,13 +32,14 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the ledger runtime")?;
-    let (_ledger, handle) = ledger_runtime
+    let (ledger, handle) = ledger_runtime
         .block_on(Ledger::open(ledger_config(&config)))
         .with_context(|| format!("opening the ledger at {}", config.storage.database_url))?;
 
     let counters = Arc::new(MemoryStore::new());
-    let gateway =
-        Gateway::new(Arc::clone(&config), counters, handle.clone()).map_err(anyhow::Error::msg)?;
+    let gateway = Gateway::new(Arc::clone(&config), counters, handle.clone())
+        .map_err(anyhow::Error::msg)?
+        .with_stored_keys(ledger.clone());
 
     let server_conf = ServerConf {
         threads: config.proxy.threads,
@@ -47,10 +49,16 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     };
     let mut server = Server::new_with_opt_and_conf(None, server_conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "tollgate proxy",
+    let metrics = gateway.metrics();
+    // Every request head passes the guard (total deadline, size cap) before Pingora parses it.
+    let head_limits = HeadLimits {
+        max_bytes: usize::try_from(config.proxy.max_request_header_bytes).unwrap_or(usize::MAX),
+        deadline: std::time::Duration::from_millis(config.proxy.header_read_timeout_ms),
+    };
+    let app = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut proxy = Service::new(
+        "tollgate proxy".to_owned(),
+        HeadGuard::new(app, head_limits, Arc::clone(&metrics)),
     );
     proxy.add_tcp(&config.proxy.listen.to_string());
     server.add_service(proxy);

@@ -171,6 +171,7 @@ impl Gateway {
 [proxy]
 listen = "127.0.0.1:{port}"
 graceful_shutdown_secs = 0
+header_read_timeout_ms = 300
 [admin]
 listen = "127.0.0.1:{admin}"
 [storage]
@@ -391,6 +392,47 @@ fn openai_calls_are_forwarded_metered_and_limited() {
     let error: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error["type"], "error");
     assert_eq!(error["error"]["type"], "permission_error");
+
+    // 8. A header block over the cap (32 KiB by default): 431 in OpenAI's shape.
+    let big = "x".repeat(40 * 1024);
+    let (status, _, body) = request(
+        gw.port,
+        path,
+        &[("authorization", &auth), ("x-padding", &big)],
+        r#"{"model":"gpt-4o","messages":[]}"#,
+    );
+    assert_eq!(status, 431, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["code"], "request_headers_too_large");
+
+    // 9. A client that sends its head a byte at a time, each byte well within any per-read
+    //    timeout, is cut off by the total deadline (header_read_timeout_ms = 300 here) with 408.
+    let mut slow = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    for b in format!("POST {path} HTTP/1.1\r\nhost: localhost\r\nx-slow: ")
+        .bytes()
+        .chain(std::iter::repeat(b'a'))
+    {
+        if slow.write_all(&[b]).is_err() || started.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+        let mut probe = [0u8; 1];
+        slow.set_nonblocking(true).unwrap();
+        let got = slow.read(&mut probe);
+        slow.set_nonblocking(false).unwrap();
+        if let Ok(1) = got {
+            answer.push(probe[0]);
+            break;
+        }
+    }
+    let _ = slow.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
 
     // Only the three admitted calls reached the provider; refused bodies never completed.
     let complete: Vec<_> = seen

@@ -1,0 +1,306 @@
+//! The request head's guard, in front of Pingora's HTTP/1 server.
+//!
+//! Pingora bounds each read of a request head by a per-read timeout and the head's size by a
+//! fixed 1 MiB, so a client that trickles one byte a minute holds a connection for ever and an
+//! oversized head earns a bare 400. The guard reads each request head itself, with one total
+//! deadline from its first byte (from the connection's start for the first request) and the
+//! configured size cap, answers 408 or 431 in the provider's error shape when either is passed,
+//! and otherwise hands the bytes it read to Pingora's parser as the session's first bytes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::Stream;
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{Instant, timeout_at};
+
+use crate::errors::{GatewayError, render};
+use crate::metrics::Metrics;
+use crate::route::route;
+
+/// How long a kept-alive connection may wait for its next request.
+const KEEPALIVE_SECS: u64 = 60;
+
+/// Limits on the request head.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadLimits {
+    pub max_bytes: usize,
+    pub deadline: Duration,
+}
+
+/// A Pingora HTTP application behind the request-head guard.
+#[derive(Debug)]
+pub struct HeadGuard<A> {
+    inner: Arc<A>,
+    limits: HeadLimits,
+    metrics: Arc<Metrics>,
+}
+
+impl<A> HeadGuard<A> {
+    pub fn new(inner: A, limits: HeadLimits, metrics: Arc<Metrics>) -> HeadGuard<A> {
+        HeadGuard {
+            inner: Arc::new(inner),
+            limits,
+            metrics,
+        }
+    }
+}
+
+/// What reading a request head gave.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// The head is complete within the first bytes of the buffer.
+    Complete(BytesMut),
+    /// The connection closed (or the server is stopping) before a request began.
+    Closed,
+    TooLarge(BytesMut),
+    TooSlow(BytesMut),
+}
+
+/// Where the head ends (the index after its blank line), if it has ended. Pingora's parser, like
+/// most, accepts bare LF line endings, so both are recognised.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let crlf = memchr::memmem::find(buf, b"\r\n\r\n").map(|i| i + 4);
+    let lf = memchr::memmem::find(buf, b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl HeadLimits {
+    async fn read<S: tokio::io::AsyncRead + Unpin>(
+        &self,
+        stream: &mut S,
+        shutdown: &mut ShutdownWatch,
+        idle: Duration,
+        started: Instant,
+    ) -> Head {
+        let mut buf = BytesMut::with_capacity(4096);
+        // Waiting for a request to begin is idleness, bounded like keep-alive; once it has
+        // begun (or from the connection's start), the whole head must arrive by the deadline.
+        let mut until = if idle.is_zero() {
+            started + self.deadline
+        } else {
+            Instant::now() + idle
+        };
+        loop {
+            let read = tokio::select! {
+                biased;
+                read = timeout_at(until, stream.read_buf(&mut buf)) => read,
+                _ = shutdown.changed(), if buf.is_empty() => return Head::Closed,
+            };
+            match read {
+                Err(_) if buf.is_empty() && !idle.is_zero() => return Head::Closed,
+                Err(_) => return Head::TooSlow(buf),
+                Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
+                Ok(Ok(_)) => {}
+            }
+            if !idle.is_zero() && until > Instant::now() + self.deadline {
+                until = Instant::now() + self.deadline;
+            }
+            match head_end(&buf) {
+                Some(end) if end > self.max_bytes => return Head::TooLarge(buf),
+                Some(_) => return Head::Complete(buf),
+                None if buf.len() > self.max_bytes => return Head::TooLarge(buf),
+                None => {}
+            }
+        }
+    }
+}
+
+/// The response to a head that was refused, in the shape of the provider its path names.
+fn refusal(head: &[u8], error: &GatewayError) -> (u16, Vec<u8>) {
+    let provider = head
+        .split(|&b| b == b' ')
+        .nth(1)
+        .and_then(|target| std::str::from_utf8(target).ok())
+        .and_then(|target| route(target).ok())
+        .map(|r| r.provider);
+    let rendered = render(provider, error);
+    let body = rendered.body.to_string();
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        rendered.status,
+        http::StatusCode::from_u16(rendered.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or(""),
+        body.len()
+    );
+    for (name, value) in &rendered.headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    (rendered.status, out.into_bytes())
+}
+
+#[async_trait]
+impl<A> ServerApp for HeadGuard<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut watch = shutdown.clone();
+        let mut persistent: Option<HttpPersistentSettings> = None;
+        let mut idle = Duration::ZERO;
+        loop {
+            let head = self
+                .limits
+                .read(&mut stream, &mut watch, idle, Instant::now())
+                .await;
+            let error = match head {
+                Head::Complete(buf) => {
+                    let mut session = ServerSession::new_http1(stream);
+                    match persistent.take() {
+                        Some(settings) => settings.apply_to_session(&mut session),
+                        None => session.set_keepalive(Some(KEEPALIVE_SECS)),
+                    }
+                    if *shutdown.borrow() {
+                        session.set_keepalive(None);
+                    }
+                    session.set_pipelined_prefix(buf);
+                    let reused = self.inner.process_new_http(session, shutdown).await?;
+                    let (next, settings) = reused.consume();
+                    stream = next;
+                    persistent = settings;
+                    idle = Duration::from_secs(KEEPALIVE_SECS);
+                    continue;
+                }
+                Head::Closed => return None,
+                Head::TooLarge(buf) => (
+                    buf,
+                    GatewayError::HeadersTooLarge {
+                        max_bytes: self.limits.max_bytes as u64,
+                    },
+                ),
+                Head::TooSlow(buf) => (buf, GatewayError::HeadersTimeout),
+            };
+            let (buf, error) = error;
+            let (status, response) = refusal(&buf, &error);
+            self.metrics.request_started();
+            self.metrics.request_finished(None, status);
+            tracing::info!(status, head_bytes = buf.len(), "request head refused");
+            let _ = stream.write_all(&response).await;
+            let _ = stream.shutdown().await;
+            return None;
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.inner.http_cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn limits() -> HeadLimits {
+        HeadLimits {
+            max_bytes: 64,
+            deadline: Duration::from_millis(200),
+        }
+    }
+
+    #[test]
+    fn finds_the_end_of_a_head() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nA: b\n\nbody"), Some(21));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+    }
+
+    #[tokio::test]
+    async fn a_complete_head_keeps_the_body_bytes_read_with_it() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        client
+            .write_all(b"POST /openai/v1/x HTTP/1.1\r\n\r\n{}")
+            .await
+            .unwrap();
+        let (_tx, mut rx) = tokio::sync::watch::channel(false);
+        let head = limits()
+            .read(&mut server, &mut rx, Duration::ZERO, Instant::now())
+            .await;
+        assert_eq!(
+            head,
+            Head::Complete(BytesMut::from(&b"POST /openai/v1/x HTTP/1.1\r\n\r\n{}"[..]))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_head_is_refused_without_waiting_for_its_end() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        client
+            .write_all(b"GET /anthropic/v1/messages HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        client.write_all(&[b'x'; 100]).await.unwrap();
+        let (_tx, mut rx) = tokio::sync::watch::channel(false);
+        let head = limits()
+            .read(&mut server, &mut rx, Duration::ZERO, Instant::now())
+            .await;
+        let Head::TooLarge(buf) = head else {
+            panic!("{head:?}")
+        };
+        let (status, response) = refusal(&buf, &GatewayError::HeadersTooLarge { max_bytes: 64 });
+        assert_eq!(status, 431);
+        let text = String::from_utf8(response).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{text}"
+        );
+        // Anthropic's error shape, chosen from the request line.
+        assert!(text.contains("\"type\":\"error\""), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_trickled_head_is_cut_at_the_total_deadline() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let trickle = tokio::spawn(async move {
+            for b in b"GET /openai/v1/models HTTP/1.1\r\n"
+                .iter()
+                .cycle()
+                .take(50)
+            {
+                if client.write_all(&[*b]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let (_tx, mut rx) = tokio::sync::watch::channel(false);
+        let head = limits()
+            .read(&mut server, &mut rx, Duration::ZERO, Instant::now())
+            .await;
+        // Each byte came well within any per-read timeout; the total deadline still cut it
+        // (without it the trickle would end and the read would see the connection close).
+        assert!(matches!(head, Head::TooSlow(_)), "{head:?}");
+        trickle.abort();
+    }
+
+    #[tokio::test]
+    async fn an_idle_kept_alive_connection_closes_quietly() {
+        let (_client, mut server) = tokio::io::duplex(1024);
+        let (_tx, mut rx) = tokio::sync::watch::channel(false);
+        let head = limits()
+            .read(
+                &mut server,
+                &mut rx,
+                Duration::from_millis(50),
+                Instant::now(),
+            )
+            .await;
+        assert_eq!(head, Head::Closed);
+    }
+}

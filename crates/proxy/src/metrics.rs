@@ -1,0 +1,471 @@
+//! The gateway's Prometheus metrics: plain atomics in fixed arrays, so that recording on the
+//! request path is a handful of relaxed additions with no lock, no allocation and no label
+//! lookup. The text exposition is built only when `/metrics` is scraped.
+//!
+//! Labels are providers, status codes, token kinds and limit names: never a key, a user or a
+//! model name (a model label would let any client grow the series without bound).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use tollgate_domain::{LimitKey, Provider, Usage};
+use tollgate_ledger::LedgerMetrics;
+
+const PROVIDERS: usize = Provider::ALL.len();
+/// Statuses 100..=599 each get a slot; anything else (0: no response) counts as 0.
+const STATUSES: usize = 600;
+/// Limits: calls and tokens per provider, then total calls, total tokens and cost.
+const LIMITS: usize = 2 * PROVIDERS + 3;
+const TOKEN_KINDS: [&str; 6] = [
+    "input",
+    "cached_input",
+    "cache_write",
+    "cache_write_1h",
+    "output",
+    "reasoning",
+];
+/// Histogram bucket bounds in microseconds (0.1 ms .. 60 s), and their labels in seconds.
+const BUCKETS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 5_000_000, 15_000_000, 60_000_000,
+];
+const BUCKET_LABELS: [&str; 16] = [
+    "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
+    "0.25", "0.5", "1", "5", "15", "60",
+];
+
+/// A latency histogram with fixed buckets; `+Inf` is the count.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_US.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        // Buckets are stored non-cumulatively and summed when rendered: one increment here.
+        if let Some(i) = BUCKETS_US.iter().position(|&bound| us <= bound) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (bucket, le) in self.buckets.iter().zip(BUCKET_LABELS) {
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let sum = self.sum_us.load(Relaxed) as f64 / 1e6;
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+        } else {
+            let _ = writeln!(
+                out,
+                "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {count}"
+            );
+        }
+    }
+}
+
+/// Everything the gateway counts.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Per provider plus one slot for requests that never reached a provider route.
+    requests: Vec<AtomicU64>,
+    tokens: Vec<AtomicU64>,
+    cost_nanousd: [AtomicU64; PROVIDERS],
+    estimated: [AtomicU64; PROVIDERS],
+    refusals: [AtomicU64; LIMITS],
+    upstream_latency: [Histogram; PROVIDERS],
+    overhead: Histogram,
+    in_flight: AtomicI64,
+    /// 1 while the shared counter store is unreachable and limits run in a degraded mode.
+    counters_degraded: AtomicI64,
+    counter_store_errors: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            requests: (0..(PROVIDERS + 1) * STATUSES)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            tokens: (0..PROVIDERS * TOKEN_KINDS.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            cost_nanousd: std::array::from_fn(|_| AtomicU64::new(0)),
+            estimated: std::array::from_fn(|_| AtomicU64::new(0)),
+            refusals: std::array::from_fn(|_| AtomicU64::new(0)),
+            upstream_latency: std::array::from_fn(|_| Histogram::default()),
+            overhead: Histogram::default(),
+            in_flight: AtomicI64::new(0),
+            counters_degraded: AtomicI64::new(0),
+            counter_store_errors: AtomicU64::new(0),
+        }
+    }
+}
+
+fn provider_index(provider: Provider) -> usize {
+    // `Provider::ALL` lists the variants in declaration order.
+    provider as usize
+}
+
+fn limit_index(key: LimitKey) -> usize {
+    match key {
+        LimitKey::ProviderCalls(p) => provider_index(p),
+        LimitKey::ProviderTokens(p) => PROVIDERS + provider_index(p),
+        LimitKey::TotalCalls => 2 * PROVIDERS,
+        LimitKey::TotalTokens => 2 * PROVIDERS + 1,
+        LimitKey::Cost => 2 * PROVIDERS + 2,
+    }
+}
+
+fn limit_at(index: usize) -> LimitKey {
+    match index {
+        i if i < PROVIDERS => LimitKey::ProviderCalls(Provider::ALL[i]),
+        i if i < 2 * PROVIDERS => LimitKey::ProviderTokens(Provider::ALL[i - PROVIDERS]),
+        i if i == 2 * PROVIDERS => LimitKey::TotalCalls,
+        i if i == 2 * PROVIDERS + 1 => LimitKey::TotalTokens,
+        _ => LimitKey::Cost,
+    }
+}
+
+impl Metrics {
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Relaxed);
+    }
+
+    /// A request's answer, counted once when it ends.
+    pub fn request_finished(&self, provider: Option<Provider>, status: u16) {
+        self.in_flight.fetch_sub(1, Relaxed);
+        let row = provider.map_or(PROVIDERS, provider_index);
+        let status = if (100..600).contains(&status) {
+            usize::from(status)
+        } else {
+            0
+        };
+        self.requests[row * STATUSES + status].fetch_add(1, Relaxed);
+    }
+
+    pub fn usage(&self, provider: Provider, usage: &Usage, cost_nanousd: u64, estimated: bool) {
+        let row = provider_index(provider) * TOKEN_KINDS.len();
+        let kinds = [
+            usage.input_tokens,
+            usage.cached_input_tokens,
+            usage.cache_creation_input_tokens,
+            usage.cache_creation_1h_input_tokens,
+            usage.output_tokens,
+            usage.reasoning_tokens,
+        ];
+        for (i, n) in kinds.into_iter().enumerate() {
+            if n > 0 {
+                self.tokens[row + i].fetch_add(n, Relaxed);
+            }
+        }
+        self.cost_nanousd[provider_index(provider)].fetch_add(cost_nanousd, Relaxed);
+        if estimated {
+            self.estimated[provider_index(provider)].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn refused_by_limit(&self, key: LimitKey) {
+        self.refusals[limit_index(key)].fetch_add(1, Relaxed);
+    }
+
+    pub fn upstream_latency(&self, provider: Provider, elapsed: Duration) {
+        self.upstream_latency[provider_index(provider)].observe(elapsed);
+    }
+
+    pub fn gateway_overhead(&self, elapsed: Duration) {
+        self.overhead.observe(elapsed);
+    }
+
+    pub fn set_counters_degraded(&self, degraded: bool) {
+        self.counters_degraded.store(i64::from(degraded), Relaxed);
+    }
+
+    pub fn counter_store_error(&self) {
+        self.counter_store_errors.fetch_add(1, Relaxed);
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self, ledger: Option<&LedgerMetrics>) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        self.render_requests(&mut out);
+        self.render_usage(&mut out);
+        head(
+            &mut out,
+            "tollgate_limit_refusals_total",
+            "counter",
+            "Requests refused with 429, by the limit that refused them.",
+        );
+        for (i, n) in self.refusals.iter().enumerate() {
+            let n = n.load(Relaxed);
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "tollgate_limit_refusals_total{{limit=\"{}\"}} {n}",
+                    limit_at(i)
+                );
+            }
+        }
+        head(
+            &mut out,
+            "tollgate_upstream_latency_seconds",
+            "histogram",
+            "From sending the request upstream to the response head, by provider.",
+        );
+        for (provider, histogram) in Provider::ALL.iter().zip(&self.upstream_latency) {
+            if histogram.count.load(Relaxed) > 0 {
+                let labels = format!("provider=\"{provider}\"");
+                histogram.render(&mut out, "tollgate_upstream_latency_seconds", &labels);
+            }
+        }
+        head(
+            &mut out,
+            "tollgate_gateway_overhead_seconds",
+            "histogram",
+            "Time spent in the gateway's own work for a request: routing, authentication, admission, scanning and settling.",
+        );
+        self.overhead
+            .render(&mut out, "tollgate_gateway_overhead_seconds", "");
+        head(
+            &mut out,
+            "tollgate_requests_in_flight",
+            "gauge",
+            "Requests being served.",
+        );
+        let _ = writeln!(
+            out,
+            "tollgate_requests_in_flight {}",
+            self.in_flight.load(Relaxed)
+        );
+        head(
+            &mut out,
+            "tollgate_counter_store_degraded",
+            "gauge",
+            "1 while the shared counter store is unreachable and limits are enforced in the configured degraded mode.",
+        );
+        let _ = writeln!(
+            out,
+            "tollgate_counter_store_degraded {}",
+            self.counters_degraded.load(Relaxed)
+        );
+        head(
+            &mut out,
+            "tollgate_counter_store_errors_total",
+            "counter",
+            "Counter store calls that failed or timed out.",
+        );
+        let _ = writeln!(
+            out,
+            "tollgate_counter_store_errors_total {}",
+            self.counter_store_errors.load(Relaxed)
+        );
+        if let Some(ledger) = ledger {
+            render_ledger(&mut out, ledger);
+        }
+        out
+    }
+
+    fn render_requests(&self, out: &mut String) {
+        head(
+            out,
+            "tollgate_requests_total",
+            "counter",
+            "Requests answered, by provider and HTTP status (0: no response was sent).",
+        );
+        for (row, counts) in self.requests.chunks(STATUSES).enumerate() {
+            let provider = Provider::ALL.get(row).map_or("none", |p| p.as_str());
+            for (status, n) in counts.iter().enumerate() {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "tollgate_requests_total{{provider=\"{provider}\",status=\"{status}\"}} {n}"
+                    );
+                }
+            }
+        }
+    }
+
+    fn render_usage(&self, out: &mut String) {
+        head(
+            out,
+            "tollgate_tokens_total",
+            "counter",
+            "Tokens metered, by provider and kind (cached_input and cache writes are parts of input; reasoning is part of output).",
+        );
+        for (row, kinds) in self.tokens.chunks(TOKEN_KINDS.len()).enumerate() {
+            for (kind, n) in TOKEN_KINDS.iter().zip(kinds) {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "tollgate_tokens_total{{provider=\"{}\",kind=\"{kind}\"}} {n}",
+                        Provider::ALL[row]
+                    );
+                }
+            }
+        }
+        head(
+            out,
+            "tollgate_cost_nanousd_total",
+            "counter",
+            "Cost metered, in nano-USD, by provider.",
+        );
+        for (provider, n) in Provider::ALL.iter().zip(&self.cost_nanousd) {
+            let _ = writeln!(
+                out,
+                "tollgate_cost_nanousd_total{{provider=\"{provider}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        head(
+            out,
+            "tollgate_estimated_usage_events_total",
+            "counter",
+            "Calls whose usage was estimated because the provider's count never arrived.",
+        );
+        for (provider, n) in Provider::ALL.iter().zip(&self.estimated) {
+            let _ = writeln!(
+                out,
+                "tollgate_estimated_usage_events_total{{provider=\"{provider}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+    }
+}
+
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn render_ledger(out: &mut String, m: &LedgerMetrics) {
+    let rows: [(&str, &str, &str, u64); 7] = [
+        (
+            "tollgate_ledger_queue_depth",
+            "gauge",
+            "Usage events waiting in memory to be written.",
+            m.queue_depth,
+        ),
+        (
+            "tollgate_ledger_events_accepted_total",
+            "counter",
+            "Usage events handed to the ledger.",
+            m.accepted,
+        ),
+        (
+            "tollgate_ledger_events_written_total",
+            "counter",
+            "Usage events written to the database.",
+            m.written,
+        ),
+        (
+            "tollgate_ledger_events_duplicate_total",
+            "counter",
+            "Usage events found already stored.",
+            m.duplicates,
+        ),
+        (
+            "tollgate_ledger_batches_total",
+            "counter",
+            "Batches committed to the database.",
+            m.batches,
+        ),
+        (
+            "tollgate_ledger_spooled_total",
+            "counter",
+            "Usage events written to the on-disk spool.",
+            m.spooled,
+        ),
+        (
+            "tollgate_ledger_spool_bytes",
+            "gauge",
+            "Bytes in the on-disk spool.",
+            m.spool_bytes,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        head(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_index_follows_all() {
+        for (i, p) in Provider::ALL.iter().enumerate() {
+            assert_eq!(provider_index(*p), i);
+        }
+        for i in 0..LIMITS {
+            assert_eq!(limit_index(limit_at(i)), i);
+        }
+    }
+
+    #[test]
+    fn renders_what_was_recorded() {
+        let m = Metrics::default();
+        m.request_started();
+        m.request_started();
+        m.request_finished(Some(Provider::OpenAi), 200);
+        m.request_finished(None, 404);
+        let usage = Usage {
+            input_tokens: 1337,
+            cached_input_tokens: 1152,
+            output_tokens: 211,
+            ..Usage::default()
+        };
+        m.usage(Provider::OpenAi, &usage, 4_012_500, false);
+        m.refused_by_limit(LimitKey::ProviderCalls(Provider::Gemini));
+        m.upstream_latency(Provider::OpenAi, Duration::from_millis(3));
+        m.gateway_overhead(Duration::from_micros(80));
+        let text = m.render(None);
+        for line in [
+            "tollgate_requests_total{provider=\"openai\",status=\"200\"} 1",
+            "tollgate_requests_total{provider=\"none\",status=\"404\"} 1",
+            "tollgate_tokens_total{provider=\"openai\",kind=\"input\"} 1337",
+            "tollgate_tokens_total{provider=\"openai\",kind=\"cached_input\"} 1152",
+            "tollgate_tokens_total{provider=\"openai\",kind=\"output\"} 211",
+            "tollgate_cost_nanousd_total{provider=\"openai\"} 4012500",
+            "tollgate_limit_refusals_total{limit=\"gemini_calls\"} 1",
+            "tollgate_upstream_latency_seconds_bucket{provider=\"openai\",le=\"0.0025\"} 0",
+            "tollgate_upstream_latency_seconds_bucket{provider=\"openai\",le=\"0.005\"} 1",
+            "tollgate_upstream_latency_seconds_count{provider=\"openai\"} 1",
+            "tollgate_gateway_overhead_seconds_bucket{le=\"0.0001\"} 1",
+            "tollgate_gateway_overhead_seconds_count 1",
+            "tollgate_requests_in_flight 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        // Every sample line is `name{labels} value` or `name value`, parseable as a number.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "bad sample {line:?}");
+        }
+    }
+}
