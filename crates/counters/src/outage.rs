@@ -17,12 +17,13 @@ const MAX_REMEMBERED: usize = 1_000_000;
 
 type Scope = (String, String);
 
-/// Operations owed to Redis: holds to give back and use to count.
+/// Operations owed to Redis: settles and releases of holds it has, and use to count.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
-    /// Reservations held in Redis whose settle or release could not reach it. Their holds are
-    /// given back on recovery (if they have not expired by then); their use is in `usage`.
-    pub releases: Vec<Reservation>,
+    /// Reservations held in Redis whose settle (with the use) or release (`None`) could not
+    /// reach it, in order. Replayed as they are: settles are idempotent in Redis, so one that
+    /// timed out but ran is not counted twice.
+    pub held: Vec<(Reservation, Option<Amount>)>,
     /// Use counted while Redis was unreachable, summed per user-period and provider.
     pub usage: HashMap<(String, BillingPeriod, Provider), Amount>,
 }
@@ -39,7 +40,7 @@ impl Pending {
     }
 
     pub fn len(&self) -> usize {
-        self.releases.len() + self.usage.len()
+        self.held.len() + self.usage.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -48,8 +49,8 @@ impl Pending {
 
     /// Puts back what a replay did not get through, ahead of what arrived meanwhile.
     pub fn restore(&mut self, mut rest: Pending) {
-        rest.releases.append(&mut self.releases);
-        self.releases = rest.releases;
+        rest.held.append(&mut self.held);
+        self.held = rest.held;
         for ((user, period, provider), amount) in rest.usage {
             self.add_usage(&user, period, provider, amount);
         }

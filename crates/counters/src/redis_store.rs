@@ -10,6 +10,7 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tollgate_domain::{Amount, BillingPeriod, Denial, LimitKey, Provider, Standing};
 
 use crate::connection::{Connection, Target};
@@ -196,7 +197,8 @@ impl RedisStore {
         Ok(wrote == 1)
     }
 
-    /// Settles; answers whether the reservation was still held (false once it expired).
+    /// Settles; answers whether the reservation was still held (false once it expired). A
+    /// settle sent again for the same reservation (e.g. retried after a timeout) is ignored.
     pub async fn settle_held(
         &self,
         reservation: &Reservation,
@@ -206,7 +208,7 @@ impl RedisStore {
             .run_settle(
                 &reservation.user,
                 reservation.period,
-                Some(reservation.id),
+                Some((reservation.id, reservation.expires_at)),
                 reservation.provider,
                 actual,
             )
@@ -233,13 +235,14 @@ impl RedisStore {
         &self,
         user: &str,
         period: BillingPeriod,
-        id: Option<u64>,
+        held: Option<(u64, DateTime<Utc>)>,
         provider: Provider,
         actual: Amount,
     ) -> Result<i64, CounterError> {
         self.operations.fetch_add(1, Ordering::Relaxed);
         let keys = self.keys(user, period);
-        let args = scripts::settle_args(self.keep_until(period), id, provider, actual);
+        let args =
+            scripts::settle_args(self.keep_until(period), held, Utc::now(), provider, actual);
         self.connection
             .eval(&self.scripts.settle, &keys, &args)
             .await

@@ -11,9 +11,8 @@
 //!   in Redis ([`Hold::Local`]).
 //!
 //! A background probe pings Redis every `probe_interval_ms`. When Redis answers, the operations
-//! owed to it are replayed — holds given back for reservations whose settle or release failed,
-//! and all use counted meanwhile added to the counters — and only then does admission go back
-//! to Redis. `docs/counters.md` gives the exact behaviour and its bounds.
+//! owed to it are replayed — the settles and releases of reservations held in Redis that could
+//! not reach it, and all use counted meanwhile — and only then does admission go back to Redis. `docs/counters.md` gives the exact behaviour and its bounds.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -310,9 +309,18 @@ impl Shared {
     }
 
     async fn replay_all(&self, owed: &mut Pending) -> Result<(), CounterError> {
-        while let Some(reservation) = owed.releases.last() {
-            self.redis.release_held(reservation).await?;
-            owed.releases.pop();
+        // Oldest first.
+        owed.held.reverse();
+        while let Some((reservation, settled)) = owed.held.last() {
+            let sent = match settled {
+                Some(actual) => self.redis.settle_held(reservation, *actual).await.map(drop),
+                None => self.redis.release_held(reservation).await.map(drop),
+            };
+            if let Err(e) = sent {
+                owed.held.reverse();
+                return Err(e);
+            }
+            owed.held.pop();
         }
         let keys: Vec<_> = owed.usage.keys().cloned().collect();
         for key in keys {
@@ -385,14 +393,10 @@ impl CounterStore for ResilientStore {
                     }
                     self.degrade();
                 }
-                let mut state = lock(&shared.state);
-                state.pending.releases.push(reservation.clone());
-                state.pending.add_usage(
-                    &reservation.user,
-                    reservation.period,
-                    reservation.provider,
-                    actual,
-                );
+                lock(&shared.state)
+                    .pending
+                    .held
+                    .push((reservation.clone(), Some(actual)));
             }
             Hold::Local => {
                 let local = lock(&shared.state).local();
@@ -416,8 +420,8 @@ impl CounterStore for ResilientStore {
                 }
                 lock(&shared.state)
                     .pending
-                    .releases
-                    .push(reservation.clone());
+                    .held
+                    .push((reservation.clone(), None));
             }
             Hold::Local => lock(&shared.state).local().release_now(reservation),
             Hold::Unheld => {}

@@ -119,16 +119,32 @@ pub(crate) fn reserve_args(request: &ReserveRequest<'_>, id: u64, keep_until: i6
     args
 }
 
-/// Arguments of the settle script; `id` is `None` for use that was never held in Redis.
+/// How long a settled reservation is remembered at least, so that a settle sent again after a
+/// timeout is not counted twice.
+pub(crate) const TOMBSTONE_MIN_SECS: i64 = 15 * 60;
+
+/// Arguments of the settle script; `held` is the reservation's id and expiry, `None` for use
+/// that was never held in Redis.
 pub(crate) fn settle_args(
     keep_until: i64,
-    id: Option<u64>,
+    held: Option<(u64, DateTime<Utc>)>,
+    now: DateTime<Utc>,
     provider: Provider,
     actual: Amount,
 ) -> Vec<String> {
-    let mut args = Vec::with_capacity(3 + 2 * 5);
+    let mut args = Vec::with_capacity(4 + 2 * 5);
     args.push(keep_until.to_string());
-    args.push(id.map(|id| id.to_string()).unwrap_or_default());
+    match held {
+        Some((id, expires_at)) => {
+            let until = expires_at.max(now + chrono::Duration::seconds(TOMBSTONE_MIN_SECS));
+            args.push(id.to_string());
+            args.push(millis(until).to_string());
+        }
+        None => {
+            args.push(String::new());
+            args.push("0".to_owned());
+        }
+    }
     push_counted(&mut args, provider, actual);
     args
 }
@@ -280,9 +296,14 @@ mod tests {
 
     #[test]
     fn settle_without_a_hold_sends_an_empty_id() {
-        let args = settle_args(7, None, Provider::OpenAi, Amount::default());
-        assert_eq!(args[..3], ["7", "", "5"]);
-        assert_eq!(settle_args(7, Some(3), Provider::OpenAi, Amount::default())[1], "3");
+        let now = at("2026-11-28T00:00:00Z");
+        let args = settle_args(7, None, now, Provider::OpenAi, Amount::default());
+        assert_eq!(args[..4], ["7", "", "0", "5"]);
+        // The tombstone outlives both the reservation and a settle retried minutes later.
+        let soon = now + chrono::Duration::seconds(1);
+        let args = settle_args(7, Some((3, soon)), now, Provider::OpenAi, Amount::default());
+        assert_eq!(args[1], "3");
+        assert_eq!(args[2], (now.timestamp_millis() + 900_000).to_string());
     }
 
     #[test]

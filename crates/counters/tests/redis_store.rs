@@ -231,8 +231,10 @@ async fn unsettled_reservations_expire_and_give_their_amount_back() {
             reserved: 10
         }
     );
-    // Settling a live one twice: the second finds no hold and only counts.
+    // Settling a live one twice (a retry after a timeout): the second is ignored.
     assert!(store.settle_held(&fresh[0], calls(1)).await.unwrap());
+    assert!(!store.settle_held(&fresh[0], calls(1)).await.unwrap());
+    assert!(!store.release_held(&fresh[0]).await.unwrap());
     assert!(store.release_held(&fresh[1]).await.unwrap());
     assert!(!store.release_held(&fresh[1]).await.unwrap());
     let s = store

@@ -3,15 +3,21 @@
 --   init        present once the user-period holds its full totals (seeded or new)
 --   u:<limit>   settled use of a counter
 --   r:<limit>   amounts held by reservations in flight
---   h:<id>      what reservation <id> holds: "<limit> <amount> <limit> <amount> ..."
+--   h:<id>      what reservation <id> holds: "<limit> <amount> <limit> <amount> ...", or "-"
+--               once it is settled (a tombstone, removed when its expiry time comes)
 -- Amounts travel as decimal strings and are only ever changed with HINCRBY, so they stay exact
 -- 64-bit integers; Lua numbers (doubles) are used only to compare.
 
--- Gives a reservation's held amounts back. Returns true if it was still held.
+-- Gives a reservation's held amounts back (or drops its tombstone). Returns true if it was
+-- still held.
 local function give_back(id)
   redis.call('ZREM', KEYS[2], id)
   local payload = redis.call('HGET', KEYS[1], 'h:' .. id)
   if not payload then
+    return false
+  end
+  if payload == '-' then
+    redis.call('HDEL', KEYS[1], 'h:' .. id)
     return false
   end
   local words = {}
