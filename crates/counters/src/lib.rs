@@ -6,17 +6,28 @@
 //! plan edit applies on the next request without anyone's counters being reset. Only the limits
 //! the plan sets are checked.
 //!
-//! This crate has the in-process store, for a single gateway instance; a Redis store shares the
-//! same operations across instances.
+//! This crate has the in-process store, for a single gateway instance; the Redis store, which
+//! shares the same operations across instances; and the resilient store, which puts the Redis
+//! store in front of in-process counters and applies a plan's policy while Redis cannot be
+//! reached. `docs/counters.md` describes the Redis layout and the failure modes.
 
+mod connection;
 mod memory;
+mod outage;
+mod redis_store;
+mod resilient;
+mod scripts;
 
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use tollgate_domain::{Amount, BillingPeriod, Denial, Limit, LimitKey, Provider};
+use tollgate_domain::{
+    Amount, BillingPeriod, Denial, Limit, LimitKey, Provider, Standing, UnreachablePolicy,
+};
 
 pub use memory::MemoryStore;
+pub use redis_store::{RedisConfig, RedisStats, RedisStore, ReserveOutcome};
+pub use resilient::{ResilientConfig, ResilientStats, ResilientStore, Seeder, SeedFuture};
 
 /// The counters a call to `provider` moves. Called on every reserve, settle and release, so it
 /// allocates nothing.
@@ -53,7 +64,30 @@ pub struct Reservation {
     pub provider: Provider,
     pub amount: Amount,
     pub expires_at: DateTime<Utc>,
+    /// Where the amount is held, so that settling and releasing go to the same place.
+    pub held: Hold,
 }
+
+/// Where a reservation's amount is held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Hold {
+    /// In the store that admitted it (the in-process store, or Redis).
+    #[default]
+    Store,
+    /// In the in-process counters a resilient store enforces with while Redis is unreachable.
+    Local,
+    /// Nowhere: admitted without a hold while Redis was unreachable (`fail_open`); its use is
+    /// counted when it settles.
+    Unheld,
+}
+
+/// What a store's counters stood at for one user-period, counter by counter: what a store
+/// saw while admitting or refusing a call.
+pub type Standings = Vec<(LimitKey, Standing)>;
+
+/// A user's settled use in a period, counter by counter (from the ledger): what rebuilds a
+/// store's counters after they were lost. Counters not listed are zero.
+pub type Totals = [(LimitKey, u64)];
 
 /// The outcome of a reservation attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +100,12 @@ pub enum Reserved {
 pub enum CounterError {
     #[error("the counter store is unreachable: {0}")]
     Unreachable(String),
+    /// The store has no totals for this user-period (new, or lost with Redis's data): seed it
+    /// from the ledger ([`RedisStore::seed`]) and retry. The resilient store does this itself.
+    #[error("the counters of user {user:?} for {period} need seeding from the ledger")]
+    NeedsSeed { user: String, period: String },
+    #[error("counter store configuration: {0}")]
+    Config(String),
 }
 
 /// The operations every counter store provides, each atomic over all the counters it touches.
@@ -76,6 +116,17 @@ pub trait CounterStore: Send + Sync + 'static {
         &self,
         request: ReserveRequest<'_>,
     ) -> impl Future<Output = Result<Reserved, CounterError>> + Send;
+
+    /// [`CounterStore::reserve`] for a plan whose policy while the store is unreachable is
+    /// `on_unreachable`. Stores that cannot be unreachable ignore it.
+    fn reserve_with(
+        &self,
+        request: ReserveRequest<'_>,
+        on_unreachable: UnreachablePolicy,
+    ) -> impl Future<Output = Result<Reserved, CounterError>> + Send {
+        let _ = on_unreachable;
+        self.reserve(request)
+    }
 
     /// Replaces the held amount with what the call actually used.
     fn settle(

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use chrono::{DateTime, Utc};
 use tollgate_domain::{Amount, Decision, LimitKey, Provider, Standing, decide};
 
-use crate::{CounterError, CounterStore, Reservation, ReserveRequest, Reserved, counted_keys};
+use crate::{
+    CounterError, CounterStore, Hold, Reservation, ReserveRequest, Reserved, counted_keys,
+};
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -123,6 +125,7 @@ impl MemoryStore {
                     provider: request.provider,
                     amount: request.amount,
                     expires_at: request.expires_at,
+                    held: Hold::Store,
                 })
             }
         }

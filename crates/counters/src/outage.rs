@@ -1,0 +1,198 @@
+//! What a resilient store keeps in memory to get through a Redis outage: the standings this
+//! instance last saw in Redis, the in-process counters it enforces with meanwhile (`local`
+//! policy), and the operations it owes Redis once it is back.
+//!
+//! Pure state behind the resilient store's lock; no I/O, so it is unit-tested directly.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tollgate_domain::{Amount, BillingPeriod, Provider};
+
+use crate::{MemoryStore, Reservation, ReserveRequest, Standings};
+
+/// Beyond this many remembered user-periods the memory is cleared rather than grown: a user
+/// not seen since is then enforced locally from zero, as after a restart.
+const MAX_REMEMBERED: usize = 1_000_000;
+
+type Scope = (String, String);
+
+/// Operations owed to Redis: settles and releases of holds it has, and use to count.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    /// Reservations held in Redis whose settle (with the use) or release (`None`) could not
+    /// reach it, in order. Replayed as they are: settles are idempotent in Redis, so one that
+    /// timed out but ran is not counted twice.
+    pub held: Vec<(Reservation, Option<Amount>)>,
+    /// Use counted while Redis was unreachable, summed per user-period and provider.
+    pub usage: HashMap<(String, BillingPeriod, Provider), Amount>,
+}
+
+impl Pending {
+    pub fn add_usage(&mut self, user: &str, period: BillingPeriod, provider: Provider, a: Amount) {
+        let sum = self
+            .usage
+            .entry((user.to_owned(), period, provider))
+            .or_default();
+        sum.calls = sum.calls.saturating_add(a.calls);
+        sum.tokens = sum.tokens.saturating_add(a.tokens);
+        sum.cost_nanousd = sum.cost_nanousd.saturating_add(a.cost_nanousd);
+    }
+
+    pub fn len(&self) -> usize {
+        self.held.len() + self.usage.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Puts back what a replay did not get through, ahead of what arrived meanwhile.
+    pub fn restore(&mut self, mut rest: Pending) {
+        rest.held.append(&mut self.held);
+        self.held = rest.held;
+        for ((user, period, provider), amount) in rest.usage {
+            self.add_usage(&user, period, provider, amount);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// The standing of every counter of a user-period, as the last reserve through Redis saw it.
+    seen: HashMap<Scope, Standings>,
+    /// The counters enforced while Redis is unreachable; new for each outage.
+    local: Arc<MemoryStore>,
+    /// User-periods whose local counters have been seeded during this outage.
+    seeded: HashSet<Scope>,
+    pub pending: Pending,
+}
+
+impl State {
+    pub fn remember(&mut self, user: &str, period: BillingPeriod, seen: Standings) {
+        if self.seen.len() >= MAX_REMEMBERED {
+            self.seen.clear();
+        }
+        self.seen.insert((user.to_owned(), period.key()), seen);
+    }
+
+    /// Starts an outage: local counters afresh, seeded lazily from what was last seen.
+    pub fn begin_outage(&mut self) {
+        self.local = Arc::new(MemoryStore::new());
+        self.seeded.clear();
+    }
+
+    /// The local counters, with the request's user-period seeded from the standings last seen
+    /// in Redis. Amounts other instances (or this one) held then are taken as used: whether
+    /// those calls have finished, and with how much, cannot be known without Redis.
+    pub fn local_for(&mut self, request: &ReserveRequest<'_>) -> Arc<MemoryStore> {
+        let period_key = request.period.key();
+        let scope = (request.user.to_owned(), period_key);
+        if !self.seeded.contains(&scope) {
+            if let Some(seen) = self.seen.get(&scope) {
+                for (key, standing) in seen {
+                    let used = standing.used.saturating_add(standing.reserved);
+                    self.local.seed_used(request.user, &scope.1, *key, used);
+                }
+            }
+            self.seeded.insert(scope);
+        }
+        Arc::clone(&self.local)
+    }
+
+    /// The local counters as they are (for settling and releasing local holds).
+    pub fn local(&self) -> Arc<MemoryStore> {
+        Arc::clone(&self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Reserved;
+    use chrono::{DateTime, Utc};
+    use tollgate_domain::{AnchorDay, Limit, LimitKey, Standing};
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-28T12:00:00Z".parse().unwrap()
+    }
+
+    fn period() -> BillingPeriod {
+        BillingPeriod::containing(now(), AnchorDay::default())
+    }
+
+    #[test]
+    fn local_counters_start_from_what_redis_last_showed() {
+        let mut state = State::default();
+        state.remember(
+            "u",
+            period(),
+            vec![(
+                LimitKey::TotalCalls,
+                Standing {
+                    used: 6,
+                    reserved: 2,
+                },
+            )],
+        );
+        state.begin_outage();
+        let limits = [Limit {
+            key: LimitKey::TotalCalls,
+            max: 10,
+        }];
+        let request = ReserveRequest {
+            user: "u",
+            period: period(),
+            provider: Provider::Serper,
+            limits: &limits,
+            amount: Amount {
+                calls: 1,
+                ..Amount::default()
+            },
+            now: now(),
+            expires_at: now() + chrono::Duration::seconds(60),
+        };
+        let local = state.local_for(&request);
+        let admitted = (0..5)
+            .filter(|_| matches!(local.reserve_now(request), Reserved::Admitted(_)))
+            .count();
+        // 6 used + 2 held elsewhere leaves 2 of 10.
+        assert_eq!(admitted, 2);
+        // Seeding happens once per outage: later reservations keep their local holds.
+        let again = state.local_for(&request);
+        assert!(matches!(again.reserve_now(request), Reserved::Denied(_)));
+        // A user never seen is enforced from zero.
+        let other = ReserveRequest {
+            user: "v",
+            ..request
+        };
+        assert!(matches!(
+            state.local_for(&other).reserve_now(other),
+            Reserved::Admitted(_)
+        ));
+    }
+
+    #[test]
+    fn pending_use_is_summed_and_restored_in_order() {
+        let mut pending = Pending::default();
+        let one = Amount {
+            calls: 1,
+            tokens: 10,
+            cost_nanousd: 100,
+        };
+        pending.add_usage("u", period(), Provider::OpenAi, one);
+        pending.add_usage("u", period(), Provider::OpenAi, one);
+        assert_eq!(pending.len(), 1);
+        let taken = std::mem::take(&mut pending);
+        pending.add_usage("u", period(), Provider::OpenAi, one);
+        pending.restore(taken);
+        assert_eq!(
+            pending.usage[&("u".to_owned(), period(), Provider::OpenAi)],
+            Amount {
+                calls: 3,
+                tokens: 30,
+                cost_nanousd: 300
+            }
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! The four counter scripts (`scripts/*.lua`) and the translation between Rust values and their
+//! keys, arguments and replies. Pure: no I/O here, so the encoding is unit-tested without Redis.
+//!
+//! Every operation is one script that checks and updates all the counters of one user-period
+//! atomically; nothing is read in Rust and written back. Both keys of a user-period carry the
+//! hash tag `{u:<user>}`, so on Redis Cluster they live in one slot and the scripts run there.
+
+use chrono::{DateTime, Utc};
+use tollgate_domain::{Amount, BillingPeriod, LimitKey, Provider, Standing};
+
+use crate::{ReserveRequest, Standings, counted_keys};
+
+/// Largest amount written to a counter, 2^53 − 1: the scripts compare amounts as Lua doubles,
+/// exact up to here (9 million USD in nano-USD, 9·10^15 tokens), and a single call never needs
+/// more.
+pub(crate) const MAX_EXACT: u64 = (1 << 53) - 1;
+
+/// One script: its source (the shared prelude followed by the operation) and its SHA-1, by
+/// which it is called.
+#[derive(Debug)]
+pub(crate) struct Script {
+    pub name: &'static str,
+    pub source: &'static str,
+    pub sha1: String,
+}
+
+impl Script {
+    fn new(name: &'static str, source: &'static str) -> Script {
+        let sha1 = redis::Script::new(source).get_hash().to_owned();
+        Script { name, source, sha1 }
+    }
+}
+
+/// The scripts, hashed once per store.
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    pub reserve: Script,
+    pub settle: Script,
+    pub release: Script,
+    pub seed: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Scripts {
+        Scripts {
+            reserve: Script::new(
+                "reserve",
+                concat!(
+                    include_str!("scripts/common.lua"),
+                    include_str!("scripts/reserve.lua")
+                ),
+            ),
+            settle: Script::new(
+                "settle",
+                concat!(
+                    include_str!("scripts/common.lua"),
+                    include_str!("scripts/settle.lua")
+                ),
+            ),
+            release: Script::new(
+                "release",
+                concat!(
+                    include_str!("scripts/common.lua"),
+                    include_str!("scripts/release.lua")
+                ),
+            ),
+            seed: Script::new(
+                "seed",
+                concat!(
+                    include_str!("scripts/common.lua"),
+                    include_str!("scripts/seed.lua")
+                ),
+            ),
+        }
+    }
+}
+
+/// The two keys of a user-period: its counter hash and its set of reservation ids by expiry.
+pub(crate) fn keys(prefix: &str, user: &str, period: BillingPeriod) -> [String; 2] {
+    let hash = format!("{prefix}{{u:{user}}}:{period}");
+    let expiry = format!("{hash}:exp");
+    [hash, expiry]
+}
+
+/// When a user-period's keys expire: the end of the period plus a grace for late settles.
+pub(crate) fn keep_until_secs(period: BillingPeriod, grace_secs: u64) -> i64 {
+    period
+        .end()
+        .timestamp()
+        .saturating_add(i64::try_from(grace_secs).unwrap_or(i64::MAX / 2))
+}
+
+fn exact(amount: u64) -> String {
+    amount.min(MAX_EXACT).to_string()
+}
+
+/// Appends `n, (counter, amount) * n` for the counters a call to `provider` moves.
+fn push_counted(args: &mut Vec<String>, provider: Provider, amount: Amount) {
+    args.push(counted_keys(provider).count().to_string());
+    for key in counted_keys(provider) {
+        args.push(key.name());
+        args.push(exact(amount.of(key.measure())));
+    }
+}
+
+pub(crate) fn reserve_args(request: &ReserveRequest<'_>, id: u64, keep_until: i64) -> Vec<String> {
+    let mut args = Vec::with_capacity(8 + 2 * 5 + 3 * request.limits.len());
+    args.push(millis(request.now).to_string());
+    args.push(millis(request.expires_at).to_string());
+    args.push(keep_until.to_string());
+    args.push(id.to_string());
+    push_counted(&mut args, request.provider, request.amount);
+    args.push(request.limits.len().to_string());
+    for limit in request.limits {
+        args.push(limit.key.name());
+        args.push(limit.max.to_string());
+        args.push(exact(request.amount.of(limit.key.measure())));
+    }
+    args
+}
+
+/// How long a settled reservation is remembered at least, so that a settle sent again after a
+/// timeout is not counted twice.
+pub(crate) const TOMBSTONE_MIN_SECS: i64 = 15 * 60;
+
+/// Arguments of the settle script; `held` is the reservation's id and expiry, `None` for use
+/// that was never held in Redis.
+pub(crate) fn settle_args(
+    keep_until: i64,
+    held: Option<(u64, DateTime<Utc>)>,
+    now: DateTime<Utc>,
+    provider: Provider,
+    actual: Amount,
+) -> Vec<String> {
+    let mut args = Vec::with_capacity(4 + 2 * 5);
+    args.push(keep_until.to_string());
+    match held {
+        Some((id, expires_at)) => {
+            let until = expires_at.max(now + chrono::Duration::seconds(TOMBSTONE_MIN_SECS));
+            args.push(id.to_string());
+            args.push(millis(until).to_string());
+        }
+        None => {
+            args.push(String::new());
+            args.push("0".to_owned());
+        }
+    }
+    push_counted(&mut args, provider, actual);
+    args
+}
+
+pub(crate) fn seed_args(keep_until: i64, totals: &[(LimitKey, u64)]) -> Vec<String> {
+    let mut args = Vec::with_capacity(2 + 2 * totals.len());
+    args.push(keep_until.to_string());
+    args.push(totals.len().to_string());
+    for (key, used) in totals {
+        args.push(key.name());
+        args.push(exact(*used));
+    }
+    args
+}
+
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// What the reserve script answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ReserveReply {
+    /// The user-period has no `init` marker: seed it and retry.
+    Uninitialised,
+    Admitted(Standings),
+    /// Refused by `request.limits[limit]`, which stood at `standing`.
+    Denied {
+        limit: usize,
+        standing: Standing,
+        seen: Standings,
+    },
+}
+
+/// Reads the reserve script's reply (see `scripts/reserve.lua`).
+pub(crate) fn parse_reserve(reply: &[i64], provider: Provider) -> Result<ReserveReply, String> {
+    let count = |v: i64| u64::try_from(v).unwrap_or(0);
+    match reply {
+        [0] => Ok(ReserveReply::Uninitialised),
+        [status @ (1 | 2), denied, used, reserved, rest @ ..] => {
+            let keys: Vec<LimitKey> = counted_keys(provider).collect();
+            if rest.len() != 2 * keys.len() {
+                return Err(format!(
+                    "reserve script answered {} standings for {} counters",
+                    rest.len() / 2,
+                    keys.len()
+                ));
+            }
+            let seen = keys
+                .into_iter()
+                .zip(rest.chunks_exact(2))
+                .map(|(key, s)| {
+                    (
+                        key,
+                        Standing {
+                            used: count(s[0]),
+                            reserved: count(s[1]),
+                        },
+                    )
+                })
+                .collect();
+            if *status == 1 {
+                return Ok(ReserveReply::Admitted(seen));
+            }
+            let limit = usize::try_from(*denied)
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .ok_or_else(|| format!("reserve script denied by limit {denied}"))?;
+            Ok(ReserveReply::Denied {
+                limit,
+                standing: Standing {
+                    used: count(*used),
+                    reserved: count(*reserved),
+                },
+                seen,
+            })
+        }
+        other => Err(format!("unexpected reserve script reply {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_domain::{AnchorDay, Limit};
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn keys_share_the_users_hash_tag() {
+        let period = BillingPeriod::containing(at("2026-11-28T00:00:00Z"), AnchorDay::default());
+        let [hash, expiry] = keys("tg:", "alice", period);
+        assert_eq!(hash, "tg:{u:alice}:2026-11");
+        assert_eq!(expiry, "tg:{u:alice}:2026-11:exp");
+        assert_eq!(
+            keep_until_secs(period, 3600),
+            at("2026-12-01T01:00:00Z").timestamp()
+        );
+    }
+
+    #[test]
+    fn reserve_arguments_list_counters_then_limits() {
+        let period = BillingPeriod::containing(at("2026-11-28T00:00:00Z"), AnchorDay::default());
+        let limits = [Limit {
+            key: LimitKey::Cost,
+            max: 5_000,
+        }];
+        let request = ReserveRequest {
+            user: "u",
+            period,
+            provider: Provider::Tavily,
+            limits: &limits,
+            amount: Amount {
+                calls: 1,
+                tokens: 0,
+                cost_nanousd: u64::MAX,
+            },
+            now: at("2026-11-28T00:00:00Z"),
+            expires_at: at("2026-11-28T00:00:01Z"),
+        };
+        let args = reserve_args(&request, 42, 99);
+        let now_ms = at("2026-11-28T00:00:00Z").timestamp_millis();
+        let expected: Vec<String> = [
+            now_ms.to_string().as_str(),
+            (now_ms + 1000).to_string().as_str(),
+            "99",
+            "42",
+            // Tavily bills per call: no provider token counter.
+            "4",
+            "tavily_calls",
+            "1",
+            "total_calls",
+            "1",
+            "total_tokens",
+            "0",
+            "monthly_cost",
+            "9007199254740991",
+            "1",
+            "monthly_cost",
+            "5000",
+            "9007199254740991",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        assert_eq!(args, expected);
+    }
+
+    #[test]
+    fn settle_without_a_hold_sends_an_empty_id() {
+        let now = at("2026-11-28T00:00:00Z");
+        let args = settle_args(7, None, now, Provider::OpenAi, Amount::default());
+        assert_eq!(args[..4], ["7", "", "0", "5"]);
+        // The tombstone outlives both the reservation and a settle retried minutes later.
+        let soon = now + chrono::Duration::seconds(1);
+        let args = settle_args(7, Some((3, soon)), now, Provider::OpenAi, Amount::default());
+        assert_eq!(args[1], "3");
+        assert_eq!(args[2], (now.timestamp_millis() + 900_000).to_string());
+    }
+
+    #[test]
+    fn reserve_replies_are_read_counter_by_counter() {
+        assert_eq!(
+            parse_reserve(&[0], Provider::Serper),
+            Ok(ReserveReply::Uninitialised)
+        );
+        let reply = [2, 1, 3, 4, 3, 4, 5, 6, 7, 8, 9, 10];
+        let Ok(ReserveReply::Denied {
+            limit,
+            standing,
+            seen,
+        }) = parse_reserve(&reply, Provider::Serper)
+        else {
+            panic!("a denial");
+        };
+        assert_eq!(limit, 0);
+        assert_eq!(
+            standing,
+            Standing {
+                used: 3,
+                reserved: 4
+            }
+        );
+        assert_eq!(seen.len(), 4);
+        assert_eq!(
+            seen[3],
+            (
+                LimitKey::Cost,
+                Standing {
+                    used: 9,
+                    reserved: 10
+                }
+            )
+        );
+        assert!(parse_reserve(&[1, 0, 0, 0, 1], Provider::Serper).is_err());
+        assert!(parse_reserve(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], Provider::Serper).is_err());
+    }
+
+    #[test]
+    fn script_sources_include_the_prelude() {
+        let scripts = Scripts::new();
+        for s in [
+            &scripts.reserve,
+            &scripts.settle,
+            &scripts.release,
+            &scripts.seed,
+        ] {
+            assert!(s.source.contains("local function give_back"), "{}", s.name);
+            assert_eq!(s.sha1.len(), 40);
+        }
+        assert_ne!(scripts.reserve.sha1, scripts.settle.sha1);
+    }
+}

@@ -1,0 +1,400 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+//! The Redis store against a real Redis (`REDIS_URL`, default the local one), each test under a
+//! random key prefix of its own that is deleted afterwards.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Prefix, calls, now, period_at, redis_url, request};
+use tokio::sync::Barrier;
+use tollgate_counters::{
+    CounterError, CounterStore, RedisStore, ReserveOutcome, Reserved, ResilientConfig,
+    ResilientStore, SeedFuture, Seeder,
+};
+use tollgate_domain::{Amount, Limit, LimitKey, Provider, Standing};
+
+/// Generous: these tests are about exactness under concurrency, not timeouts.
+const TIMEOUT_MS: u64 = 5_000;
+
+/// Seeds every user-period as new (no usage in the ledger).
+fn zero_seeder() -> Seeder {
+    Arc::new(|_, _| -> SeedFuture { Box::pin(async { Ok(Vec::new()) }) })
+}
+
+async fn seed_empty(store: &RedisStore, user: &str) {
+    store.seed(user, period_at(now()), &[]).await.unwrap();
+}
+
+/// 200 concurrent one-call reservations against a limit of 100 calls, spread over `stores`.
+async fn two_hundred_against_one_hundred(stores: Vec<Arc<RedisStore>>) {
+    let user = "racer";
+    seed_empty(&stores[0], user).await;
+    let barrier = Arc::new(Barrier::new(200));
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = Arc::clone(&stores[i % stores.len()]);
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                let limits = [Limit {
+                    key: LimitKey::ProviderCalls(Provider::OpenAi),
+                    max: 100,
+                }];
+                barrier.wait().await;
+                match store.reserve(request(user, &limits, calls(1), now())).await {
+                    Ok(Reserved::Admitted(r)) => {
+                        store.settle(&r, calls(1)).await.unwrap();
+                        true
+                    }
+                    Ok(Reserved::Denied(d)) => {
+                        assert_eq!(d.limit.max, 100);
+                        false
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(admitted, 100);
+    let s = stores[0]
+        .standing(user, period_at(now()), LimitKey::ProviderCalls(Provider::OpenAi))
+        .await
+        .unwrap();
+    assert_eq!(
+        s,
+        Standing {
+            used: 100,
+            reserved: 0
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_one_hundred_of_two_hundred_with_one_store() {
+    let prefix = Prefix::new(&redis_url());
+    let store = Arc::new(prefix.store(TIMEOUT_MS));
+    two_hundred_against_one_hundred(vec![store]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_one_hundred_of_two_hundred_with_three_instances() {
+    let prefix = Prefix::new(&redis_url());
+    let stores = (0..3)
+        .map(|_| Arc::new(prefix.store(TIMEOUT_MS)))
+        .collect();
+    two_hundred_against_one_hundred(stores).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn token_budget_and_cost_cap_hold_while_calls_settle_below_their_bounds() {
+    let prefix = Prefix::new(&redis_url());
+    let store = Arc::new(prefix.store(TIMEOUT_MS));
+    let user = "budget";
+    seed_empty(&store, user).await;
+    const TOKENS: u64 = 10_000;
+    const COST: u64 = 900_000;
+    let barrier = Arc::new(Barrier::new(50));
+    let tasks: Vec<_> = (0..50u64)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                let limits = [
+                    Limit {
+                        key: LimitKey::TotalTokens,
+                        max: TOKENS,
+                    },
+                    Limit {
+                        key: LimitKey::Cost,
+                        max: COST,
+                    },
+                ];
+                let bound = Amount {
+                    calls: 1,
+                    tokens: 500,
+                    cost_nanousd: 40_000,
+                };
+                barrier.wait().await;
+                let mut used = Amount::default();
+                // Each client calls until refused, each call using between 20 % and 100 % of
+                // its bound.
+                for round in 0u64.. {
+                    match store.reserve(request(user, &limits, bound, now())).await {
+                        Ok(Reserved::Admitted(r)) => {
+                            let actual = Amount {
+                                calls: 1,
+                                tokens: 100 + (i * 37 + round * 91) % 401,
+                                cost_nanousd: 8_000 + (i * 7_919 + round * 104_729) % 32_001,
+                            };
+                            tokio::task::yield_now().await;
+                            store.settle(&r, actual).await.unwrap();
+                            used.calls += 1;
+                            used.tokens += actual.tokens;
+                            used.cost_nanousd += actual.cost_nanousd;
+                        }
+                        Ok(Reserved::Denied(_)) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                used
+            })
+        })
+        .collect();
+    let mut total = Amount::default();
+    for t in tasks {
+        let used = t.await.unwrap();
+        total.calls += used.calls;
+        total.tokens += used.tokens;
+        total.cost_nanousd += used.cost_nanousd;
+    }
+    assert!(total.tokens <= TOKENS, "{total:?}");
+    assert!(total.cost_nanousd <= COST, "{total:?}");
+    // Calls used less than their bounds, so more fit than the bounds alone would allow.
+    assert!(total.calls > 20, "{total:?}");
+    let period = period_at(now());
+    for (key, expected) in [
+        (LimitKey::TotalTokens, total.tokens),
+        (LimitKey::ProviderTokens(Provider::OpenAi), total.tokens),
+        (LimitKey::Cost, total.cost_nanousd),
+        (LimitKey::TotalCalls, total.calls),
+    ] {
+        let s = store.standing(user, period, key).await.unwrap();
+        assert_eq!(
+            s,
+            Standing {
+                used: expected,
+                reserved: 0
+            },
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unsettled_reservations_expire_and_give_their_amount_back() {
+    let prefix = Prefix::new(&redis_url());
+    let store = prefix.store(TIMEOUT_MS);
+    let user = "lost";
+    seed_empty(&store, user).await;
+    let limits = [Limit {
+        key: LimitKey::TotalCalls,
+        max: 10,
+    }];
+    let t0 = now();
+    let mut lost = Vec::new();
+    for _ in 0..10 {
+        let mut r = request(user, &limits, calls(1), t0);
+        r.expires_at = t0 + chrono::Duration::seconds(30);
+        let Ok(Reserved::Admitted(reservation)) = store.reserve(r).await else {
+            panic!("fits");
+        };
+        lost.push(reservation);
+    }
+    let Ok(Reserved::Denied(denial)) = store.reserve(request(user, &limits, calls(1), t0)).await
+    else {
+        panic!("10 of 10 held");
+    };
+    assert_eq!(
+        denial.standing,
+        Standing {
+            used: 0,
+            reserved: 10
+        }
+    );
+    assert_eq!(denial.limit.key, LimitKey::TotalCalls);
+    assert_eq!(denial.resets_at, period_at(t0).end());
+    // Once they expire, the whole limit is available again: no false denial.
+    let later = t0 + chrono::Duration::seconds(30);
+    let mut fresh = Vec::new();
+    for _ in 0..10 {
+        let Ok(Reserved::Admitted(r)) = store.reserve(request(user, &limits, calls(1), later)).await
+        else {
+            panic!("expired holds were given back");
+        };
+        fresh.push(r);
+    }
+    // A late settle of an expired call counts its use once and subtracts nothing.
+    assert!(!store.settle_held(&lost[0], calls(1)).await.unwrap());
+    assert!(!store.release_held(&lost[1]).await.unwrap());
+    let s = store
+        .standing(user, period_at(t0), LimitKey::TotalCalls)
+        .await
+        .unwrap();
+    assert_eq!(
+        s,
+        Standing {
+            used: 1,
+            reserved: 10
+        }
+    );
+    // Settling a live one twice (a retry after a timeout): the second is ignored.
+    assert!(store.settle_held(&fresh[0], calls(1)).await.unwrap());
+    assert!(!store.settle_held(&fresh[0], calls(1)).await.unwrap());
+    assert!(!store.release_held(&fresh[0]).await.unwrap());
+    assert!(store.release_held(&fresh[1]).await.unwrap());
+    assert!(!store.release_held(&fresh[1]).await.unwrap());
+    let s = store
+        .standing(user, period_at(t0), LimitKey::TotalCalls)
+        .await
+        .unwrap();
+    assert_eq!(
+        s,
+        Standing {
+            used: 2,
+            reserved: 8
+        }
+    );
+    assert!(prefix.key_count() == 2, "one hash and one expiry set");
+}
+
+#[tokio::test]
+async fn lost_counters_need_a_seed_and_are_rebuilt_from_the_ledgers_totals() {
+    let prefix = Prefix::new(&redis_url());
+    let store = prefix.store(TIMEOUT_MS);
+    let user = "rebuilt";
+    let limits = [Limit {
+        key: LimitKey::ProviderTokens(Provider::OpenAi),
+        max: 1_000,
+    }];
+    let bound = Amount {
+        calls: 1,
+        tokens: 300,
+        cost_nanousd: 0,
+    };
+    // A user-period never seen needs a seed; nothing is written until then.
+    assert_eq!(
+        store
+            .reserve_seen(request(user, &limits, bound, now()))
+            .await
+            .unwrap(),
+        ReserveOutcome::NeedsSeed
+    );
+    assert!(matches!(
+        store.reserve(request(user, &limits, bound, now())).await,
+        Err(CounterError::NeedsSeed { .. })
+    ));
+    assert_eq!(prefix.key_count(), 0);
+    seed_empty(&store, user).await;
+    let Ok(Reserved::Admitted(r)) = store.reserve(request(user, &limits, bound, now())).await
+    else {
+        panic!()
+    };
+    store.settle(&r, bound).await.unwrap();
+
+    // Redis loses everything under the prefix.
+    prefix.delete_keys();
+    assert_eq!(
+        store
+            .reserve_seen(request(user, &limits, bound, now()))
+            .await
+            .unwrap(),
+        ReserveOutcome::NeedsSeed
+    );
+    // A settle that arrives meanwhile writes nothing: the ledger's totals will include it.
+    store.settle(&r, bound).await.unwrap();
+    assert_eq!(prefix.key_count(), 0);
+    let totals = [
+        (LimitKey::ProviderTokens(Provider::OpenAi), 800),
+        (LimitKey::TotalTokens, 800),
+        (LimitKey::Cost, 12_345),
+    ];
+    let period = period_at(now());
+    assert!(store.seed(user, period, &totals).await.unwrap());
+    // A second seeder (another instance) does not overwrite the live counters.
+    assert!(!store.seed(user, period, &[]).await.unwrap());
+    let Ok(Reserved::Denied(d)) = store.reserve(request(user, &limits, bound, now())).await else {
+        panic!("800 + 300 > 1,000");
+    };
+    assert_eq!(
+        d.standing,
+        Standing {
+            used: 800,
+            reserved: 0
+        }
+    );
+    let cost = store.standing(user, period, LimitKey::Cost).await.unwrap();
+    assert_eq!(cost.used, 12_345);
+
+    // The resilient store seeds through its seeder by itself.
+    prefix.delete_keys();
+    let seeder: Seeder = Arc::new(|user, period| -> SeedFuture {
+        assert_eq!(user, "rebuilt");
+        assert_eq!(period, period_at(now()));
+        Box::pin(async { Ok(vec![(LimitKey::ProviderTokens(Provider::OpenAi), 600)]) })
+    });
+    let resilient = ResilientStore::new(
+        prefix.store(TIMEOUT_MS),
+        seeder,
+        ResilientConfig::default(),
+    );
+    let Ok(Reserved::Admitted(_)) = resilient.reserve(request(user, &limits, bound, now())).await
+    else {
+        panic!("600 + 300 fits");
+    };
+    let Ok(Reserved::Denied(_)) = resilient.reserve(request(user, &limits, bound, now())).await
+    else {
+        panic!("600 + 300 held + 300 does not");
+    };
+    assert_eq!(resilient.stats().seeded, 1);
+    assert!(!resilient.is_degraded());
+}
+
+#[tokio::test]
+async fn one_round_trip_per_operation() {
+    let prefix = Prefix::new(&redis_url());
+    let store = prefix.store(TIMEOUT_MS);
+    let resilient = ResilientStore::new(
+        prefix.store(TIMEOUT_MS),
+        zero_seeder(),
+        ResilientConfig::default(),
+    );
+    let limits = [Limit {
+        key: LimitKey::TotalCalls,
+        max: 1_000,
+    }];
+    // The first reserve needs a seed: reserve, seed, reserve (and maybe a script load each).
+    let Ok(Reserved::Admitted(r)) = resilient.reserve(request("rt", &limits, calls(1), now())).await
+    else {
+        panic!()
+    };
+    resilient.settle(&r, calls(1)).await.unwrap();
+    let before = resilient.redis().stats();
+    for _ in 0..10 {
+        let Ok(Reserved::Admitted(r)) =
+            resilient.reserve(request("rt", &limits, calls(1), now())).await
+        else {
+            panic!()
+        };
+        resilient.settle(&r, calls(1)).await.unwrap();
+    }
+    let after = resilient.redis().stats();
+    assert_eq!(after.operations - before.operations, 20);
+    assert_eq!(after.round_trips - before.round_trips, 20);
+    assert_eq!(after.failures, 0);
+    // The keys expire after the period plus the grace.
+    let ttl: i64 = {
+        let client = redis::Client::open(redis_url()).unwrap();
+        let mut con = client.get_connection().unwrap();
+        redis::cmd("TTL")
+            .arg(format!("{}{{u:rt}}:{}", prefix.prefix, period_at(now())))
+            .query(&mut con)
+            .unwrap()
+    };
+    let expected = (period_at(now()).end() - now()).num_seconds() + 2 * 86_400;
+    assert!((expected - 5..=expected + 5).contains(&ttl), "{ttl}");
+    drop(store);
+}
+
+#[test]
+fn a_prefix_with_braces_is_refused() {
+    let mut config = tollgate_counters::RedisConfig::new("redis://127.0.0.1:6379", 50);
+    config.key_prefix = "{x}".to_owned();
+    assert!(matches!(
+        RedisStore::new(config),
+        Err(CounterError::Config(_))
+    ));
+}
