@@ -106,9 +106,15 @@ impl Connection {
         self.deadline(async {
             let mut conn = self.connection().await?;
             let mut by_hash = redis::cmd("EVALSHA");
-            by_hash.arg(&script.sha1).arg(keys.len()).arg(keys).arg(args);
+            by_hash
+                .arg(&script.sha1)
+                .arg(keys.len())
+                .arg(keys)
+                .arg(args);
             match self.send(&mut conn, &by_hash).await {
-                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
                     let mut with_source = redis::cmd("EVAL");
                     with_source
                         .arg(script.source)

@@ -26,7 +26,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use tollgate_config::{Config, UnpricedPolicy};
-use tollgate_counters::{MemoryStore, Reservation, ReserveRequest, Reserved};
+use tollgate_counters::{CounterError, Reservation, ReserveRequest, Reserved};
 use tollgate_domain::{BillingPeriod, Provider};
 use tollgate_ledger::LedgerHandle;
 use tollgate_usage::{RequestInfo, Scanner};
@@ -37,6 +37,7 @@ use crate::credentials::{
 };
 use crate::errors::{GatewayError, render};
 use crate::keys::{Identity, KeyRing};
+use crate::limits::Counters;
 use crate::metering::{CallRecord, settle_call};
 use crate::metrics::Metrics;
 use crate::request::{RequestFacts, endpoint_name, inspect, with_stream_usage};
@@ -49,7 +50,7 @@ pub struct Gateway {
     config: Arc<Config>,
     upstreams: BTreeMap<Provider, Upstream>,
     keys: KeyRing,
-    counters: Arc<MemoryStore>,
+    counters: Counters,
     ledger: LedgerHandle,
     metrics: Arc<Metrics>,
     addresses: AddressCache,
@@ -58,7 +59,7 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(
         config: Arc<Config>,
-        counters: Arc<MemoryStore>,
+        counters: Counters,
         ledger: LedgerHandle,
     ) -> Result<Gateway, String> {
         let upstreams = config
@@ -192,12 +193,24 @@ impl Gateway {
                     i64::try_from(upstream_ms.saturating_mul(2)).unwrap_or(i64::MAX / 2),
                 ),
         };
-        match self.counters.reserve_now(request) {
-            Reserved::Admitted(reservation) => {
+        let policy = plan
+            .on_counter_store_unreachable
+            .unwrap_or(self.config.storage.on_counter_store_unreachable);
+        let reserved = self.counters.reserve(request, policy).await;
+        self.metrics.set_counters_degraded(self.counters.degraded());
+        match reserved {
+            Ok(Reserved::Admitted(reservation)) => {
                 ctx.reservation = Some(reservation);
                 Ok(())
             }
-            Reserved::Denied(denial) => Err(GatewayError::LimitExceeded(denial)),
+            Ok(Reserved::Denied(denial)) => Err(GatewayError::LimitExceeded(denial)),
+            Err(e) => {
+                self.metrics.counter_store_error();
+                if !matches!(e, CounterError::Unreachable(_)) {
+                    tracing::warn!(error = %e, "reserving");
+                }
+                Err(GatewayError::CounterStoreUnavailable)
+            }
         }
     }
 
@@ -572,9 +585,12 @@ impl ProxyHttp for Gateway {
         if let GatewayError::LimitExceeded(denial) = &error {
             self.metrics.refused_by_limit(denial.limit.key);
         }
-        // A refusal before anything was sent gives its hold back at once.
-        if let Some(reservation) = ctx.reservation.take() {
-            self.counters.release_now(&reservation);
+        // A refusal before anything was sent gives its hold back at once. Once the request
+        // went upstream the provider may bill it, so `logging` settles it like any other call.
+        if ctx.upstream_sent.is_none()
+            && let Some(reservation) = ctx.reservation.take()
+        {
+            self.counters.release(&reservation).await;
         }
         let code = self.write_error(session, ctx.provider, &error).await;
         FailToProxy {
@@ -604,7 +620,7 @@ impl ProxyHttp for Gateway {
                 latency_ms: u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             };
             let (event, actual) = settle_call(&self.config, record);
-            self.counters.settle_now(&reservation, actual);
+            self.counters.settle(&reservation, actual).await;
             self.metrics.usage(
                 event.provider,
                 &event.usage,

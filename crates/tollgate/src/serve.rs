@@ -8,10 +8,10 @@ use anyhow::Context;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
-use tollgate_config::{Config, LedgerFullPolicy, Loaded};
-use tollgate_counters::MemoryStore;
+use tollgate_config::{Config, CounterStore, LedgerFullPolicy, Loaded};
+use tollgate_counters::{MemoryStore, RedisConfig, RedisStore, ResilientConfig, ResilientStore};
 use tollgate_ledger::{Ledger, LedgerConfig, OnFull};
-use tollgate_proxy::{Gateway, HeadGuard, HeadLimits};
+use tollgate_proxy::{Counters, Gateway, HeadGuard, HeadLimits, ledger_seeder};
 
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let Loaded { config, warnings } = match tollgate_config::load(path) {
@@ -36,7 +36,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         .block_on(Ledger::open(ledger_config(&config)))
         .with_context(|| format!("opening the ledger at {}", config.storage.database_url))?;
 
-    let counters = Arc::new(MemoryStore::new());
+    let counters = counters(&config, &ledger, &ledger_runtime)?;
     let gateway = Gateway::new(Arc::clone(&config), counters, handle.clone())
         .map_err(anyhow::Error::msg)?
         .with_stored_keys(ledger.clone());
@@ -79,6 +79,35 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         "ledger drained"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The counters the configuration asks for. A Redis store's connection and probe tasks live on
+/// the ledger's runtime, which outlives the proxy.
+fn counters(
+    config: &Config,
+    ledger: &tollgate_ledger::Ledger,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Counters> {
+    match &config.storage.counters {
+        CounterStore::Memory => Ok(Counters::memory(
+            Arc::new(MemoryStore::new()),
+            Some(ledger.clone()),
+        )),
+        CounterStore::Redis { url, timeout_ms } => {
+            let _entered = runtime.enter();
+            let redis = RedisStore::new(RedisConfig::new(url.as_str(), *timeout_ms))
+                .with_context(|| format!("connecting to Redis at {url}"))?;
+            let store = ResilientStore::new(
+                redis,
+                ledger_seeder(ledger.clone()),
+                ResilientConfig {
+                    default_policy: config.storage.on_counter_store_unreachable,
+                    ..ResilientConfig::default()
+                },
+            );
+            Ok(Counters::Shared(store))
+        }
+    }
 }
 
 fn ledger_config(config: &Config) -> LedgerConfig {

@@ -1,0 +1,140 @@
+//! The gateway's counters: in process for one instance, or shared through Redis.
+//!
+//! Either way a user-period's counters start from the ledger, the source of truth: the
+//! in-process store reads a user's settled use the first time it meets that user in a period
+//! (so a restarted gateway does not forget what was already used), and the Redis store does the
+//! same whenever Redis has no totals for the user-period (new, or lost with Redis's data).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tollgate_counters::{
+    CounterError, CounterStore, MemoryStore, Reservation, ReserveRequest, Reserved, ResilientStore,
+    SeedFuture, Seeder,
+};
+use tollgate_domain::{Amount, BillingPeriod, LimitKey, UnreachablePolicy};
+use tollgate_ledger::Ledger;
+
+/// Where the gateway keeps its counters.
+#[derive(Debug)]
+pub enum Counters {
+    Memory {
+        store: Arc<MemoryStore>,
+        ledger: Option<Ledger>,
+        /// User-periods whose counters were read from the ledger.
+        seeded: Mutex<HashSet<(String, String)>>,
+    },
+    Shared(ResilientStore),
+}
+
+/// A user's settled use in a period, from the ledger, counter by counter.
+pub async fn ledger_totals(
+    ledger: &Ledger,
+    user: &str,
+    period: BillingPeriod,
+) -> Result<Vec<(LimitKey, u64)>, String> {
+    ledger
+        .usage_for_period(user, &period.key())
+        .await
+        .map(|usage| usage.counter_totals())
+        .map_err(|e| e.to_string())
+}
+
+/// The seeder a Redis store rebuilds lost counters with.
+pub fn ledger_seeder(ledger: Ledger) -> Seeder {
+    Arc::new(move |user: &str, period: BillingPeriod| -> SeedFuture {
+        let ledger = ledger.clone();
+        let user = user.to_owned();
+        Box::pin(async move { ledger_totals(&ledger, &user, period).await })
+    })
+}
+
+impl Counters {
+    /// In-process counters, started from the ledger's totals when one is given.
+    pub fn memory(store: Arc<MemoryStore>, ledger: Option<Ledger>) -> Counters {
+        Counters::Memory {
+            store,
+            ledger,
+            seeded: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub async fn reserve(
+        &self,
+        request: ReserveRequest<'_>,
+        on_unreachable: UnreachablePolicy,
+    ) -> Result<Reserved, CounterError> {
+        match self {
+            Counters::Memory {
+                store,
+                ledger,
+                seeded,
+            } => {
+                if let Some(ledger) = ledger {
+                    let id = (request.user.to_owned(), request.period.key());
+                    let known = seeded
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .contains(&id);
+                    if !known {
+                        let totals = ledger_totals(ledger, request.user, request.period)
+                            .await
+                            .map_err(CounterError::Unreachable)?;
+                        // Two first requests may race here: seeding sets (not adds), so the
+                        // second writes the same values.
+                        let mut seeded = seeded.lock().unwrap_or_else(PoisonError::into_inner);
+                        if seeded.insert(id.clone()) {
+                            for (key, used) in totals {
+                                store.seed_used(&id.0, &id.1, key, used);
+                            }
+                        }
+                    }
+                }
+                Ok(store.reserve_now(request))
+            }
+            Counters::Shared(store) => store.reserve_with(request, on_unreachable).await,
+        }
+    }
+
+    pub async fn settle(&self, reservation: &Reservation, actual: Amount) {
+        let outcome = match self {
+            Counters::Memory { store, .. } => {
+                store.settle_now(reservation, actual);
+                Ok(())
+            }
+            Counters::Shared(store) => store.settle(reservation, actual).await,
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, "settling a reservation");
+        }
+    }
+
+    pub async fn release(&self, reservation: &Reservation) {
+        let outcome = match self {
+            Counters::Memory { store, .. } => {
+                store.release_now(reservation);
+                Ok(())
+            }
+            Counters::Shared(store) => store.release(reservation).await,
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, "releasing a reservation");
+        }
+    }
+
+    /// Whether limits are enforced without the shared store right now.
+    pub fn degraded(&self) -> bool {
+        match self {
+            Counters::Memory { .. } => false,
+            Counters::Shared(store) => store.is_degraded(),
+        }
+    }
+
+    /// Round trips to Redis so far (0 for in-process counters).
+    pub fn redis_round_trips(&self) -> u64 {
+        match self {
+            Counters::Memory { .. } => 0,
+            Counters::Shared(store) => store.redis().stats().round_trips,
+        }
+    }
+}
