@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::QueryBuilder;
-use tollgate_domain::{BillingPeriod, Provider};
+use tollgate_domain::{BillingPeriod, LimitKey, Provider};
 
 use crate::Ledger;
 use crate::db::on_db;
@@ -86,6 +86,27 @@ pub struct PeriodUsage {
     /// Failed calls as a percentage (0 to 100) of all calls.
     pub error_rate_pct: f64,
     pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl PeriodUsage {
+    /// The period's use per counter, in the shape the counter stores are seeded with: every
+    /// provider's calls (and tokens, for token-billed providers), the plan-wide calls and
+    /// tokens, and the cost. Calls are every recorded call, failed ones included, so a rebuilt
+    /// counter may stand slightly above the live one (which counts only billed calls), never
+    /// below.
+    pub fn counter_totals(&self) -> Vec<(LimitKey, u64)> {
+        let mut totals = Vec::with_capacity(2 * self.per_provider.len() + 3);
+        for (provider, usage) in &self.per_provider {
+            totals.push((LimitKey::ProviderCalls(*provider), usage.calls));
+            if provider.is_token_billed() {
+                totals.push((LimitKey::ProviderTokens(*provider), usage.tokens));
+            }
+        }
+        totals.push((LimitKey::TotalCalls, self.totals.calls));
+        totals.push((LimitKey::TotalTokens, self.totals.tokens));
+        totals.push((LimitKey::Cost, self.totals.cost_nanousd));
+        totals
+    }
 }
 
 /// One day of a period.
