@@ -22,7 +22,7 @@ use crate::scripts::Script;
 #[derive(Clone, Debug)]
 pub(crate) enum Target {
     Single(redis::Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 impl Target {
@@ -46,7 +46,7 @@ impl Target {
                     .retries(1)
                     .build()
                     .map_err(bad)?;
-                Ok(Target::Cluster(client))
+                Ok(Target::Cluster(Box::new(client)))
             }
         }
     }
@@ -106,9 +106,15 @@ impl Connection {
         self.deadline(async {
             let mut conn = self.connection().await?;
             let mut by_hash = redis::cmd("EVALSHA");
-            by_hash.arg(&script.sha1).arg(keys.len()).arg(keys).arg(args);
+            by_hash
+                .arg(&script.sha1)
+                .arg(keys.len())
+                .arg(keys)
+                .arg(args);
             match self.send(&mut conn, &by_hash).await {
-                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
                     let mut with_source = redis::cmd("EVAL");
                     with_source
                         .arg(script.source)
@@ -119,7 +125,7 @@ impl Connection {
                 }
                 other => other,
             }
-            .map_err(|e| self.failed(&script.name, e))
+            .map_err(|e| self.failed(script.name, e))
             .and_then(|v| T::from_redis_value(v).map_err(|e| self.failed(script.name, e)))
         })
         .await

@@ -142,8 +142,7 @@ impl RedisStore {
             .connection
             .eval(&self.scripts.reserve, &keys, &args)
             .await?;
-        match scripts::parse_reserve(&reply, request.provider).map_err(CounterError::Unreachable)?
-        {
+        match scripts::parse_reserve(&reply, request.provider).map_err(CounterError::Unreachable)? {
             ReserveReply::Uninitialised => Ok(ReserveOutcome::NeedsSeed),
             ReserveReply::Admitted(seen) => Ok(ReserveOutcome::Admitted {
                 reservation: Reservation {
@@ -254,11 +253,7 @@ impl RedisStore {
         let keys = self.keys(&reservation.user, reservation.period);
         let released: i64 = self
             .connection
-            .eval(
-                &self.scripts.release,
-                &keys,
-                &[reservation.id.to_string()],
-            )
+            .eval(&self.scripts.release, &keys, &[reservation.id.to_string()])
             .await?;
         Ok(released == 1)
     }

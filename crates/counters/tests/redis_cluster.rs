@@ -71,7 +71,10 @@ async fn reserve_settle_release_and_exactly_one_hundred_on_a_cluster() {
                     max: 100,
                 }];
                 barrier.wait().await;
-                match store.reserve(request("racer", &limits, calls(1), now())).await {
+                match store
+                    .reserve(request("racer", &limits, calls(1), now()))
+                    .await
+                {
                     Ok(Reserved::Admitted(r)) => {
                         store.settle(&r, calls(1)).await.unwrap();
                         true

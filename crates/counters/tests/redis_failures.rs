@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{Prefix, Server, calls, now, period_at, request};
 use tollgate_counters::{
-    CounterError, CounterStore, Hold, Reserved, ResilientConfig, ResilientStore, SeedFuture,
-    Seeder,
+    CounterError, CounterStore, Hold, Reserved, ResilientConfig, ResilientStore, SeedFuture, Seeder,
 };
 use tollgate_domain::{Limit, LimitKey, Standing, UnreachablePolicy};
 
@@ -126,7 +125,10 @@ async fn outage(
     let back = Instant::now();
     loop {
         let (took, outcome) = timed(&store, policy, max).await;
-        assert!(took <= Duration::from_millis(TIMEOUT_MS + SLACK_MS), "{took:?}");
+        assert!(
+            took <= Duration::from_millis(TIMEOUT_MS + SLACK_MS),
+            "{took:?}"
+        );
         if held(&outcome) == Some(Hold::Store) {
             break;
         }
@@ -157,9 +159,7 @@ async fn fail_open_admits_while_redis_is_down() {
     let (during, _) = outage(UnreachablePolicy::FailOpen, 1_000_000).await;
     assert!(!during.is_empty());
     assert!(
-        during
-            .iter()
-            .all(|(_, o)| held(o) == Some(Hold::Unheld)),
+        during.iter().all(|(_, o)| held(o) == Some(Hold::Unheld)),
         "{during:?}"
     );
 }
@@ -211,13 +211,19 @@ async fn use_counted_during_an_outage_is_brought_back_into_redis() {
     let (_, first) = timed(&store, UnreachablePolicy::Local, 100).await;
     assert_eq!(held(&first), Some(Hold::Store));
     let Ok(Reserved::Admitted(settled_late)) = store
-        .reserve_with(request("load", &limits, calls(1), now()), UnreachablePolicy::Local)
+        .reserve_with(
+            request("load", &limits, calls(1), now()),
+            UnreachablePolicy::Local,
+        )
         .await
     else {
         panic!()
     };
     let Ok(Reserved::Admitted(released_late)) = store
-        .reserve_with(request("load", &limits, calls(1), now()), UnreachablePolicy::Local)
+        .reserve_with(
+            request("load", &limits, calls(1), now()),
+            UnreachablePolicy::Local,
+        )
         .await
     else {
         panic!()

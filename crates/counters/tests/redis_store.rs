@@ -61,7 +61,11 @@ async fn two_hundred_against_one_hundred(stores: Vec<Arc<RedisStore>>) {
     }
     assert_eq!(admitted, 100);
     let s = stores[0]
-        .standing(user, period_at(now()), LimitKey::ProviderCalls(Provider::OpenAi))
+        .standing(
+            user,
+            period_at(now()),
+            LimitKey::ProviderCalls(Provider::OpenAi),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -83,9 +87,7 @@ async fn exactly_one_hundred_of_two_hundred_with_one_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exactly_one_hundred_of_two_hundred_with_three_instances() {
     let prefix = Prefix::new(&redis_url());
-    let stores = (0..3)
-        .map(|_| Arc::new(prefix.store(TIMEOUT_MS)))
-        .collect();
+    let stores = (0..3).map(|_| Arc::new(prefix.store(TIMEOUT_MS))).collect();
     two_hundred_against_one_hundred(stores).await;
 }
 
@@ -211,7 +213,8 @@ async fn unsettled_reservations_expire_and_give_their_amount_back() {
     let later = t0 + chrono::Duration::seconds(30);
     let mut fresh = Vec::new();
     for _ in 0..10 {
-        let Ok(Reserved::Admitted(r)) = store.reserve(request(user, &limits, calls(1), later)).await
+        let Ok(Reserved::Admitted(r)) =
+            store.reserve(request(user, &limits, calls(1), later)).await
         else {
             panic!("expired holds were given back");
         };
@@ -326,16 +329,17 @@ async fn lost_counters_need_a_seed_and_are_rebuilt_from_the_ledgers_totals() {
         assert_eq!(period, period_at(now()));
         Box::pin(async { Ok(vec![(LimitKey::ProviderTokens(Provider::OpenAi), 600)]) })
     });
-    let resilient = ResilientStore::new(
-        prefix.store(TIMEOUT_MS),
-        seeder,
-        ResilientConfig::default(),
-    );
-    let Ok(Reserved::Admitted(_)) = resilient.reserve(request(user, &limits, bound, now())).await
+    let resilient =
+        ResilientStore::new(prefix.store(TIMEOUT_MS), seeder, ResilientConfig::default());
+    let Ok(Reserved::Admitted(_)) = resilient
+        .reserve(request(user, &limits, bound, now()))
+        .await
     else {
         panic!("600 + 300 fits");
     };
-    let Ok(Reserved::Denied(_)) = resilient.reserve(request(user, &limits, bound, now())).await
+    let Ok(Reserved::Denied(_)) = resilient
+        .reserve(request(user, &limits, bound, now()))
+        .await
     else {
         panic!("600 + 300 held + 300 does not");
     };
@@ -357,15 +361,18 @@ async fn one_round_trip_per_operation() {
         max: 1_000,
     }];
     // The first reserve needs a seed: reserve, seed, reserve (and maybe a script load each).
-    let Ok(Reserved::Admitted(r)) = resilient.reserve(request("rt", &limits, calls(1), now())).await
+    let Ok(Reserved::Admitted(r)) = resilient
+        .reserve(request("rt", &limits, calls(1), now()))
+        .await
     else {
         panic!()
     };
     resilient.settle(&r, calls(1)).await.unwrap();
     let before = resilient.redis().stats();
     for _ in 0..10 {
-        let Ok(Reserved::Admitted(r)) =
-            resilient.reserve(request("rt", &limits, calls(1), now())).await
+        let Ok(Reserved::Admitted(r)) = resilient
+            .reserve(request("rt", &limits, calls(1), now()))
+            .await
         else {
             panic!()
         };
