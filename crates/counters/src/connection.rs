@@ -22,7 +22,7 @@ use crate::scripts::Script;
 #[derive(Clone, Debug)]
 pub(crate) enum Target {
     Single(redis::Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 impl Target {
@@ -46,7 +46,7 @@ impl Target {
                     .retries(1)
                     .build()
                     .map_err(bad)?;
-                Ok(Target::Cluster(client))
+                Ok(Target::Cluster(Box::new(client)))
             }
         }
     }
@@ -125,7 +125,7 @@ impl Connection {
                 }
                 other => other,
             }
-            .map_err(|e| self.failed(&script.name, e))
+            .map_err(|e| self.failed(script.name, e))
             .and_then(|v| T::from_redis_value(v).map_err(|e| self.failed(script.name, e)))
         })
         .await

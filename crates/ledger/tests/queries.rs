@@ -7,7 +7,7 @@ mod common;
 
 use chrono::{TimeZone, Utc};
 use common::*;
-use tollgate_domain::{AnchorDay, BillingPeriod, Provider};
+use tollgate_domain::{AnchorDay, BillingPeriod, LimitKey, Provider};
 use tollgate_ledger::{
     Ledger, LogFilter, NewAlert, NewApiKey, NewSubscription, PlanRecord, UsageEvent,
 };
@@ -79,6 +79,18 @@ async fn period_usage_trends_and_daily_series(backend: &str) {
         "bob's calls are bob's"
     );
     assert!(march.updated_at.is_some());
+    // What the counters are rebuilt from after Redis lost them.
+    let totals = march.counter_totals();
+    assert!(totals.contains(&(LimitKey::ProviderCalls(Provider::OpenAi), 2)));
+    assert!(totals.contains(&(LimitKey::ProviderCalls(Provider::Tavily), 1)));
+    assert!(totals.contains(&(LimitKey::TotalCalls, 3)));
+    assert!(totals.contains(&(LimitKey::Cost, 8_003_000)));
+    assert!(
+        !totals
+            .iter()
+            .any(|(k, _)| *k == LimitKey::ProviderTokens(Provider::Tavily)),
+        "tavily is not token-billed"
+    );
     let empty = ledger.usage_for_period("alice", "2024-01").await.unwrap();
     assert_eq!(empty.totals.calls, 0);
     assert!(empty.updated_at.is_none());
