@@ -1,0 +1,551 @@
+//! What every end-to-end test of the binary needs: the real `tollgate run` on free ports with a
+//! configuration written to a temporary directory, a scripted mock upstream that records every
+//! request it receives, raw HTTP/1.1 requests (so the bytes on the wire are exactly what the test
+//! says) and the SQLite ledger read back through `tollgate_ledger`.
+
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+pub use tollgate_ledger::UsageLog;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `[[keys]]` entry for a Tollgate key (the configuration holds only its SHA-256).
+pub fn key_entry(user: &str, plan: &str, key: &str) -> String {
+    let hash: String = Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("[[keys]]\nuser = \"{user}\"\nplan = \"{plan}\"\nsha256 = \"{hash}\"\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway
+// ---------------------------------------------------------------------------------------------
+
+/// A running `tollgate run`. It is started under a small shell that sends it SIGTERM as soon as
+/// the shell's stdin closes: on `stop`, and also when the test process exits without stopping it
+/// (a failed assertion, or a gateway shared by the tests of a file), so no gateway outlives its
+/// tests.
+pub struct Gateway {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Writes `gateway.toml` (listen addresses, a SQLite ledger in the temporary directory, the
+    /// repository's price lists, then `proxy_extra` inside `[proxy]` and `rest` after it), starts
+    /// the binary with `env` and waits until it accepts connections.
+    pub fn start(proxy_extra: &str, rest: &str, env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let pricing: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pricing");
+        let config = format!(
+            r#"
+[proxy]
+listen = "127.0.0.1:{port}"
+graceful_shutdown_secs = 0
+{proxy_extra}
+[admin]
+listen = "127.0.0.1:{admin}"
+[storage]
+database_url = "sqlite://ledger.db"
+[ledger]
+flush_interval_ms = 20
+[pricing]
+dir = "{pricing}"
+{rest}
+"#,
+            admin = free_port(),
+            pricing = pricing.display(),
+        );
+        let config_path = dir.path().join("gateway.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            // An asynchronous list reads /dev/null unless told otherwise, hence fd 3.
+            .arg(
+                r#"exec 3<&0; "$0" run --config "$1" 3<&- & pid=$!; (read -r _ <&3; kill -TERM "$pid") & wait "$pid""#,
+            )
+            .arg(env!("CARGO_BIN_EXE_tollgate"))
+            .arg(&config_path)
+            .env("RUST_LOG", "warn,tollgate=info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdin = child.stdin.take();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the gateway exited before listening: {status}");
+            }
+            assert!(Instant::now() < deadline, "gateway did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Gateway {
+            child,
+            stdin,
+            port,
+            dir,
+        }
+    }
+
+    /// Whether the process is still running (a request must never bring it down).
+    pub fn is_alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// The ledger's URL, for reading it while the gateway runs or after it stopped.
+    pub fn ledger_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("ledger.db").display())
+    }
+
+    /// Stops the gateway the way an operator would (SIGTERM), waits for it to drain and returns
+    /// its directory, ledger included.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "gateway did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.dir
+    }
+}
+
+/// Every usage event of `user` in the ledger at `url`, newest first.
+pub fn ledger_rows(url: &str, user: &str) -> Vec<UsageLog> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let ledger = tollgate_ledger::Ledger::connect(url, tollgate_ledger::DbOptions::default())
+            .await
+            .unwrap();
+        let filter = tollgate_ledger::LogFilter {
+            user_id: Some(user.into()),
+            ..Default::default()
+        };
+        ledger.usage_logs(&filter, 1000, 0).await.unwrap().rows
+    })
+}
+
+/// Waits (the ledger is written in batches) until `user` has `count` usage events, then returns
+/// them; fails if more appear or too few within 10 s.
+pub fn wait_rows(url: &str, user: &str, count: usize) -> Vec<UsageLog> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = ledger_rows(url, user);
+        if rows.len() >= count || Instant::now() > deadline {
+            assert_eq!(rows.len(), count, "{rows:#?}");
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mock upstream
+// ---------------------------------------------------------------------------------------------
+
+/// A request as the mock upstream received it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether `needle` appears anywhere in the request: request line, headers or body.
+    pub fn contains(&self, needle: &str) -> bool {
+        self.path.contains(needle)
+            || self.query.as_deref().is_some_and(|q| q.contains(needle))
+            || self
+                .headers
+                .iter()
+                .any(|(n, v)| n.contains(needle) || v.contains(needle))
+            || self
+                .body
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+    }
+}
+
+/// What the mock answers.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Sent with `transfer-encoding: chunked` in chunks of this many bytes (a stream split
+    /// mid-event, as a network would); otherwise with `content-length`.
+    pub chunk_bytes: Option<usize>,
+    /// Never answer: read the request, then hold the connection open for a minute.
+    pub hang: bool,
+}
+
+impl Reply {
+    pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type".into(), content_type.into())],
+            body: body.into(),
+            chunk_bytes: None,
+            hang: false,
+        }
+    }
+
+    pub fn json(body: impl Into<Vec<u8>>) -> Reply {
+        Reply::new(200, "application/json", body)
+    }
+
+    /// An event stream sent in `chunk_bytes`-byte chunks.
+    pub fn sse(body: impl Into<Vec<u8>>, chunk_bytes: usize) -> Reply {
+        Reply::new(200, "text/event-stream", body).chunked(chunk_bytes)
+    }
+
+    pub fn hang() -> Reply {
+        Reply {
+            hang: true,
+            ..Reply::json("")
+        }
+    }
+
+    pub fn status(mut self, status: u16) -> Reply {
+        self.status = status;
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn chunked(mut self, chunk_bytes: usize) -> Reply {
+        self.chunk_bytes = Some(chunk_bytes);
+        self
+    }
+}
+
+type Handler = dyn Fn(&Seen) -> Reply + Send + Sync;
+
+/// A local HTTP/1.1 server (std threads, keep-alive) that records each request and answers it.
+#[derive(Clone)]
+pub struct Mock {
+    pub port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    routes: Arc<Mutex<HashMap<String, Reply>>>,
+}
+
+impl Mock {
+    /// A mock that answers each path with the reply `script`ed for it, 404 otherwise.
+    pub fn start() -> Mock {
+        let routes: Arc<Mutex<HashMap<String, Reply>>> = Arc::default();
+        let table = Arc::clone(&routes);
+        Mock::serve(routes, move |seen: &Seen| {
+            table
+                .lock()
+                .unwrap()
+                .get(&seen.path)
+                .cloned()
+                .unwrap_or_else(|| {
+                    Reply::new(404, "application/json", r#"{"error":"no such path"}"#)
+                })
+        })
+    }
+
+    /// A mock that computes each reply from the request.
+    pub fn with_handler(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Mock {
+        Mock::serve(Arc::default(), handler)
+    }
+
+    fn serve(
+        routes: Arc<Mutex<HashMap<String, Reply>>>,
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Mock {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let log = Arc::clone(&seen);
+        let handler: Arc<Handler> = Arc::new(handler);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let log = Arc::clone(&log);
+                let handler = Arc::clone(&handler);
+                std::thread::spawn(move || serve_connection(stream, &log, &*handler));
+            }
+        });
+        Mock { port, seen, routes }
+    }
+
+    /// Answers `path` (without query) with `reply` from now on.
+    pub fn script(&self, path: &str, reply: Reply) {
+        self.routes.lock().unwrap().insert(path.into(), reply);
+    }
+
+    /// Every request received so far, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The requests received for `path`.
+    pub fn seen_at(&self, path: &str) -> Vec<Seen> {
+        self.seen().into_iter().filter(|s| s.path == path).collect()
+    }
+}
+
+fn serve_connection(stream: TcpStream, log: &Mutex<Vec<Seen>>, handler: &Handler) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    while let Some(seen) = read_request(&mut reader) {
+        log.lock().unwrap().push(seen.clone());
+        let reply = handler(&seen);
+        if reply.hang {
+            std::thread::sleep(Duration::from_secs(60));
+            return;
+        }
+        if write_reply(&mut writer, &reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads one request; `None` when the connection closed, also mid-body (a refused request whose
+/// body the gateway abandoned is not recorded).
+fn read_request(reader: &mut impl BufRead) -> Option<Seen> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_owned();
+    let target = parts.next()?.to_owned();
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => (target, None),
+    };
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (n, v) = h.split_once(':')?;
+        headers.push((n.trim().to_owned(), v.trim().to_owned()));
+    }
+    let mut seen = Seen {
+        method,
+        path,
+        query,
+        headers,
+        body: Vec::new(),
+    };
+    if let Some(len) = seen.header("content-length") {
+        let mut body = vec![0; len.parse().ok()?];
+        reader.read_exact(&mut body).ok()?;
+        seen.body = body;
+    } else if seen
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
+        loop {
+            let mut size = String::new();
+            if reader.read_line(&mut size).ok()? == 0 {
+                return None;
+            }
+            let size = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                break;
+            }
+            seen.body.extend_from_slice(&chunk[..size]);
+        }
+    }
+    Some(seen)
+}
+
+fn write_reply(writer: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {} Mock\r\n", reply.status);
+    for (n, v) in &reply.headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    match reply.chunk_bytes {
+        Some(size) => {
+            head.push_str("transfer-encoding: chunked\r\n\r\n");
+            writer.write_all(head.as_bytes())?;
+            for part in reply.body.chunks(size.max(1)) {
+                writer.write_all(format!("{:x}\r\n", part.len()).as_bytes())?;
+                writer.write_all(part)?;
+                writer.write_all(b"\r\n")?;
+                writer.flush()?;
+            }
+            writer.write_all(b"0\r\n\r\n")?;
+        }
+        None => {
+            head.push_str(&format!("content-length: {}\r\n\r\n", reply.body.len()));
+            writer.write_all(head.as_bytes())?;
+            writer.write_all(&reply.body)?;
+        }
+    }
+    writer.flush()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+// ---------------------------------------------------------------------------------------------
+
+/// A response as the client received it; `body` is de-chunked.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// A request with a `content-length` body on a fresh connection (`connection: close`).
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(body);
+    send_raw(port, &raw)
+}
+
+/// A JSON POST, the common case.
+pub fn post_json(port: u16, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    request(port, "POST", path, &all, body.as_bytes())
+}
+
+/// Sends `raw` bytes as they are, reads the answer until the gateway closes the connection and
+/// parses it.
+pub fn send_raw(port: u16, raw: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // The gateway may answer (413, say) and close before it has read everything.
+    let _ = stream.write_all(raw);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    parse_response(&answer)
+}
+
+/// Splits a raw HTTP/1.1 response into status, head and de-chunked body.
+pub fn parse_response(raw: &[u8]) -> Response {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let rest = &raw[split + 4..];
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head}"));
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    Response { status, head, body }
+}
+
+/// The payload of a chunked body; fails on a body cut before its last chunk.
+pub fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk-size line");
+        let size_text = String::from_utf8_lossy(&body[..line_end]);
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).unwrap();
+        let rest = &body[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+}

@@ -1,0 +1,275 @@
+//! The real binary refusing what it must refuse, each time in the shape of the provider the
+//! client thinks it is talking to, and surviving it: unknown routes, missing and unknown keys,
+//! bodies over the cap (announced or chunked), a provider that refuses connections, one that
+//! never answers, and a provider's own 500 passed through and recorded at no cost.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+
+use std::sync::{Mutex, OnceLock};
+
+use common::{Gateway, Mock, Reply, Response};
+use serde_json::Value;
+
+const USER: &str = "refusal-user";
+const KEY: &str = "tg_refusal_user_key_0123456789";
+const BODY_CAP_BYTES: usize = 1024;
+
+struct Env {
+    gateway: Mutex<Gateway>,
+    openai: Mock,
+    anthropic: Mock,
+}
+
+/// One gateway for the file: OpenAI and Anthropic at mocks, Gemini at a port nobody listens on,
+/// the other providers at their defaults (never reached: every call to them is refused first).
+fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let openai = Mock::start();
+        let anthropic = Mock::start();
+        let closed_port = common::free_port();
+        let rest = format!(
+            r#"
+[providers.openai]
+base_url = "http://127.0.0.1:{openai}"
+[providers.anthropic]
+base_url = "http://127.0.0.1:{anthropic}"
+[providers.gemini]
+base_url = "http://127.0.0.1:{closed_port}"
+[plans.all]
+name = "All"
+tier = "pro"
+[plans.all.providers]
+openai = {{ calls = 100 }}
+anthropic = {{ calls = 100 }}
+gemini = {{ calls = 100 }}
+{key}"#,
+            openai = openai.port,
+            anthropic = anthropic.port,
+            key = common::key_entry(USER, "all", KEY),
+        );
+        let keys: Vec<(String, String)> = [
+            "OPENAI",
+            "ANTHROPIC",
+            "GEMINI",
+            "MISTRAL",
+            "TAVILY",
+            "SERPER",
+            "EXA",
+            "FIRECRAWL",
+            "STABILITY",
+        ]
+        .iter()
+        .map(|p| (format!("{p}_API_KEY"), format!("real-{p}-key")))
+        .collect();
+        let keys: Vec<(&str, &str)> = keys.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let gateway = Gateway::start(
+            &format!("max_request_body_bytes = {BODY_CAP_BYTES}\nupstream_read_timeout_ms = 500"),
+            &rest,
+            &keys,
+        );
+        Env {
+            gateway: Mutex::new(gateway),
+            openai,
+            anthropic,
+        }
+    })
+}
+
+fn port() -> u16 {
+    env().gateway.lock().unwrap().port
+}
+
+fn assert_alive() {
+    assert!(
+        env().gateway.lock().unwrap().is_alive(),
+        "the gateway process died"
+    );
+}
+
+/// Checks that `body` is `provider`'s error shape for `status` and carries Tollgate's `code`.
+fn assert_shape(provider: &str, status: u16, code: &str, response: &Response) {
+    assert_eq!(response.status, status, "{provider}: {}", response.text());
+    let body: Value = response.json();
+    assert_eq!(body["tollgate"]["code"], code, "{provider}: {body}");
+    let message_ok = match provider {
+        "openai" | "mistral" => {
+            body["error"]["code"] == code && body["error"]["message"].is_string()
+        }
+        "anthropic" => body["type"] == "error" && body["error"]["message"].is_string(),
+        "gemini" => body["error"]["code"] == status && body["error"]["status"].is_string(),
+        "tavily" => body["detail"]["error"].is_string(),
+        "serper" => body["statusCode"] == status && body["message"].is_string(),
+        "exa" => body["error"].is_string(),
+        "firecrawl" => body["success"] == false && body["error"].is_string(),
+        "stability" => body["name"] == code && body["errors"][0].is_string(),
+        other => panic!("unknown provider {other}"),
+    };
+    assert!(message_ok, "not {provider}'s error shape: {body}");
+}
+
+/// A client path per provider, with a body the provider would accept.
+const ROUTES: [(&str, &str, &str); 9] = [
+    (
+        "openai",
+        "/openai/v1/chat/completions",
+        r#"{"model":"gpt-4o","messages":[]}"#,
+    ),
+    (
+        "anthropic",
+        "/anthropic/v1/messages",
+        r#"{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[]}"#,
+    ),
+    (
+        "gemini",
+        "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+        r#"{"contents":[]}"#,
+    ),
+    (
+        "mistral",
+        "/mistral/v1/chat/completions",
+        r#"{"model":"mistral-small-latest","messages":[]}"#,
+    ),
+    ("tavily", "/tavily/search", r#"{"query":"q"}"#),
+    ("serper", "/serper/search", r#"{"q":"q"}"#),
+    ("exa", "/exa/search", r#"{"query":"q"}"#),
+    (
+        "firecrawl",
+        "/firecrawl/v2/scrape",
+        r#"{"url":"https://example.com"}"#,
+    ),
+    (
+        "stability",
+        "/stability/v2beta/stable-image/generate/core",
+        r#"{"prompt":"p"}"#,
+    ),
+];
+
+#[test]
+fn unknown_route_is_404() {
+    let response = common::post_json(
+        port(),
+        "/nowhere/v1/things",
+        &[("authorization", KEY)],
+        "{}",
+    );
+    assert_shape("openai", 404, "unknown_route", &response);
+    assert_alive();
+}
+
+#[test]
+fn missing_and_unknown_keys_are_401_in_each_providers_shape() {
+    for (provider, path, body) in ROUTES {
+        let response = common::post_json(port(), path, &[("x-case", "refused-401")], body);
+        assert_shape(provider, 401, "missing_api_key", &response);
+        let response = common::post_json(
+            port(),
+            path,
+            &[
+                ("authorization", "Bearer tg_not_a_key"),
+                ("x-api-key", "tg_not_a_key"),
+                ("x-case", "refused-401"),
+            ],
+            body,
+        );
+        assert_shape(provider, 401, "invalid_api_key", &response);
+    }
+    let mut seen = env().openai.seen();
+    seen.extend(env().anthropic.seen());
+    assert!(
+        seen.iter().all(|s| s.header("x-case").is_none()),
+        "a call without a valid key was forwarded"
+    );
+    assert_alive();
+}
+
+#[test]
+fn bodies_over_the_cap_are_413_announced_or_chunked() {
+    let auth = format!("Bearer {KEY}");
+    let path = "/openai/v1/chat/completions";
+    let padding = "x".repeat(BODY_CAP_BYTES * 2);
+    let body = format!(r#"{{"model":"gpt-4o","messages":[],"padding":"{padding}"}}"#);
+
+    let response = common::post_json(port(), path, &[("authorization", &auth)], &body);
+    assert_shape("openai", 413, "request_too_large", &response);
+
+    // The same body chunked, so no length is known up front.
+    let mut raw = format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: {auth}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for part in body.as_bytes().chunks(300) {
+        raw.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        raw.extend_from_slice(part);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let response = common::send_raw(port(), &raw);
+    assert_shape("openai", 413, "request_too_large", &response);
+
+    // Neither body reached the provider whole.
+    assert!(
+        env()
+            .openai
+            .seen_at("/v1/chat/completions")
+            .iter()
+            .all(|s| !s.contains("padding")),
+        "an oversized body was forwarded"
+    );
+    assert_alive();
+}
+
+#[test]
+fn unreachable_provider_is_502() {
+    let (_, path, body) = ROUTES[2];
+    let response = common::post_json(port(), path, &[("x-goog-api-key", KEY)], body);
+    assert_shape("gemini", 502, "upstream_unreachable", &response);
+    assert_alive();
+}
+
+#[test]
+fn silent_provider_is_504() {
+    env().anthropic.script("/v1/messages", Reply::hang());
+    let (_, path, body) = ROUTES[1];
+    let response = common::post_json(port(), path, &[("x-api-key", KEY)], body);
+    assert_shape("anthropic", 504, "upstream_timeout", &response);
+    assert_eq!(env().anthropic.seen_at("/v1/messages").len(), 1);
+    assert_alive();
+}
+
+#[test]
+fn provider_500_is_passed_through_and_recorded_at_no_cost() {
+    let error = br#"{"error":{"message":"The server had an error while processing your request.","type":"server_error","param":null,"code":null}}"#;
+    env()
+        .openai
+        .script("/v1/embeddings", Reply::json(error.to_vec()).status(500));
+    let response = common::post_json(
+        port(),
+        "/openai/v1/embeddings",
+        &[("authorization", &format!("Bearer {KEY}"))],
+        r#"{"model":"text-embedding-3-small","input":"hello"}"#,
+    );
+    assert_eq!(response.status, 500);
+    assert_eq!(response.body, error, "{}", response.text());
+
+    // Other tests of this file may record calls of the same user: wait for this one's.
+    let url = env().gateway.lock().unwrap().ledger_url();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let rows = loop {
+        let rows: Vec<_> = common::ledger_rows(&url, USER)
+            .into_iter()
+            .filter(|r| r.endpoint.contains("embeddings"))
+            .collect();
+        if !rows.is_empty() || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    };
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0].status_code, 500);
+    assert_eq!(rows[0].cost_total_nanousd, 0);
+    assert_alive();
+}
