@@ -17,7 +17,7 @@ use std::path::Path;
 pub use pricing::load_dir as load_pricing_dir;
 pub use problem::{Problem, Report, Severity};
 pub use settings::{
-    AdminSettings, Config, CounterStore, LedgerFullPolicy, LedgerSettings, PricingSettings,
+    AdminSettings, AlertDelivery, Config, CounterStore, LedgerFullPolicy, LedgerSettings, PricingSettings,
     ProviderSettings, ProxySettings, Secret, StaticKey, StorageSettings, UnpricedPolicy,
     provider_defaults,
 };

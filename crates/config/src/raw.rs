@@ -67,7 +67,9 @@ pub struct Proxy {
 pub struct Admin {
     pub listen: Option<String>,
     pub token_env: Option<String>,
+    pub token_file: Option<String>,
     pub cors_allowed_origins: Option<Vec<String>>,
+    pub metrics_public: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,6 +102,13 @@ pub struct Pricing {
 #[derive(Debug, Default, Deserialize)]
 pub struct Alerts {
     pub thresholds: Option<Vec<i64>>,
+    pub webhook_urls: Option<Vec<String>>,
+    pub webhook_secret_env: Option<String>,
+    pub webhook_timeout_ms: Option<i64>,
+    pub delivery_interval_ms: Option<i64>,
+    pub delivery_lease_ms: Option<i64>,
+    pub retry_backoff_initial_ms: Option<i64>,
+    pub retry_backoff_max_ms: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

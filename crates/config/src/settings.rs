@@ -52,8 +52,30 @@ pub struct ProxySettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
+    /// Environment variable holding an admin bearer token.
     pub token_env: String,
+    /// A file of admin tokens, one per line (blank lines and `#` comments ignored).
+    pub token_file: Option<PathBuf>,
     pub cors_allowed_origins: Vec<String>,
+    /// Whether `/metrics` answers without a token (for scrapers on a private network).
+    pub metrics_public: bool,
+}
+
+/// Where and how alerts are delivered once raised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertDelivery {
+    /// Every alert is POSTed to each of these; none means alerts are only stored.
+    pub webhook_urls: Vec<String>,
+    pub webhook_secret_env: String,
+    /// The HMAC-SHA256 key for `X-Tollgate-Signature`, read from `webhook_secret_env`.
+    pub webhook_secret: Option<Secret>,
+    pub webhook_timeout_ms: u64,
+    /// How often each instance looks for alerts to deliver.
+    pub delivery_interval_ms: u64,
+    /// How long a claimed alert stays with the instance that claimed it.
+    pub delivery_lease_ms: u64,
+    pub retry_backoff_initial_ms: u64,
+    pub retry_backoff_max_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,6 +159,7 @@ pub struct Config {
     pub pricing: PricingSettings,
     /// Percentages of a limit at which alerts are raised, ascending.
     pub alert_thresholds: Vec<u8>,
+    pub alert_delivery: AlertDelivery,
     /// Enabled providers only.
     pub providers: BTreeMap<Provider, ProviderSettings>,
     pub default_plan: Option<String>,

@@ -15,7 +15,7 @@ use tollgate_domain::{
 use crate::problem::FileProblems;
 use crate::raw::{self, DecimalText};
 use crate::settings::{
-    AdminSettings, Config, CounterStore, LedgerFullPolicy, LedgerSettings, PricingSettings,
+    AdminSettings, AlertDelivery, Config, CounterStore, LedgerFullPolicy, LedgerSettings, PricingSettings,
     ProviderSettings, ProxySettings, Secret, StaticKey, StorageSettings, UnpricedPolicy,
     provider_defaults,
 };
@@ -48,11 +48,12 @@ pub(crate) fn gateway(
     Config {
         path: config_path.to_path_buf(),
         proxy: proxy(p, &raw.proxy),
-        admin: admin(p, &raw.admin),
+        admin: admin(p, &raw.admin, base_dir),
         storage: storage(p, &raw.storage, base_dir),
         ledger: ledger(p, &raw.ledger, base_dir),
         pricing: pricing(p, &raw.pricing, base_dir),
         alert_thresholds: thresholds(p, raw.alerts.thresholds.as_deref()),
+        alert_delivery: alert_delivery(p, &raw.alerts, env),
         providers,
         default_plan: raw.default_plan,
         plans,
@@ -119,7 +120,21 @@ fn proxy(p: &mut FileProblems, raw: &raw::Proxy) -> ProxySettings {
     }
 }
 
-fn admin(p: &mut FileProblems, raw: &raw::Admin) -> AdminSettings {
+fn admin(p: &mut FileProblems, raw: &raw::Admin, base_dir: &Path) -> AdminSettings {
+    for (i, origin) in raw.cors_allowed_origins.iter().flatten().enumerate() {
+        let ok = origin == "*"
+            || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.ends_with('/'));
+        if !ok {
+            p.error(
+                &["admin", "cors_allowed_origins", &i.to_string()],
+                format!(
+                    "{origin:?} is not an origin (expected scheme://host[:port] without a \
+                     trailing slash, e.g. \"https://app.example.com\", or \"*\")"
+                ),
+            );
+        }
+    }
     AdminSettings {
         listen: listen(
             p,
@@ -131,7 +146,106 @@ fn admin(p: &mut FileProblems, raw: &raw::Admin) -> AdminSettings {
             .token_env
             .clone()
             .unwrap_or_else(|| "TOLLGATE_ADMIN_TOKEN".to_owned()),
+        token_file: raw.token_file.as_deref().map(|f| base_dir.join(f)),
         cors_allowed_origins: raw.cors_allowed_origins.clone().unwrap_or_default(),
+        metrics_public: raw.metrics_public.unwrap_or(false),
+    }
+}
+
+fn alert_delivery(p: &mut FileProblems, raw: &raw::Alerts, env: Env<'_>) -> AlertDelivery {
+    let at = |key| ["alerts", key];
+    let webhook_urls = raw.webhook_urls.clone().unwrap_or_default();
+    for (i, url) in webhook_urls.iter().enumerate() {
+        let host = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
+            p.error(
+                &["alerts", "webhook_urls", &i.to_string()],
+                format!("{url:?} is not an http:// or https:// URL with a host"),
+            );
+        }
+    }
+    let webhook_secret_env = raw
+        .webhook_secret_env
+        .clone()
+        .unwrap_or_else(|| "TOLLGATE_WEBHOOK_SECRET".to_owned());
+    let webhook_secret = env(&webhook_secret_env)
+        .filter(|s| !s.is_empty())
+        .map(Secret::new);
+    if !webhook_urls.is_empty() && webhook_secret.is_none() {
+        p.warning(
+            &at("webhook_secret_env"),
+            format!(
+                "environment variable {webhook_secret_env} is not set: webhook deliveries \
+                 will carry no X-Tollgate-Signature, so receivers cannot verify them"
+            ),
+        );
+    }
+    let retry_backoff_initial_ms = count(
+        p,
+        &at("retry_backoff_initial_ms"),
+        raw.retry_backoff_initial_ms,
+        1_000,
+        1,
+    );
+    let retry_backoff_max_ms = count(
+        p,
+        &at("retry_backoff_max_ms"),
+        raw.retry_backoff_max_ms,
+        600_000,
+        1,
+    );
+    if retry_backoff_max_ms < retry_backoff_initial_ms {
+        p.error(
+            &at("retry_backoff_max_ms"),
+            format!(
+                "{retry_backoff_max_ms} is below retry_backoff_initial_ms \
+                 ({retry_backoff_initial_ms}); raise it"
+            ),
+        );
+    }
+    let webhook_timeout_ms = count(
+        p,
+        &at("webhook_timeout_ms"),
+        raw.webhook_timeout_ms,
+        5_000,
+        1,
+    );
+    let delivery_lease_ms = count(
+        p,
+        &at("delivery_lease_ms"),
+        raw.delivery_lease_ms,
+        60_000,
+        1,
+    );
+    // A lease shorter than one attempt to every URL would let a second instance claim an
+    // alert that is still being delivered, and deliver it twice.
+    let one_attempt_ms = webhook_timeout_ms.saturating_mul(webhook_urls.len().max(1) as u64);
+    if delivery_lease_ms <= one_attempt_ms {
+        p.error(
+            &at("delivery_lease_ms"),
+            format!(
+                "{delivery_lease_ms} ms is not longer than one delivery attempt \
+                 (webhook_timeout_ms × webhook URLs = {one_attempt_ms} ms); raise it"
+            ),
+        );
+    }
+    AlertDelivery {
+        webhook_urls,
+        webhook_secret_env,
+        webhook_secret,
+        webhook_timeout_ms,
+        delivery_interval_ms: count(
+            p,
+            &at("delivery_interval_ms"),
+            raw.delivery_interval_ms,
+            1_000,
+            1,
+        ),
+        delivery_lease_ms,
+        retry_backoff_initial_ms,
+        retry_backoff_max_ms,
     }
 }
 

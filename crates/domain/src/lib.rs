@@ -6,6 +6,7 @@
 //! admin API all agree on one definition of each.
 
 pub mod admission;
+pub mod alerts;
 pub mod cost;
 pub mod money;
 pub mod period;
@@ -14,6 +15,7 @@ pub mod price;
 pub mod provider;
 pub mod usage;
 
+pub use alerts::{AlertSeverity, Crossing, crossings};
 pub use admission::{Amount, Decision, Denial, Limit, LimitKey, Measure, Standing, decide};
 pub use cost::{Cost, cost, upper_bound_cost};
 pub use money::{Decimal, DecimalError, Rate, format_usd, round_div};

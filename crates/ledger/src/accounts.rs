@@ -153,6 +153,28 @@ impl Ledger {
             .map_err(LedgerError::db("reading a user"))?))
     }
 
+    /// Users in order of creation, a page at a time.
+    pub async fn users(&self, limit: u32, offset: u64) -> Result<Vec<User>> {
+        Ok(on_db!(&self.db, pool => sqlx::query_as(
+            "SELECT id, display_name, email, created_at, disabled_at FROM users \
+             ORDER BY created_at, id LIMIT $1 OFFSET $2")
+            .bind(i64::from(limit))
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .fetch_all(pool)
+            .await
+            .map_err(LedgerError::db("listing users"))?))
+    }
+
+    /// One key by id, revoked or not.
+    pub async fn api_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        Ok(on_db!(&self.db, pool => sqlx::query_as(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(LedgerError::db("reading an API key"))?))
+    }
+
     /// Stores a new key (its hash). Fails if the hash is already stored.
     pub async fn create_api_key(&self, key: &NewApiKey) -> Result<()> {
         on_db!(&self.db, pool => sqlx::query(

@@ -9,6 +9,7 @@
 //! `docs/ledger.md` for the guarantees, including what a SIGKILL can lose.
 
 mod accounts;
+mod alerts;
 mod billing;
 mod config;
 mod db;
@@ -28,6 +29,7 @@ mod testing;
 pub use accounts::{
     Alert, ApiKey, NewAlert, NewApiKey, NewSubscription, PlanRecord, Subscription, User,
 };
+pub use alerts::ClaimedAlert;
 pub use billing::BillingRecord;
 pub use config::{LedgerConfig, OnFull, OnSpoolFull};
 pub use db::{Db, DbOptions, migrate};

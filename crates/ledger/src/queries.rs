@@ -32,6 +32,9 @@ macro_rules! push_log_filter {
         if let Some(v) = &f.billing_period {
             $qb.push(" AND billing_period = ").push_bind(v.clone());
         }
+        if let Some(v) = f.status_code {
+            $qb.push(" AND status_code = ").push_bind(i64::from(v));
+        }
         if f.errors_only {
             $qb.push(" AND (status_code >= 400 OR error_message IS NOT NULL)");
         }
@@ -127,6 +130,8 @@ pub struct LogFilter {
     pub provider: Option<Provider>,
     pub model: Option<String>,
     pub billing_period: Option<String>,
+    /// Only calls answered with this HTTP status.
+    pub status_code: Option<u16>,
     /// Only calls that failed (status ≥ 400 or an error message).
     pub errors_only: bool,
     /// `occurred_at >= from`.

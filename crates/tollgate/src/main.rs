@@ -1,5 +1,7 @@
 //! The `tollgate` binary: the gateway and the operator's tools around it.
 
+mod accounts;
+mod admin_server;
 mod check;
 mod import;
 mod inspect_usage;
@@ -51,6 +53,27 @@ enum Command {
     },
     /// Scan a saved response body as the proxy would and print the usage it reads, as JSON.
     InspectUsage(inspect_usage::InspectArgs),
+    /// Create, list and re-plan users in the ledger.
+    Users {
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: accounts::UsersCommand,
+    },
+    /// Issue, list and revoke users' Tollgate keys.
+    Keys {
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: accounts::KeysCommand,
+    },
+    /// Print a user's usage in a billing period (JSON, as the admin API answers).
+    Usage {
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        args: accounts::UsageArgs,
+    },
     /// Work with pricing files.
     Pricing {
         #[command(subcommand)]
@@ -88,6 +111,9 @@ fn main() -> ExitCode {
             println!("{json}");
             ExitCode::SUCCESS
         }),
+        Command::Users { config, command } => accounts::users(&config, command),
+        Command::Keys { config, command } => accounts::keys(&config, command),
+        Command::Usage { config, args } => accounts::usage(&config, args),
         Command::Pricing {
             command: PricingCommand::ImportLitellm(args),
         } => import::run(&args),

@@ -63,8 +63,20 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     proxy.add_tcp(&config.proxy.listen.to_string());
     server.add_service(proxy);
     tracing::info!(listen = %config.proxy.listen, "tollgate proxy listening");
+    let admin = crate::admin_server::start(
+        {
+            let config = Arc::clone(&config);
+            Arc::new(move || Arc::clone(&config))
+        },
+        ledger,
+        {
+            let handle = handle.clone();
+            Arc::new(move || tollgate_admin::metrics::render_ledger(&handle.metrics()))
+        },
+    )?;
     // Returns once the server has stopped (SIGTERM: after the grace period; SIGINT: at once).
     server.run(RunArgs::default());
+    admin.stop();
 
     // Every request has finished: drain the ledger to the database (or the spool).
     if let Err(e) = ledger_runtime.block_on(handle.shutdown()) {

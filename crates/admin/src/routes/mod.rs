@@ -1,0 +1,8 @@
+//! The admin API's routes, each documented for the OpenAPI document it is listed in.
+
+pub mod alerts;
+pub mod logs;
+pub mod plans;
+pub mod system;
+pub mod usage;
+pub mod users;

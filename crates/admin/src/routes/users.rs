@@ -1,0 +1,236 @@
+//! Operators' routes: users, their subscriptions and their keys (`/api/admin/...`).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::account;
+use crate::auth::Caller;
+use crate::error::{AdminError, ErrorBody, Result};
+use crate::extract::{JsonBody, PathParam, QueryParams};
+use crate::model::{Envelope, PlanRef};
+use crate::ops::{self, IssuedKey, KeyOut, NewUserRequest};
+use crate::render::iso;
+use crate::state::AdminState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserOut {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<String>,
+    /// The plan the user is on now (their subscription's, or the default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    /// The subscription's status; absent without a subscription.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscription_status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anchor_day: Option<u8>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsersData {
+    pub users: Vec<UserOut>,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserDetail {
+    pub user: UserOut,
+    pub keys: Vec<KeyOut>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PageQuery {
+    /// 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    pub offset: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PlanChange {
+    pub plan_id: PlanRef,
+    /// Day of the month (1–31) the billing periods start on; default 1.
+    pub anchor_day: Option<u8>,
+    /// `monthly` (default) or `yearly`.
+    pub billing_cycle: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct NewKeyRequest {
+    /// A label for listings (`"alice's laptop"`).
+    pub name: Option<String>,
+}
+
+async fn user_out(state: &AdminState, user: tollgate_ledger::User) -> Result<UserOut> {
+    let config = state.config();
+    let account = account::load(&state.ledger, &config, &user.id).await.ok();
+    Ok(UserOut {
+        plan_id: account.as_ref().map(|a| a.plan.id.clone()),
+        subscription_status: account
+            .as_ref()
+            .and_then(|a| a.subscription.as_ref().map(|s| s.status.clone())),
+        anchor_day: account.as_ref().map(|a| a.anchor.get()),
+        id: user.id,
+        display_name: user.display_name,
+        email: user.email,
+        created_at: iso(user.created_at),
+        disabled_at: user.disabled_at.map(iso),
+    })
+}
+
+/// Users in order of creation.
+#[utoipa::path(get, path = "/api/admin/users", tag = "admin", params(PageQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = Envelope<UsersData>), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+pub async fn list_users(
+    caller: Caller,
+    State(state): State<AdminState>,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> Result<Json<Envelope<UsersData>>> {
+    caller.require_admin()?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let offset = q.offset.unwrap_or(0);
+    let mut users = Vec::new();
+    for user in state.ledger.users(limit, offset).await? {
+        users.push(user_out(&state, user).await?);
+    }
+    Ok(Json(Envelope::ok(UsersData {
+        users,
+        limit,
+        offset,
+    })))
+}
+
+/// Creates a user, optionally on a plan. 409 if the id is taken.
+#[utoipa::path(post, path = "/api/admin/users", tag = "admin", request_body = NewUserRequest,
+    security(("bearer" = [])),
+    responses((status = 201, body = Envelope<UserOut>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create_user(
+    caller: Caller,
+    State(state): State<AdminState>,
+    JsonBody(req): JsonBody<NewUserRequest>,
+) -> Result<(StatusCode, Json<Envelope<UserOut>>)> {
+    caller.require_admin()?;
+    let config = state.config();
+    let user = ops::create_user(&state.ledger, &config, &req).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Envelope::ok(user_out(&state, user).await?)),
+    ))
+}
+
+/// A user with their plan and keys.
+#[utoipa::path(get, path = "/api/admin/users/{user_id}", tag = "admin",
+    params(("user_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Envelope<UserDetail>), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_user(
+    caller: Caller,
+    State(state): State<AdminState>,
+    PathParam(user_id): PathParam<String>,
+) -> Result<Json<Envelope<UserDetail>>> {
+    caller.require_admin()?;
+    let config = state.config();
+    let Some(user) = state.ledger.user(&user_id).await? else {
+        return Err(AdminError::not_found_user(&user_id));
+    };
+    let keys = ops::list_keys(&state.ledger, &config, &user_id).await?;
+    Ok(Json(Envelope::ok(UserDetail {
+        user: user_out(&state, user).await?,
+        keys,
+    })))
+}
+
+/// Assigns or changes the user's plan (and billing anchor day).
+#[utoipa::path(put, path = "/api/admin/users/{user_id}/subscription", tag = "admin",
+    params(("user_id" = String, Path)), request_body = PlanChange, security(("bearer" = [])),
+    responses((status = 200, body = Envelope<UserOut>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn set_plan(
+    caller: Caller,
+    State(state): State<AdminState>,
+    PathParam(user_id): PathParam<String>,
+    JsonBody(req): JsonBody<PlanChange>,
+) -> Result<Json<Envelope<UserOut>>> {
+    caller.require_admin()?;
+    let config = state.config();
+    ops::set_plan(
+        &state.ledger,
+        &config,
+        &user_id,
+        &req.plan_id,
+        req.billing_cycle.as_deref(),
+        req.anchor_day,
+    )
+    .await?;
+    let user = state
+        .ledger
+        .user(&user_id)
+        .await?
+        .ok_or_else(|| AdminError::not_found_user(&user_id))?;
+    Ok(Json(Envelope::ok(user_out(&state, user).await?)))
+}
+
+/// The user's keys (never the keys themselves).
+#[utoipa::path(get, path = "/api/admin/users/{user_id}/keys", tag = "admin",
+    params(("user_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Envelope<Vec<KeyOut>>), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_keys(
+    caller: Caller,
+    State(state): State<AdminState>,
+    PathParam(user_id): PathParam<String>,
+) -> Result<Json<Envelope<Vec<KeyOut>>>> {
+    caller.require_admin()?;
+    let config = state.config();
+    Ok(Json(Envelope::ok(
+        ops::list_keys(&state.ledger, &config, &user_id).await?,
+    )))
+}
+
+/// Issues a key for the user; the answer is the only time the key is shown.
+#[utoipa::path(post, path = "/api/admin/users/{user_id}/keys", tag = "admin",
+    params(("user_id" = String, Path)), request_body = NewKeyRequest, security(("bearer" = [])),
+    responses((status = 201, body = Envelope<IssuedKey>), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn issue_key(
+    caller: Caller,
+    State(state): State<AdminState>,
+    PathParam(user_id): PathParam<String>,
+    JsonBody(req): JsonBody<NewKeyRequest>,
+) -> Result<(StatusCode, Json<Envelope<IssuedKey>>)> {
+    caller.require_admin()?;
+    let config = state.config();
+    let issued = ops::issue_key(&state.ledger, &config, &user_id, req.name.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(Envelope::ok(issued))))
+}
+
+/// Revokes a key. The gateway stops accepting it once its key table reloads.
+#[utoipa::path(delete, path = "/api/admin/keys/{key_id}", tag = "admin",
+    params(("key_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Envelope<KeyOut>), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn revoke_key(
+    caller: Caller,
+    State(state): State<AdminState>,
+    PathParam(key_id): PathParam<String>,
+) -> Result<Json<Envelope<KeyOut>>> {
+    caller.require_admin()?;
+    Ok(Json(Envelope::ok(
+        ops::revoke_key(&state.ledger, &key_id).await?,
+    )))
+}

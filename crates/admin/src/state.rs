@@ -1,0 +1,80 @@
+//! What every handler shares: the ledger, the live configuration, the admin tokens and the
+//! metrics renderer.
+
+use std::sync::Arc;
+
+use tollgate_config::Config;
+use tollgate_ledger::Ledger;
+
+use crate::auth::{AdminTokens, sha256};
+use crate::error::Result;
+
+/// Returns the configuration in force; a reload swaps what it returns.
+pub type ConfigSource = Arc<dyn Fn() -> Arc<Config> + Send + Sync>;
+
+/// Renders the Prometheus text exposition for `/metrics` (the binary supplies it: metrics are
+/// produced by crates this one does not depend on).
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub(crate) ledger: Ledger,
+    pub(crate) config: ConfigSource,
+    pub(crate) tokens: Arc<AdminTokens>,
+    pub(crate) metrics: Option<MetricsRenderer>,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("ledger", &self.ledger)
+            .field("admin_tokens", &self.tokens.is_empty().then_some("none"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminState {
+    pub fn new(ledger: Ledger, config: ConfigSource, tokens: AdminTokens) -> AdminState {
+        AdminState {
+            ledger,
+            config,
+            tokens: Arc::new(tokens),
+            metrics: None,
+        }
+    }
+
+    /// A fixed configuration (tests, tools).
+    pub fn with_fixed_config(ledger: Ledger, config: Arc<Config>, tokens: AdminTokens) -> Self {
+        AdminState::new(ledger, Arc::new(move || Arc::clone(&config)), tokens)
+    }
+
+    pub fn with_metrics(mut self, renderer: MetricsRenderer) -> AdminState {
+        self.metrics = Some(renderer);
+        self
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        (self.config)()
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The user a Tollgate key belongs to: a key in the ledger that is not revoked, or a
+    /// static `[[keys]]` entry of the configuration.
+    pub async fn user_of_key(&self, key: &str) -> Result<Option<String>> {
+        let hash = sha256(key);
+        if let Some(stored) = self.ledger.api_key_by_hash(&hex::encode(hash)).await?
+            && stored.revoked_at.is_none()
+        {
+            return Ok(Some(stored.user_id));
+        }
+        Ok(self
+            .config()
+            .keys
+            .iter()
+            .find(|k| k.sha256 == hash)
+            .map(|k| k.user.clone()))
+    }
+}

@@ -1,0 +1,165 @@
+//! `tollgate users …`, `tollgate keys …` and `tollgate usage …`: the admin API's user, plan
+//! and key operations from the command line, against the ledger of gateway.toml. Output is
+//! JSON, as the API answers.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde::Serialize;
+use tollgate_admin::model::PlanRef;
+use tollgate_admin::ops::{self, NewUserRequest};
+use tollgate_config::Config;
+use tollgate_ledger::{DbOptions, Ledger};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum UsersCommand {
+    /// Create a user, optionally on a plan.
+    Create {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// A plan id of gateway.toml.
+        #[arg(long)]
+        plan: Option<String>,
+        /// Day of the month (1–31) the user's billing periods start on.
+        #[arg(long)]
+        anchor_day: Option<u8>,
+    },
+    /// List users in order of creation.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+    },
+    /// Assign or change a user's plan (creates the user if needed).
+    SetPlan {
+        id: String,
+        plan: String,
+        #[arg(long)]
+        anchor_day: Option<u8>,
+        /// `monthly` or `yearly`.
+        #[arg(long)]
+        cycle: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Issue a key for a user; it is printed once and stored only as its SHA-256.
+    Issue {
+        user: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List a user's keys (never the keys themselves).
+    List { user: String },
+    /// Revoke a key by its id.
+    Revoke { key_id: String },
+}
+
+/// Print a user's usage in a billing period, as the API's UsageStats.
+#[derive(Debug, clap::Args)]
+pub struct UsageArgs {
+    pub user: String,
+    /// `YYYY-MM`; default: the user's current period.
+    #[arg(long)]
+    pub period: Option<String>,
+}
+
+fn print(value: &impl Serialize) -> anyhow::Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the configuration and connects to its ledger, then runs `f` on a small runtime.
+fn with_ledger<F, Fut>(config_path: &Path, f: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(Ledger, Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
+    let config = match tollgate_config::load(config_path) {
+        Ok(loaded) => loaded.config,
+        Err(report) => {
+            eprint!("{report}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    runtime.block_on(async move {
+        let ledger = Ledger::connect(&config.storage.database_url, DbOptions::default())
+            .await
+            .with_context(|| format!("opening the ledger at {}", config.storage.database_url))?;
+        let result = f(ledger.clone(), config).await;
+        ledger.close().await;
+        result
+    })
+}
+
+pub fn users(config: &PathBuf, command: UsersCommand) -> anyhow::Result<ExitCode> {
+    with_ledger(config, |ledger, config| async move {
+        match command {
+            UsersCommand::Create {
+                id,
+                name,
+                email,
+                plan,
+                anchor_day,
+            } => {
+                let req = NewUserRequest {
+                    id,
+                    display_name: name,
+                    email,
+                    plan_id: plan,
+                    anchor_day,
+                    billing_cycle: None,
+                };
+                print(&ops::create_user(&ledger, &config, &req).await?)
+            }
+            UsersCommand::List { limit, offset } => print(&ledger.users(limit, offset).await?),
+            UsersCommand::SetPlan {
+                id,
+                plan,
+                anchor_day,
+                cycle,
+            } => {
+                let (sub, _) = ops::set_plan(
+                    &ledger,
+                    &config,
+                    &id,
+                    &PlanRef::Id(plan),
+                    cycle.as_deref(),
+                    anchor_day,
+                )
+                .await?;
+                print(&sub)
+            }
+        }
+    })
+}
+
+pub fn keys(config: &PathBuf, command: KeysCommand) -> anyhow::Result<ExitCode> {
+    with_ledger(config, |ledger, config| async move {
+        match command {
+            KeysCommand::Issue { user, name } => {
+                let issued = ops::issue_key(&ledger, &config, &user, name.as_deref()).await?;
+                eprintln!("The key is shown only now; it is stored as its SHA-256.");
+                print(&issued)
+            }
+            KeysCommand::List { user } => print(&ops::list_keys(&ledger, &config, &user).await?),
+            KeysCommand::Revoke { key_id } => print(&ops::revoke_key(&ledger, &key_id).await?),
+        }
+    })
+}
+
+pub fn usage(config: &PathBuf, args: UsageArgs) -> anyhow::Result<ExitCode> {
+    with_ledger(config, |ledger, config| async move {
+        print(&ops::usage_stats(&ledger, &config, &args.user, args.period.as_deref()).await?)
+    })
+}
