@@ -563,6 +563,7 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        let refused = ctx.refusal.is_some();
         let error = ctx.refusal.take().unwrap_or_else(|| {
             let Some(provider) = ctx.provider else {
                 return GatewayError::Internal;
@@ -585,12 +586,26 @@ impl ProxyHttp for Gateway {
         if let GatewayError::LimitExceeded(denial) = &error {
             self.metrics.refused_by_limit(denial.limit.key);
         }
-        // A refusal before anything was sent gives its hold back at once. Once the request
-        // went upstream the provider may bill it, so `logging` settles it like any other call.
-        if ctx.upstream_sent.is_none()
-            && let Some(reservation) = ctx.reservation.take()
-        {
-            self.counters.release(&reservation).await;
+        if refused || ctx.upstream_sent.is_none() {
+            // A refusal, or a failure before anything reached the provider, gives its hold back
+            // at once: the provider did no work.
+            if let Some(reservation) = ctx.reservation.take() {
+                self.counters.release(&reservation).await;
+            }
+        } else if ctx.status == 0 {
+            // The provider had the request (it timed out, or failed mid-response): `logging`
+            // settles the call with whatever usage was scanned and records it, as for any
+            // admitted call.
+            ctx.status = error.status();
+        }
+        if session.response_written().is_some() {
+            // The provider's status and part of its body are already with the client: an error
+            // body appended now would pass for the end of the provider's stream. Closing the
+            // connection without ending the body is how HTTP/1.1 says it was cut.
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
         }
         let code = self.write_error(session, ctx.provider, &error).await;
         FailToProxy {
