@@ -57,7 +57,7 @@ impl AdminTokens {
 
     pub fn accepts(&self, presented: &str) -> bool {
         let h = sha256(presented);
-        self.hashes.iter().any(|known| *known == h)
+        self.hashes.contains(&h)
     }
 }
 

@@ -27,7 +27,7 @@ pub async fn cors(State(state): State<AdminState>, request: Request, next: Next)
     let config = state.config();
     let allowed = &config.admin.cors_allowed_origins;
     let wildcard = allowed.iter().any(|o| o == "*");
-    let permitted = wildcard || allowed.iter().any(|o| *o == origin);
+    let permitted = wildcard || allowed.contains(&origin);
     let is_preflight = request.method() == Method::OPTIONS
         && request
             .headers()

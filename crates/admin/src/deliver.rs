@@ -63,7 +63,10 @@ impl WebhookSigner {
         mac.update(timestamp.to_string().as_bytes());
         mac.update(b".");
         mac.update(body);
-        Some(format!("sha256={}", hex::encode(mac.finalize().into_bytes())))
+        Some(format!(
+            "sha256={}",
+            hex::encode(mac.finalize().into_bytes())
+        ))
     }
 
     /// Whether `signature` is this signer's for `<timestamp>.<body>` (constant time).

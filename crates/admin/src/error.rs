@@ -12,7 +12,9 @@ use utoipa::ToSchema;
 pub enum AdminError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("missing or invalid credentials: send an admin token or a Tollgate key as `Authorization: Bearer …`")]
+    #[error(
+        "missing or invalid credentials: send an admin token or a Tollgate key as `Authorization: Bearer …`"
+    )]
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),

@@ -61,10 +61,7 @@ pub fn api(state: AdminState) -> (Router, OpenApi) {
         ))
         .routes(routes!(routes::users::get_user))
         .routes(routes!(routes::users::set_plan))
-        .routes(routes!(
-            routes::users::list_keys,
-            routes::users::issue_key
-        ))
+        .routes(routes!(routes::users::list_keys, routes::users::issue_key))
         .routes(routes!(routes::users::revoke_key))
         .routes(routes!(routes::system::metrics))
         .with_state(state.clone())

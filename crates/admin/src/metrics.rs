@@ -8,18 +8,66 @@ use tollgate_ledger::LedgerMetrics;
 /// `tollgate_ledger_*` metrics, with HELP and TYPE lines.
 pub fn render_ledger(m: &LedgerMetrics) -> String {
     let counters: [(&str, u64, &str); 13] = [
-        ("accepted_total", m.accepted, "Usage events accepted by the ledger."),
-        ("written_total", m.written, "Usage log rows written to the database."),
-        ("duplicates_total", m.duplicates, "Events found already stored (idempotent no-ops)."),
-        ("batches_total", m.batches, "Batches committed to the database."),
-        ("spooled_total", m.spooled, "Events written to the on-disk spool."),
-        ("replayed_total", m.replayed, "Spooled events replayed into the database."),
-        ("dropped_total", m.dropped, "Usage events lost by policy; must stay 0."),
-        ("queue_full_total", m.queue_full, "Times an event met a full queue."),
-        ("spool_full_total", m.spool_full, "Times a batch met a full spool."),
-        ("db_errors_total", m.db_errors, "Failed database writes (batch spooled)."),
-        ("spool_frames_skipped_total", m.spool_frames_skipped, "Torn spool frames skipped."),
-        ("rejected_total", m.rejected, "Events the database refused, set aside."),
+        (
+            "accepted_total",
+            m.accepted,
+            "Usage events accepted by the ledger.",
+        ),
+        (
+            "written_total",
+            m.written,
+            "Usage log rows written to the database.",
+        ),
+        (
+            "duplicates_total",
+            m.duplicates,
+            "Events found already stored (idempotent no-ops).",
+        ),
+        (
+            "batches_total",
+            m.batches,
+            "Batches committed to the database.",
+        ),
+        (
+            "spooled_total",
+            m.spooled,
+            "Events written to the on-disk spool.",
+        ),
+        (
+            "replayed_total",
+            m.replayed,
+            "Spooled events replayed into the database.",
+        ),
+        (
+            "dropped_total",
+            m.dropped,
+            "Usage events lost by policy; must stay 0.",
+        ),
+        (
+            "queue_full_total",
+            m.queue_full,
+            "Times an event met a full queue.",
+        ),
+        (
+            "spool_full_total",
+            m.spool_full,
+            "Times a batch met a full spool.",
+        ),
+        (
+            "db_errors_total",
+            m.db_errors,
+            "Failed database writes (batch spooled).",
+        ),
+        (
+            "spool_frames_skipped_total",
+            m.spool_frames_skipped,
+            "Torn spool frames skipped.",
+        ),
+        (
+            "rejected_total",
+            m.rejected,
+            "Events the database refused, set aside.",
+        ),
         (
             "flush_latency_microseconds_total",
             m.flush_latency_us_total,
@@ -27,10 +75,22 @@ pub fn render_ledger(m: &LedgerMetrics) -> String {
         ),
     ];
     let gauges: [(&str, u64, &str); 5] = [
-        ("queue_depth", m.queue_depth, "Events waiting in the in-memory queue."),
-        ("queue_capacity", m.queue_capacity, "Capacity of the in-memory queue."),
+        (
+            "queue_depth",
+            m.queue_depth,
+            "Events waiting in the in-memory queue.",
+        ),
+        (
+            "queue_capacity",
+            m.queue_capacity,
+            "Capacity of the in-memory queue.",
+        ),
         ("spool_bytes", m.spool_bytes, "Bytes in the on-disk spool."),
-        ("last_batch_size", m.last_batch_size, "Events in the last batch written."),
+        (
+            "last_batch_size",
+            m.last_batch_size,
+            "Events in the last batch written.",
+        ),
         (
             "last_flush_latency_microseconds",
             m.last_flush_latency_us,

@@ -19,9 +19,7 @@ use crate::stats;
 /// The plans in the order `/plans` lists them: by monthly price, then id.
 pub fn plans_in_order(config: &Config) -> Vec<&Plan> {
     let mut plans: Vec<&Plan> = config.plans.values().collect();
-    plans.sort_by(|a, b| {
-        (a.price_monthly_nanousd, &a.id).cmp(&(b.price_monthly_nanousd, &b.id))
-    });
+    plans.sort_by(|a, b| (a.price_monthly_nanousd, &a.id).cmp(&(b.price_monthly_nanousd, &b.id)));
     plans
 }
 

@@ -49,10 +49,11 @@ pub fn alert_out(a: &Alert) -> AlertOut {
         user_id: a.user_id.clone(),
         limit_key: a.limit_key.clone(),
         threshold_percentage: a.threshold_percentage,
-        provider: a
-            .provider
-            .as_deref()
-            .map(|p| p.parse::<Provider>().map_or(p, |p| p.seed_name()).to_owned()),
+        provider: a.provider.as_deref().map(|p| {
+            p.parse::<Provider>()
+                .map_or(p, |p| p.seed_name())
+                .to_owned()
+        }),
         title: a.title.clone(),
         message: a.message.clone(),
         severity: a.severity.clone(),
@@ -77,9 +78,15 @@ fn percentages(plan: &Plan, usage: &PeriodUsage) -> BTreeMap<String, f64> {
         out.insert(name, percent(used(usage, key), max_of(key)));
     };
     for p in Provider::ALL {
-        put(format!("{}_calls", p.seed_name()), LimitKey::ProviderCalls(p));
+        put(
+            format!("{}_calls", p.seed_name()),
+            LimitKey::ProviderCalls(p),
+        );
         if p.is_token_billed() {
-            put(format!("{}_tokens", p.seed_name()), LimitKey::ProviderTokens(p));
+            put(
+                format!("{}_tokens", p.seed_name()),
+                LimitKey::ProviderTokens(p),
+            );
         }
     }
     put("cost".to_owned(), LimitKey::Cost);
@@ -214,7 +221,12 @@ mod tests {
         // February 2026 has 28 days; on the 14th (14 days begun) $14 projects to $28.
         let now: DateTime<Utc> = "2026-02-14T12:00:00Z".parse().unwrap();
         let period = BillingPeriod::containing(now, AnchorDay::default());
-        let p = projections(&plan_with_cap(Some(56_000_000_000)), period, 14_000_000_000, now);
+        let p = projections(
+            &plan_with_cap(Some(56_000_000_000)),
+            period,
+            14_000_000_000,
+            now,
+        );
         assert_eq!(p.projected_monthly_cost, 28.0);
         assert_eq!(p.cost_limit, 56.0);
         assert_eq!(p.projected_usage_percentage, 50.0);

@@ -132,7 +132,13 @@ fn assert_limits_block(l: &Value) {
     for key in SEED_LIMIT_KEYS {
         assert!(l["limits"][key].is_number(), "limits.limits.{key} in {l}");
     }
-    assert!(l["features"].as_array().unwrap().iter().all(Value::is_string));
+    assert!(
+        l["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(Value::is_string)
+    );
 }
 
 /// The full alert form of §7.1.
@@ -212,12 +218,13 @@ async fn dashboard_and_usage_hold_to_the_field_lists_of_both_frontends() {
     }
     assert_limits_block(&d["limits"]);
     for key in ["periods", "total_calls", "total_cost", "total_tokens"] {
-        assert_eq!(d["trends"][key].as_array().unwrap().len(), 6, "trends.{key}");
+        assert_eq!(
+            d["trends"][key].as_array().unwrap().len(),
+            6,
+            "trends.{key}"
+        );
     }
-    assert_eq!(
-        d["trends"]["provider_trends"].as_object().unwrap().len(),
-        9
-    );
+    assert_eq!(d["trends"]["provider_trends"].as_object().unwrap().len(), 9);
     for key in [
         "projected_monthly_cost",
         "cost_limit",
@@ -242,7 +249,10 @@ async fn dashboard_and_usage_hold_to_the_field_lists_of_both_frontends() {
 
     let u = &d["current_usage"];
     assert_eq!(u["total_calls"], 17);
-    assert_eq!(u["usage_status"], "warning", "16 of 20 tavily calls is 80 %");
+    assert_eq!(
+        u["usage_status"], "warning",
+        "16 of 20 tavily calls is 80 %"
+    );
     assert_eq!(u["provider_breakdown"]["tavily"]["calls"], 16);
     assert_eq!(u["usage_percentages"]["tavily_calls"], 80.0);
     assert_eq!(u["usage_percentages"]["openai_calls"], 0.0);
@@ -253,12 +263,17 @@ async fn dashboard_and_usage_hold_to_the_field_lists_of_both_frontends() {
     assert_eq!(d["summary"]["total_api_calls_this_month"], 17);
     assert_eq!(d["projections"]["cost_limit"], 2.0);
 
-    let (status, body) = server.get("/api/subscription/usage/alice", ADMIN_TOKEN).await;
+    let (status, body) = server
+        .get("/api/subscription/usage/alice", ADMIN_TOKEN)
+        .await;
     assert_eq!(status, 200);
     assert_usage_stats(&body["data"]);
     // An empty period still has all 12 keys and all nine providers.
     let (status, body) = server
-        .get("/api/subscription/usage/alice?billing_period=2020-01", ADMIN_TOKEN)
+        .get(
+            "/api/subscription/usage/alice?billing_period=2020-01",
+            ADMIN_TOKEN,
+        )
         .await;
     assert_eq!(status, 200);
     assert_usage_stats(&body["data"]);
@@ -284,7 +299,10 @@ async fn money_is_rendered_from_integers_without_float_noise() {
     assert!(text.contains("\"cost\":0.000813}"), "{text}");
     let v: Value = serde_json::from_str(&text).unwrap();
     let ts = v["data"]["last_updated"].as_str().unwrap();
-    assert!(ts.ends_with('Z') && ts.parse::<chrono::DateTime<Utc>>().is_ok(), "{ts}");
+    assert!(
+        ts.ends_with('Z') && ts.parse::<chrono::DateTime<Utc>>().is_ok(),
+        "{ts}"
+    );
     assert_eq!(v["data"]["error_rate"], 5.88, "1 failed call of 17");
 }
 
@@ -304,8 +322,14 @@ async fn plans_pricing_subscription_and_status() {
             assert!(p["limits"][key].is_number(), "plan {key}");
         }
     }
-    assert_eq!(plans[0]["limits"]["_zero_means"]["openai_calls"], "disabled");
-    assert_eq!(plans[1]["limits"]["_zero_means"]["anthropic_calls"], "unlimited");
+    assert_eq!(
+        plans[0]["limits"]["_zero_means"]["openai_calls"],
+        "disabled"
+    );
+    assert_eq!(
+        plans[1]["limits"]["_zero_means"]["anthropic_calls"],
+        "unlimited"
+    );
 
     let (status, body) = server
         .get("/api/subscription/pricing?provider=tavily", ADMIN_TOKEN)
@@ -320,7 +344,12 @@ async fn plans_pricing_subscription_and_status() {
         .await;
     assert_eq!(status, 400);
     assert_eq!(body["success"], false);
-    assert!(body["detail"].as_str().unwrap().contains("Invalid provider"));
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid provider")
+    );
     let (_, body) = server
         .get("/api/subscription/pricing?provider=metaphor", ADMIN_TOKEN)
         .await;
@@ -348,7 +377,9 @@ async fn plans_pricing_subscription_and_status() {
         .await;
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
 
-    let (status, body) = server.get("/api/subscription/status/bob", ADMIN_TOKEN).await;
+    let (status, body) = server
+        .get("/api/subscription/status/bob", ADMIN_TOKEN)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["data"]["active"], true);
     assert_eq!(body["data"]["can_use_api"], true);
@@ -404,16 +435,25 @@ async fn trends_alerts_mark_read_logs_and_preflight() {
     assert_eq!(t["total_calls"][2], 17);
     assert_eq!(t["provider_trends"]["tavily"]["calls"][2], 16);
     let (status, _) = server
-        .get("/api/subscription/usage/alice/trends?months=30", ADMIN_TOKEN)
+        .get(
+            "/api/subscription/usage/alice/trends?months=30",
+            ADMIN_TOKEN,
+        )
         .await;
     assert_eq!(status, 400);
     let (status, _) = server
-        .get("/api/subscription/usage/alice?billing_period=2026-13", ADMIN_TOKEN)
+        .get(
+            "/api/subscription/usage/alice?billing_period=2026-13",
+            ADMIN_TOKEN,
+        )
         .await;
     assert_eq!(status, 400);
 
     let (status, body) = server
-        .get("/api/subscription/alerts/alice?unread_only=true&limit=10", ADMIN_TOKEN)
+        .get(
+            "/api/subscription/alerts/alice?unread_only=true&limit=10",
+            ADMIN_TOKEN,
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(body["data"]["total"], 1);
@@ -439,14 +479,18 @@ async fn trends_alerts_mark_read_logs_and_preflight() {
         body,
         json!({"success": true, "message": "Alert marked as read"})
     );
-    let (_, body) = server.get("/api/subscription/alerts/alice", ADMIN_TOKEN).await;
+    let (_, body) = server
+        .get("/api/subscription/alerts/alice", ADMIN_TOKEN)
+        .await;
     assert_eq!(body["data"]["unread_count"], 0);
     assert!(body["data"]["alerts"][0]["read_at"].is_string());
     for (path, want) in [
         ("/api/subscription/alerts/999999/mark-read", 404),
         ("/api/subscription/alerts/abc/mark-read", 400),
     ] {
-        let (status, body) = server.send_json("POST", path, ADMIN_TOKEN, json!(null)).await;
+        let (status, body) = server
+            .send_json("POST", path, ADMIN_TOKEN, json!(null))
+            .await;
         assert_eq!(status, want, "{path}: {body}");
     }
 
@@ -463,9 +507,15 @@ async fn trends_alerts_mark_read_logs_and_preflight() {
     let log = &body["logs"][0];
     assert_eq!(log["provider"], "tavily");
     assert_eq!(log["cost_total"], 0.019);
-    assert!(body.get("success").is_none(), "HEAD's usage-logs has no envelope");
+    assert!(
+        body.get("success").is_none(),
+        "HEAD's usage-logs has no envelope"
+    );
     let (_, body) = server
-        .get("/api/subscription/usage-logs?user_id=alice&status_code=500", ADMIN_TOKEN)
+        .get(
+            "/api/subscription/usage-logs?user_id=alice&status_code=500",
+            ADMIN_TOKEN,
+        )
         .await;
     assert_eq!(body["total_count"], 1);
     assert_eq!(body["logs"][0]["status"], "failed");
@@ -518,11 +568,21 @@ async fn users_keys_metrics_and_pages() {
         .collect();
     assert_eq!(ids, ["alice", "bob"]);
     let (status, _) = server
-        .send_json("POST", "/api/admin/users", ADMIN_TOKEN, json!({"id": "alice"}))
+        .send_json(
+            "POST",
+            "/api/admin/users",
+            ADMIN_TOKEN,
+            json!({"id": "alice"}),
+        )
         .await;
     assert_eq!(status, 409);
     let (status, _) = server
-        .send_json("POST", "/api/admin/users", ADMIN_TOKEN, json!({"id": "a b"}))
+        .send_json(
+            "POST",
+            "/api/admin/users",
+            ADMIN_TOKEN,
+            json!({"id": "a b"}),
+        )
         .await;
     assert_eq!(status, 400);
 
@@ -557,22 +617,41 @@ async fn users_keys_metrics_and_pages() {
     assert_eq!(stored.user_id, "alice");
 
     // The key works until it is revoked.
-    let (status, _) = server.get("/api/subscription/usage/alice", &alice_key).await;
+    let (status, _) = server
+        .get("/api/subscription/usage/alice", &alice_key)
+        .await;
     assert_eq!(status, 200);
     let key_id = keys[0]["id"].as_str().unwrap();
     let (status, body) = server
-        .send_json("DELETE", &format!("/api/admin/keys/{key_id}"), ADMIN_TOKEN, json!(null))
+        .send_json(
+            "DELETE",
+            &format!("/api/admin/keys/{key_id}"),
+            ADMIN_TOKEN,
+            json!(null),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert!(body["data"]["revoked_at"].is_string());
-    let (status, _) = server.get("/api/subscription/usage/alice", &alice_key).await;
+    let (status, _) = server
+        .get("/api/subscription/usage/alice", &alice_key)
+        .await;
     assert_eq!(status, 401);
     let (status, _) = server
-        .send_json("DELETE", &format!("/api/admin/keys/{key_id}"), ADMIN_TOKEN, json!(null))
+        .send_json(
+            "DELETE",
+            &format!("/api/admin/keys/{key_id}"),
+            ADMIN_TOKEN,
+            json!(null),
+        )
         .await;
     assert_eq!(status, 409);
     let (status, _) = server
-        .send_json("DELETE", "/api/admin/keys/key_nope", ADMIN_TOKEN, json!(null))
+        .send_json(
+            "DELETE",
+            "/api/admin/keys/key_nope",
+            ADMIN_TOKEN,
+            json!(null),
+        )
         .await;
     assert_eq!(status, 404);
 
@@ -580,10 +659,16 @@ async fn users_keys_metrics_and_pages() {
     assert_eq!(status, 200);
     assert_eq!(body["data"][0]["source"], "config");
     // carol's static key reads carol's usage.
-    let (status, _) = server.get("/api/subscription/dashboard/carol", STATIC_KEY).await;
+    let (status, _) = server
+        .get("/api/subscription/dashboard/carol", STATIC_KEY)
+        .await;
     assert_eq!(status, 200);
 
-    let r = server.request("GET", "/metrics", ADMIN_TOKEN).send().await.unwrap();
+    let r = server
+        .request("GET", "/metrics", ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(
         r.headers()["content-type"]
@@ -592,9 +677,18 @@ async fn users_keys_metrics_and_pages() {
             .starts_with("text/plain")
     );
     assert!(r.text().await.unwrap().contains("tollgate_test_metric 1"));
-    let r = server.request("GET", "/dashboard", "").send().await.unwrap();
+    let r = server
+        .request("GET", "/dashboard", "")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().contains("/api/subscription/dashboard/"));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("/api/subscription/dashboard/")
+    );
     let r = server.request("GET", "/healthz", "").send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
@@ -631,7 +725,10 @@ async fn every_route_of_the_openapi_document_needs_credentials() {
     let mut checked = 0;
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {
-            assert!(op["security"].is_array(), "{method} {path} declares no security");
+            assert!(
+                op["security"].is_array(),
+                "{method} {path} declares no security"
+            );
             let concrete = path
                 .replace("{user_id}", "alice")
                 .replace("{alert_id}", "1")

@@ -30,14 +30,20 @@ fn cases() -> BTreeMap<&'static str, Expect> {
     BTreeMap::from([
         ("GET /api/subscription/plans", Catalogue),
         ("GET /api/subscription/pricing", Catalogue),
-        ("GET /api/subscription/user/{user_id}/subscription", NotFound),
+        (
+            "GET /api/subscription/user/{user_id}/subscription",
+            NotFound,
+        ),
         ("GET /api/subscription/status/{user_id}", NotFound),
         ("POST /api/subscription/subscribe/{user_id}", NotFound),
         ("GET /api/subscription/usage/{user_id}", NotFound),
         ("GET /api/subscription/usage/{user_id}/trends", NotFound),
         ("GET /api/subscription/dashboard/{user_id}", NotFound),
         ("GET /api/subscription/alerts/{user_id}", NotFound),
-        ("POST /api/subscription/alerts/{alert_id}/mark-read", NotFound),
+        (
+            "POST /api/subscription/alerts/{alert_id}/mark-read",
+            NotFound,
+        ),
         ("GET /api/subscription/usage-logs", NotFound),
         ("POST /api/subscription/preflight-check", NotFound),
         ("GET /api/admin/users", Forbidden),
@@ -176,12 +182,26 @@ async fn a_users_key_reaches_nothing_of_another_user_on_any_route() {
         .keys()
         .filter(|c| !seen.iter().any(|s| s == *c))
         .collect();
-    assert!(missing.is_empty(), "cases for routes that do not exist: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "cases for routes that do not exist: {missing:?}"
+    );
 
     // B's alert is still unread, B still has their plan and key.
     assert!(!ledger.alert(b_alert).await.unwrap().unwrap().is_read);
-    assert_eq!(ledger.subscription("userb").await.unwrap().unwrap().plan_id, "free");
-    assert!(ledger.api_key(&b_key_id).await.unwrap().unwrap().revoked_at.is_none());
+    assert_eq!(
+        ledger.subscription("userb").await.unwrap().unwrap().plan_id,
+        "free"
+    );
+    assert!(
+        ledger
+            .api_key(&b_key_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
     // Without a user named, the logs are A's own only.
     let (status, body) = server.get("/api/subscription/usage-logs", &a_key).await;
     assert_eq!(status, 200);

@@ -17,9 +17,9 @@ use std::path::Path;
 pub use pricing::load_dir as load_pricing_dir;
 pub use problem::{Problem, Report, Severity};
 pub use settings::{
-    AdminSettings, AlertDelivery, Config, CounterStore, LedgerFullPolicy, LedgerSettings, PricingSettings,
-    ProviderSettings, ProxySettings, Secret, StaticKey, StorageSettings, UnpricedPolicy,
-    provider_defaults,
+    AdminSettings, AlertDelivery, Config, CounterStore, LedgerFullPolicy, LedgerSettings,
+    PricingSettings, ProviderSettings, ProxySettings, Secret, StaticKey, StorageSettings,
+    UnpricedPolicy, provider_defaults,
 };
 pub use validate::Env;
 

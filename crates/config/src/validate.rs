@@ -15,9 +15,9 @@ use tollgate_domain::{
 use crate::problem::FileProblems;
 use crate::raw::{self, DecimalText};
 use crate::settings::{
-    AdminSettings, AlertDelivery, Config, CounterStore, LedgerFullPolicy, LedgerSettings, PricingSettings,
-    ProviderSettings, ProxySettings, Secret, StaticKey, StorageSettings, UnpricedPolicy,
-    provider_defaults,
+    AdminSettings, AlertDelivery, Config, CounterStore, LedgerFullPolicy, LedgerSettings,
+    PricingSettings, ProviderSettings, ProxySettings, Secret, StaticKey, StorageSettings,
+    UnpricedPolicy, provider_defaults,
 };
 
 /// Looks an environment variable up; injected so tests need not touch the process environment.

@@ -2,7 +2,7 @@
 //! and key operations from the command line, against the ledger of gateway.toml. Output is
 //! JSON, as the API answers.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -102,7 +102,7 @@ where
     })
 }
 
-pub fn users(config: &PathBuf, command: UsersCommand) -> anyhow::Result<ExitCode> {
+pub fn users(config: &Path, command: UsersCommand) -> anyhow::Result<ExitCode> {
     with_ledger(config, |ledger, config| async move {
         match command {
             UsersCommand::Create {
@@ -144,7 +144,7 @@ pub fn users(config: &PathBuf, command: UsersCommand) -> anyhow::Result<ExitCode
     })
 }
 
-pub fn keys(config: &PathBuf, command: KeysCommand) -> anyhow::Result<ExitCode> {
+pub fn keys(config: &Path, command: KeysCommand) -> anyhow::Result<ExitCode> {
     with_ledger(config, |ledger, config| async move {
         match command {
             KeysCommand::Issue { user, name } => {
@@ -158,7 +158,7 @@ pub fn keys(config: &PathBuf, command: KeysCommand) -> anyhow::Result<ExitCode> 
     })
 }
 
-pub fn usage(config: &PathBuf, args: UsageArgs) -> anyhow::Result<ExitCode> {
+pub fn usage(config: &Path, args: UsageArgs) -> anyhow::Result<ExitCode> {
     with_ledger(config, |ledger, config| async move {
         print(&ops::usage_stats(&ledger, &config, &args.user, args.period.as_deref()).await?)
     })

@@ -71,7 +71,13 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         ledger,
         {
             let handle = handle.clone();
-            Arc::new(move || tollgate_admin::metrics::render_ledger(&handle.metrics()))
+            let metrics = Arc::clone(&metrics);
+            // The proxy's own metrics, then the ledger's.
+            Arc::new(move || {
+                let mut text = metrics.render(None);
+                text.push_str(&tollgate_admin::metrics::render_ledger(&handle.metrics()));
+                text
+            })
         },
     )?;
     // Returns once the server has stopped (SIGTERM: after the grace period; SIGINT: at once).

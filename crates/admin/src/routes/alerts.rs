@@ -68,9 +68,14 @@ pub async fn mark_read(
 ) -> Result<Json<Message>> {
     let not_found = || AdminError::NotFound("Alert not found".to_owned());
     let alert = state.ledger.alert(alert_id).await?.ok_or_else(not_found)?;
-    caller.require_user(&alert.user_id).map_err(|_| not_found())?;
+    caller
+        .require_user(&alert.user_id)
+        .map_err(|_| not_found())?;
     // Marking an alert read twice is not an error: the second call changes nothing.
-    state.ledger.mark_alert_read(&alert.user_id, alert_id).await?;
+    state
+        .ledger
+        .mark_alert_read(&alert.user_id, alert_id)
+        .await?;
     Ok(Json(Message {
         success: true,
         message: "Alert marked as read".to_owned(),

@@ -260,7 +260,10 @@ pub async fn preflight(
             asks.push((LimitKey::TotalTokens, tokens));
         }
         let refusal = if !account.plan.includes(provider) {
-            Some(format!("{provider} is not included in plan {}", account.plan.id))
+            Some(format!(
+                "{provider} is not included in plan {}",
+                account.plan.id
+            ))
         } else {
             asks.iter().find_map(|(key, ask)| {
                 let max = max_of(*key)?;

@@ -97,9 +97,9 @@ pub async fn pricing(
             continue;
         }
         for (model, price) in &prices.models {
-            let (input, output) = price
-                .tokens
-                .map_or((0, 0), |t| (t.input.femtousd_per_unit(), t.output.femtousd_per_unit()));
+            let (input, output) = price.tokens.map_or((0, 0), |t| {
+                (t.input.femtousd_per_unit(), t.output.femtousd_per_unit())
+            });
             let unit = |kind: UnitKind| {
                 price
                     .per_unit

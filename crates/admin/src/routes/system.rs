@@ -20,10 +20,17 @@ pub async fn metrics(
     if !state.config().admin.metrics_public {
         caller?.require_admin()?;
     }
-    let body = state.metrics.as_ref().map(|render| render()).unwrap_or_default();
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|render| render())
+        .unwrap_or_default();
     Ok((
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
         .into_response())

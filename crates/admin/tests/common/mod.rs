@@ -43,7 +43,10 @@ impl TestDb {
             Ok(url) if url.starts_with("postgres") => vec![url],
             _ => PG_ADMIN_URLS.iter().map(|s| s.to_string()).collect(),
         };
-        let name = format!("tollgate_admin_test_{}", UsageEvent::new_id().replace('-', ""));
+        let name = format!(
+            "tollgate_admin_test_{}",
+            UsageEvent::new_id().replace('-', "")
+        );
         for admin in candidates {
             let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await else {
                 continue;
@@ -64,7 +67,9 @@ impl TestDb {
     }
 
     pub async fn connect(&self) -> Ledger {
-        Ledger::connect(&self.url, DbOptions::default()).await.unwrap()
+        Ledger::connect(&self.url, DbOptions::default())
+            .await
+            .unwrap()
     }
 }
 
