@@ -96,7 +96,11 @@ pub async fn pricing(
         if only.is_some_and(|p| p != *provider) {
             continue;
         }
-        for (model, price) in &prices.models {
+        // A provider priced by one rate for every endpoint (Tavily, Serper, ...) has only the
+        // `"*"` entry; it is listed under that name so that every provider has its rows.
+        let fallback = prices.fallback.as_ref().map(|p| ("*", p));
+        let models = prices.models.iter().map(|(m, p)| (m.as_str(), p));
+        for (model, price) in models.chain(fallback) {
             let (input, output) = price.tokens.map_or((0, 0), |t| {
                 (t.input.femtousd_per_unit(), t.output.femtousd_per_unit())
             });
@@ -108,7 +112,7 @@ pub async fn pricing(
             };
             pricing.push(PriceOut {
                 provider: provider.seed_name().to_owned(),
-                model_name: model.clone(),
+                model_name: model.to_owned(),
                 cost_per_input_token: dollars_per_unit(input),
                 cost_per_output_token: dollars_per_unit(output),
                 cost_per_request: price
