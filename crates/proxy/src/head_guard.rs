@@ -62,15 +62,20 @@ enum Head {
     TooSlow(BytesMut),
 }
 
-/// Where the head ends (the index after its blank line), if it has ended. Pingora's parser, like
-/// most, accepts bare LF line endings, so both are recognised.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let crlf = memchr::memmem::find(buf, b"\r\n\r\n").map(|i| i + 4);
-    let lf = memchr::memmem::find(buf, b"\n\n").map(|i| i + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+/// Where the head ends (the index after its blank line), if it has ended, looking only at line
+/// ends from `from` on, so that a head read a byte at a time is still scanned once. Pingora's
+/// parser, like most, accepts bare LF line endings, so both are recognised.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while let Some(i) = buf.get(at..).and_then(|rest| memchr::memchr(b'\n', rest)) {
+        let newline = at + i;
+        match buf.get(newline + 1..) {
+            Some([b'\n', ..]) => return Some(newline + 2),
+            Some([b'\r', b'\n', ..]) => return Some(newline + 3),
+            _ => at = newline + 1,
+        }
     }
+    None
 }
 
 impl HeadLimits {
@@ -89,6 +94,8 @@ impl HeadLimits {
         } else {
             Instant::now() + idle
         };
+        // Line ends before this were examined already (the last two bytes may still begin one).
+        let mut scanned = 0;
         loop {
             let read = tokio::select! {
                 biased;
@@ -104,7 +111,9 @@ impl HeadLimits {
             if !idle.is_zero() && until > Instant::now() + self.deadline {
                 until = Instant::now() + self.deadline;
             }
-            match head_end(&buf) {
+            let end = head_end(&buf, scanned);
+            scanned = buf.len().saturating_sub(2);
+            match end {
                 Some(end) if end > self.max_bytes => return Head::TooLarge(buf),
                 Some(_) => return Head::Complete(buf),
                 None if buf.len() > self.max_bytes => return Head::TooLarge(buf),
@@ -216,9 +225,19 @@ mod tests {
 
     #[test]
     fn finds_the_end_of_a_head() {
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"), Some(24));
-        assert_eq!(head_end(b"GET / HTTP/1.1\nA: b\n\nbody"), Some(21));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody", 0), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nA: b\n\nbody", 0), Some(21));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n", 0), None);
+    }
+
+    #[test]
+    fn a_head_fed_in_pieces_ends_where_it_ends_whole() {
+        let head = b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody";
+        for split in 1..head.len() {
+            let first = head_end(&head[..split], 0);
+            let end = first.or_else(|| head_end(head, split.saturating_sub(2)));
+            assert_eq!(end, Some(24), "split at {split}");
+        }
     }
 
     #[tokio::test]

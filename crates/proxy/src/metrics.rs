@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tollgate_domain::{LimitKey, Provider, Usage};
-use tollgate_ledger::LedgerMetrics;
 
 const PROVIDERS: usize = Provider::ALL.len();
 /// Statuses 100..=599 each get a slot; anything else (0: no response) counts as 0.
@@ -209,8 +208,9 @@ impl Metrics {
         self.counter_store_errors.fetch_add(1, Relaxed);
     }
 
-    /// The Prometheus text exposition (format 0.0.4).
-    pub fn render(&self, ledger: Option<&LedgerMetrics>) -> String {
+    /// The Prometheus text exposition (format 0.0.4). The ledger's metrics are rendered by the
+    /// admin crate (`tollgate_admin::metrics::render_ledger`) and appended by the binary.
+    pub fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         self.render_requests(&mut out);
         self.render_usage(&mut out);
@@ -283,9 +283,6 @@ impl Metrics {
             "tollgate_counter_store_errors_total {}",
             self.counter_store_errors.load(Relaxed)
         );
-        if let Some(ledger) = ledger {
-            render_ledger(&mut out, ledger);
-        }
         out
     }
 
@@ -362,57 +359,6 @@ fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn render_ledger(out: &mut String, m: &LedgerMetrics) {
-    let rows: [(&str, &str, &str, u64); 7] = [
-        (
-            "tollgate_ledger_queue_depth",
-            "gauge",
-            "Usage events waiting in memory to be written.",
-            m.queue_depth,
-        ),
-        (
-            "tollgate_ledger_events_accepted_total",
-            "counter",
-            "Usage events handed to the ledger.",
-            m.accepted,
-        ),
-        (
-            "tollgate_ledger_events_written_total",
-            "counter",
-            "Usage events written to the database.",
-            m.written,
-        ),
-        (
-            "tollgate_ledger_events_duplicate_total",
-            "counter",
-            "Usage events found already stored.",
-            m.duplicates,
-        ),
-        (
-            "tollgate_ledger_batches_total",
-            "counter",
-            "Batches committed to the database.",
-            m.batches,
-        ),
-        (
-            "tollgate_ledger_spooled_total",
-            "counter",
-            "Usage events written to the on-disk spool.",
-            m.spooled,
-        ),
-        (
-            "tollgate_ledger_spool_bytes",
-            "gauge",
-            "Bytes in the on-disk spool.",
-            m.spool_bytes,
-        ),
-    ];
-    for (name, kind, help, value) in rows {
-        head(out, name, kind, help);
-        let _ = writeln!(out, "{name} {value}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,7 +390,7 @@ mod tests {
         m.refused_by_limit(LimitKey::ProviderCalls(Provider::Gemini));
         m.upstream_latency(Provider::OpenAi, Duration::from_millis(3));
         m.gateway_overhead(Duration::from_micros(80));
-        let text = m.render(None);
+        let text = m.render();
         for line in [
             "tollgate_requests_total{provider=\"openai\",status=\"200\"} 1",
             "tollgate_requests_total{provider=\"none\",status=\"404\"} 1",

@@ -74,7 +74,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             let metrics = Arc::clone(&metrics);
             // The proxy's own metrics, then the ledger's.
             Arc::new(move || {
-                let mut text = metrics.render(None);
+                let mut text = metrics.render();
                 text.push_str(&tollgate_admin::metrics::render_ledger(&handle.metrics()));
                 text
             })

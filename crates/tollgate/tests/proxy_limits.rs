@@ -4,15 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sha2::{Digest, Sha256};
+use common::{Gateway, UsageLog, key_entry, ledger_rows};
 
 const UPSTREAM_KEY: &str = "sk-upstream-secret";
 
@@ -123,14 +125,6 @@ fn serve(stream: TcpStream, answered: &AtomicUsize) {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -139,37 +133,10 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
-struct Gateway {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Gateway {
-    /// `storage` is the `[storage]` table's extra lines (counters).
-    fn start(upstream: u16, user: &str, key: &str, openai_limits: &str, storage: &str) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let pricing: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pricing");
-        let key_hash: String = Sha256::digest(key.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let config = format!(
-            r#"
-[proxy]
-listen = "127.0.0.1:{port}"
-graceful_shutdown_secs = 0
-threads = 2
-[admin]
-listen = "127.0.0.1:{admin}"
-[storage]
-database_url = "sqlite://ledger.db"
-{storage}
-[ledger]
-flush_interval_ms = 20
-[pricing]
-dir = "{pricing}"
+/// A gateway whose plan `test` sets `openai_limits`, with `storage` lines in `[storage]`.
+fn start(upstream: u16, user: &str, key: &str, openai_limits: &str, storage: &str) -> Gateway {
+    let rest = format!(
+        r#"
 [providers.openai]
 base_url = "http://127.0.0.1:{upstream}"
 key_env = "TG_TEST_OPENAI_KEY"
@@ -178,44 +145,15 @@ name = "Test"
 tier = "pro"
 [plans.test.providers]
 openai = {{ {openai_limits} }}
-[[keys]]
-user = "{user}"
-plan = "test"
-sha256 = "{key_hash}"
-"#,
-            admin = free_port(),
-            pricing = pricing.display(),
-        );
-        std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["run", "--config"])
-            .arg(dir.path().join("gateway.toml"))
-            .env("TG_TEST_OPENAI_KEY", UPSTREAM_KEY)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "gateway did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Gateway { child, port, dir }
-    }
-
-    fn stop(mut self) -> tempfile::TempDir {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "gateway did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.dir
-    }
+{keys}"#,
+        keys = key_entry(user, "test", key),
+    );
+    Gateway::start_with_storage(
+        "threads = 2",
+        storage,
+        &rest,
+        &[("TG_TEST_OPENAI_KEY", UPSTREAM_KEY), ("RUST_LOG", "warn")],
+    )
 }
 
 /// The status of one chat completion through the gateway.
@@ -254,22 +192,11 @@ fn burst(ports: &[u16], key: &str, n: usize) -> Vec<u16> {
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
-fn ledger_rows(dir: &Path, user: &str) -> Vec<tollgate_ledger::UsageLog> {
-    let db = format!("sqlite://{}", dir.join("ledger.db").display());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let ledger = tollgate_ledger::Ledger::connect(&db, tollgate_ledger::DbOptions::default())
-            .await
-            .unwrap();
-        let filter = tollgate_ledger::LogFilter {
-            user_id: Some(user.into()),
-            ..Default::default()
-        };
-        ledger.usage_logs(&filter, 10_000, 0).await.unwrap().rows
-    })
+fn rows_in(dir: &Path, user: &str) -> Vec<UsageLog> {
+    ledger_rows(
+        &format!("sqlite://{}", dir.join("ledger.db").display()),
+        user,
+    )
 }
 
 fn redis_url() -> String {
@@ -300,13 +227,13 @@ fn a_call_limit_admits_exactly_its_value_under_concurrency() {
     let (upstream, answered) = mock_openai();
     let user = unique("limits-mem");
     let key = format!("tg_{user}");
-    let gw = Gateway::start(upstream, &user, &key, "calls = 100", "");
+    let gw = start(upstream, &user, &key, "calls = 100", "");
     let statuses = burst(&[gw.port], &key, 200);
     assert_eq!(count(&statuses, 200), 100, "{statuses:?}");
     assert_eq!(count(&statuses, 429), 100, "{statuses:?}");
     assert_eq!(answered.load(Ordering::SeqCst), 100);
     let dir = gw.stop();
-    assert_eq!(ledger_rows(dir.path(), &user).len(), 100);
+    assert_eq!(rows_in(dir.path(), &user).len(), 100);
 }
 
 #[test]
@@ -319,7 +246,7 @@ fn three_gateways_sharing_redis_admit_exactly_the_limit() {
         redis_url()
     );
     let gateways: Vec<_> = (0..3)
-        .map(|_| Gateway::start(upstream, &user, &key, "calls = 100", &storage))
+        .map(|_| start(upstream, &user, &key, "calls = 100", &storage))
         .collect();
     let ports: Vec<u16> = gateways.iter().map(|g| g.port).collect();
     let statuses = burst(&ports, &key, 200);
@@ -328,7 +255,7 @@ fn three_gateways_sharing_redis_admit_exactly_the_limit() {
     let mut rows = 0;
     for gw in gateways {
         let dir = gw.stop();
-        rows += ledger_rows(dir.path(), &user).len();
+        rows += rows_in(dir.path(), &user).len();
     }
     redis_cleanup(&user);
     assert_eq!((admitted, refused), (100, 100), "{statuses:?}");
@@ -343,12 +270,12 @@ fn a_token_budget_is_never_exceeded_under_concurrency() {
     let key = format!("tg_{user}");
     // Each call reserves its input bound plus max_tokens (50) and uses 29 tokens; the budget
     // admits only some of 60 concurrent calls, and what they used stays within it.
-    let gw = Gateway::start(upstream, &user, &key, "tokens = 2000", "");
+    let gw = start(upstream, &user, &key, "tokens = 2000", "");
     let statuses = burst(&[gw.port], &key, 60);
     let admitted = count(&statuses, 200);
     assert!(admitted > 0 && count(&statuses, 429) > 0, "{statuses:?}");
     let dir = gw.stop();
-    let rows = ledger_rows(dir.path(), &user);
+    let rows = rows_in(dir.path(), &user);
     let used: i64 = rows.iter().map(|r| r.total_tokens).sum();
     assert_eq!(rows.len(), admitted);
     assert!(
@@ -362,7 +289,7 @@ fn clients_hanging_up_mid_stream_leave_one_event_each() {
     let (upstream, _) = mock_openai();
     let user = unique("hangups");
     let key = format!("tg_{user}");
-    let gw = Gateway::start(upstream, &user, &key, "calls = 1000", "");
+    let gw = start(upstream, &user, &key, "calls = 1000", "");
     let port = gw.port;
     let threads: Vec<_> = (0..100)
         .map(|i| {
@@ -398,7 +325,7 @@ fn clients_hanging_up_mid_stream_leave_one_event_each() {
     // Let the gateway notice the last hang-ups before it is stopped.
     std::thread::sleep(Duration::from_millis(500));
     let dir = gw.stop();
-    let rows = ledger_rows(dir.path(), &user);
+    let rows = rows_in(dir.path(), &user);
     assert_eq!(rows.len(), 100, "one event per admitted call");
     assert!(
         rows.iter().any(|r| r.estimated),

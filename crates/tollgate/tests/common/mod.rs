@@ -55,6 +55,16 @@ impl Gateway {
     /// repository's price lists, then `proxy_extra` inside `[proxy]` and `rest` after it), starts
     /// the binary with `env` and waits until it accepts connections.
     pub fn start(proxy_extra: &str, rest: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_with_storage(proxy_extra, "", rest, env)
+    }
+
+    /// [`Gateway::start`] with `storage_extra` inside `[storage]` (the counter store).
+    pub fn start_with_storage(
+        proxy_extra: &str,
+        storage_extra: &str,
+        rest: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let pricing: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pricing");
@@ -68,6 +78,7 @@ graceful_shutdown_secs = 0
 listen = "127.0.0.1:{admin}"
 [storage]
 database_url = "sqlite://ledger.db"
+{storage_extra}
 [ledger]
 flush_interval_ms = 20
 [pricing]
