@@ -40,7 +40,7 @@ use crate::keys::{Identity, KeyRing};
 use crate::limits::Counters;
 use crate::metering::{CallRecord, settle_call};
 use crate::metrics::Metrics;
-use crate::request::{RequestFacts, endpoint_name, inspect, with_stream_usage};
+use crate::request::{RequestFacts, endpoint_name, inspect, may_rewrite, rewrite_body};
 use crate::route::{route, upstream_target};
 use crate::upstream::{AddressCache, Upstream};
 
@@ -277,9 +277,7 @@ impl Gateway {
         }
         ctx.hold_body = has_body(header) && provider != Provider::Stability;
         ctx.rewrite = ctx.hold_body
-            && self.config.proxy.inject_stream_usage
-            && provider == Provider::OpenAi
-            && ctx.path.ends_with("/chat/completions");
+            && may_rewrite(provider, &ctx.path, self.config.proxy.inject_stream_usage);
         ctx.identity = Some(identity);
         if !ctx.hold_body {
             let facts = match inspect(provider, &ctx.path, b"") {
@@ -314,7 +312,13 @@ impl Gateway {
         let held = Bytes::from(std::mem::take(&mut ctx.body));
         ctx.request_bytes = held.len() as u64;
         let out = if ctx.rewrite {
-            with_stream_usage(provider, &ctx.path, &held).map_or_else(|| held.clone(), Bytes::from)
+            rewrite_body(
+                provider,
+                &ctx.path,
+                &held,
+                self.config.proxy.inject_stream_usage,
+            )
+            .map_or_else(|| held.clone(), Bytes::from)
         } else {
             held.clone()
         };

@@ -26,6 +26,6 @@ pub use head_guard::{HeadGuard, HeadLimits};
 pub use keys::{Identity, KeyRing};
 pub use limits::{Counters, ledger_seeder};
 pub use metrics::Metrics;
-pub use request::{RequestFacts, inspect, with_stream_usage};
+pub use request::{RequestFacts, inspect, may_rewrite, rewrite_body};
 pub use route::{Route, RouteError, route, upstream_target};
 pub use upstream::Upstream;

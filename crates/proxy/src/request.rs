@@ -88,27 +88,75 @@ fn gemini_model(provider: Provider, path: &str) -> Option<String> {
     (!model.is_empty()).then(|| model.to_owned())
 }
 
-/// For an OpenAI-compatible streaming chat request, the body with
-/// `stream_options.include_usage: true` added so that the final chunk carries usage; `None` when
-/// the body needs no change (not streaming, not chat, or the client already asked for usage).
-pub fn with_stream_usage(provider: Provider, path: &str, body: &[u8]) -> Option<Vec<u8>> {
-    if provider != Provider::OpenAi || !path.ends_with("/chat/completions") {
+/// Whether the gateway may rewrite a request's body before it goes upstream, so that the
+/// upstream request must be sent chunked (its length is not known when its head leaves).
+/// `inject_usage` is the `proxy.inject_stream_usage` setting.
+pub fn may_rewrite(provider: Provider, path: &str, inject_usage: bool) -> bool {
+    match provider {
+        Provider::OpenAi => inject_usage && path.ends_with("/chat/completions"),
+        // A Tavily body may carry the client's key (`api_key`, older clients), always removed.
+        Provider::Tavily => true,
+        _ => false,
+    }
+}
+
+/// The body as it goes upstream when the gateway changes it; `None` when it goes unchanged.
+///
+/// - OpenAI-compatible streaming chat: `stream_options.include_usage: true` added (when
+///   `inject_usage`) so that the final chunk carries usage.
+/// - Tavily: the client's `api_key` removed from the body, wherever it is the credential slot
+///   (the real key goes in `Authorization`), and `include_usage: true` added (when
+///   `inject_usage`) so that the response reports the credits it cost.
+///
+/// A body that is not a JSON object goes unchanged; admission has already refused it where
+/// it had to be JSON.
+pub fn rewrite_body(
+    provider: Provider,
+    path: &str,
+    body: &[u8],
+    inject_usage: bool,
+) -> Option<Vec<u8>> {
+    if !may_rewrite(provider, path, inject_usage) {
         return None;
     }
     let mut json: Value = serde_json::from_slice(body).ok()?;
     let object = json.as_object_mut()?;
+    let changed = match provider {
+        Provider::OpenAi => request_stream_usage(object),
+        Provider::Tavily => {
+            let had_key = object.remove("api_key").is_some();
+            let asked = inject_usage && object.get("include_usage") != Some(&Value::Bool(true));
+            if asked {
+                object.insert("include_usage".to_owned(), Value::Bool(true));
+            }
+            had_key || asked
+        }
+        _ => false,
+    };
+    if changed {
+        serde_json::to_vec(&json).ok()
+    } else {
+        None
+    }
+}
+
+/// Adds `stream_options.include_usage: true` to a streaming request that lacks it; answers
+/// whether it changed anything.
+fn request_stream_usage(object: &mut serde_json::Map<String, Value>) -> bool {
     if object.get("stream").and_then(Value::as_bool) != Some(true) {
-        return None;
+        return false;
     }
     let options = object
         .entry("stream_options")
         .or_insert_with(|| Value::Object(serde_json::Map::new()));
-    let options = options.as_object_mut()?;
+    let Some(options) = options.as_object_mut() else {
+        return false;
+    };
     if options.get("include_usage").and_then(Value::as_bool) == Some(true) {
-        return None;
+        return false;
     }
     options.insert("include_usage".to_owned(), Value::Bool(true));
-    serde_json::to_vec(&json).ok()
+    true
 }
 
 #[cfg(test)]
@@ -160,8 +208,13 @@ mod tests {
     #[test]
     fn stream_usage_is_requested_once() {
         let add = |body: &str| {
-            with_stream_usage(Provider::OpenAi, "/v1/chat/completions", body.as_bytes())
-                .map(|b| String::from_utf8(b).unwrap())
+            rewrite_body(
+                Provider::OpenAi,
+                "/v1/chat/completions",
+                body.as_bytes(),
+                true,
+            )
+            .map(|b| String::from_utf8(b).unwrap())
         };
         let out = add(r#"{"model":"gpt-4o","stream":true}"#).unwrap();
         let v: Value = serde_json::from_str(&out).unwrap();
@@ -176,8 +229,40 @@ mod tests {
         );
         assert_eq!(add(r#"{"stream":false}"#), None);
         assert_eq!(
-            with_stream_usage(Provider::OpenAi, "/v1/responses", br#"{"stream":true}"#),
+            rewrite_body(
+                Provider::OpenAi,
+                "/v1/responses",
+                br#"{"stream":true}"#,
+                true
+            ),
             None
         );
+        assert_eq!(
+            rewrite_body(
+                Provider::OpenAi,
+                "/v1/chat/completions",
+                br#"{"stream":true}"#,
+                false
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_tavily_body_loses_the_clients_key_and_asks_for_its_credits() {
+        let rewrite = |body: &str, inject: bool| {
+            rewrite_body(Provider::Tavily, "/search", body.as_bytes(), inject)
+                .map(|b| serde_json::from_slice::<Value>(&b).unwrap())
+        };
+        let v = rewrite(r#"{"query":"q","api_key":"tg-secret"}"#, true).unwrap();
+        assert_eq!(v, serde_json::json!({"query": "q", "include_usage": true}));
+        // The key goes even when usage is not injected.
+        let v = rewrite(r#"{"query":"q","api_key":"tg-secret"}"#, false).unwrap();
+        assert_eq!(v, serde_json::json!({"query": "q"}));
+        // A client that asked for usage and sent no body key: nothing to change.
+        assert_eq!(rewrite(r#"{"query":"q","include_usage":true}"#, true), None);
+        assert_eq!(rewrite(r#"{"query":"q"}"#, false), None);
+        let v = rewrite(r#"{"query":"q","include_usage":false}"#, true).unwrap();
+        assert_eq!(v["include_usage"], true);
     }
 }

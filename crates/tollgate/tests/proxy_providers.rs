@@ -308,12 +308,22 @@ fn tavily_search_is_priced_by_reported_credits() {
         port(),
         "/tavily/search",
         &[("authorization", &auth)],
-        r#"{"query":"Who is Leo Messi?","search_depth":"advanced"}"#,
+        &format!(
+            r#"{{"query":"Who is Leo Messi?","search_depth":"advanced","api_key":"{}"}}"#,
+            client_key(user)
+        ),
     );
     assert_passed_through(&response, &json);
     let seen = mock.seen_at("/search");
     assert_eq!(seen.len(), 1);
     assert_key_swapped(&seen[0], "tavily", user, "authorization", "Bearer ");
+    // The client's key in the body (older clients' slot) does not leave; the credits are asked
+    // for.
+    let sent: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(
+        sent,
+        serde_json::json!({"query": "Who is Leo Messi?", "search_depth": "advanced", "include_usage": true})
+    );
 
     let rows = common::wait_rows(&env().ledger_url, user, 1);
     assert_eq!(rows[0].units, 2);
