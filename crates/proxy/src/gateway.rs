@@ -165,7 +165,7 @@ impl Gateway {
         let model = facts
             .model
             .clone()
-            .unwrap_or_else(|| endpoint_name(&ctx.path));
+            .unwrap_or_else(|| endpoint_name(provider, &ctx.path));
         let found = self.config.prices.lookup(provider, &model);
         let price = match (found, &self.config.pricing.unpriced) {
             (Some(m), _) => Some(m.price),

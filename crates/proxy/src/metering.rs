@@ -45,7 +45,7 @@ pub fn settle_call(config: &Config, call: CallRecord<'_>) -> (UsageEvent, Amount
         .model
         .clone()
         .or_else(|| call.facts.model.clone())
-        .unwrap_or_else(|| endpoint_name(call.path));
+        .unwrap_or_else(|| endpoint_name(call.provider, call.path));
     let (usage, estimated) = if scanned.usage_found {
         (scanned.usage, scanned.units_from_tariff)
     } else if success && call.provider.is_token_billed() {

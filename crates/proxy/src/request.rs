@@ -63,14 +63,18 @@ pub fn inspect(provider: Provider, path: &str, body: &[u8]) -> Result<RequestFac
     })
 }
 
-/// The endpoint of a per-call provider's request (`/search` → `search`), its name in pricing
-/// when the request names no model.
-pub fn endpoint_name(path: &str) -> String {
-    path.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase()
+/// The name a request whose body names no model is priced under: the usage crate's name for
+/// the path (a per-call endpoint, a Stability model), the one settlement prices the response
+/// under; else the path's last segment lower-cased (an endpoint that is not billed per call,
+/// priced by the provider's `"*"` entry if it has one).
+pub fn endpoint_name(provider: Provider, path: &str) -> String {
+    tollgate_usage::path_priced_name(provider, path).unwrap_or_else(|| {
+        path.trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    })
 }
 
 /// Stability takes multipart form data; every other provider's API takes JSON.
@@ -185,6 +189,25 @@ mod tests {
         assert_eq!(f.model.as_deref(), Some("gemini-2.5-pro"));
         assert_eq!(f.max_output_tokens, Some(100));
         assert!(f.stream);
+    }
+
+    #[test]
+    fn reservations_and_settlement_price_the_same_name() {
+        let name = |p, path| endpoint_name(p, path);
+        assert_eq!(
+            name(Provider::Stability, "/v2beta/stable-image/generate/core"),
+            "stable-image-core"
+        );
+        assert_eq!(
+            name(Provider::Stability, "/v2beta/stable-image/generate/sd3"),
+            "sd3.5-large"
+        );
+        assert_eq!(
+            name(Provider::Firecrawl, "/v2/batch/scrape/xyz"),
+            "batch-scrape"
+        );
+        assert_eq!(name(Provider::Exa, "/findSimilar"), "findsimilar");
+        assert_eq!(name(Provider::Tavily, "/usage"), "usage");
     }
 
     #[test]

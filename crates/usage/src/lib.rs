@@ -214,6 +214,21 @@ impl Scanner {
     }
 }
 
+/// The name a call whose body names no model is priced under, read from its path: a per-call
+/// provider's endpoint (`search`, `batch-scrape`) or Stability's model (`stable-image-core`,
+/// `sd3.5-large` for an SD3 call whose form is not read). Admission reserves under this name and
+/// the scanner reports it, so both find the same price. `None` for a path that is not billed
+/// per call.
+pub fn path_priced_name(provider: Provider, path: &str) -> Option<String> {
+    match provider {
+        Provider::Stability => stability::handler(path, None).1,
+        Provider::Tavily | Provider::Serper | Provider::Exa | Provider::Firecrawl => {
+            search::endpoint(provider, path)
+        }
+        Provider::OpenAi | Provider::Anthropic | Provider::Gemini | Provider::Mistral => None,
+    }
+}
+
 /// The scanner for one call.
 pub fn scanner(req: &RequestInfo<'_>) -> Scanner {
     let facts = RequestFacts::read(req.request_body);

@@ -134,7 +134,7 @@ impl PerCall {
 }
 
 /// The endpoint name prices are keyed by.
-fn endpoint(provider: Provider, path: &str) -> Option<String> {
+pub(crate) fn endpoint(provider: Provider, path: &str) -> Option<String> {
     let segments: Vec<&str> = path
         .split('/')
         .filter(|s| !s.is_empty())
