@@ -17,6 +17,7 @@ mod error;
 mod event;
 mod export;
 mod handle;
+mod jobs;
 mod metrics;
 mod queries;
 mod spool;

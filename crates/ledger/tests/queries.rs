@@ -502,3 +502,61 @@ async fn migrate_is_idempotent_and_rejects_unknown_urls() {
         .unwrap_err();
     assert!(err.to_string().contains("mysql://x:***@h/db"), "{err}");
 }
+
+/// A job polled many times, from several tasks at once, bills each credit it reports once.
+async fn job_credits_are_billed_once(backend: &str) {
+    let (_db, ledger) = seeded(backend).await;
+    let unbilled = |job: &'static str, reported: u64| {
+        let ledger = ledger.clone();
+        async move {
+            ledger
+                .unbilled_job_units("ana", Provider::Firecrawl, job, reported)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(unbilled("crawl-1", 5).await, 5);
+    assert_eq!(unbilled("crawl-1", 5).await, 0, "the same total again");
+    assert_eq!(unbilled("crawl-1", 12).await, 7);
+    assert_eq!(
+        unbilled("crawl-1", 9).await,
+        0,
+        "a lower total bills nothing"
+    );
+    assert_eq!(unbilled("crawl-2", 3).await, 3, "jobs are apart");
+    assert_eq!(
+        ledger
+            .unbilled_job_units("bob", Provider::Firecrawl, "crawl-1", 4)
+            .await
+            .unwrap(),
+        4,
+        "users are apart"
+    );
+
+    // Concurrent polls reporting rising totals split the increase between them exactly.
+    let polls = (1..=40u64).map(|total| unbilled("crawl-3", total));
+    let billed: u64 = futures_sum(polls).await;
+    assert_eq!(billed, 40);
+    ledger.close().await;
+}
+
+async fn futures_sum(
+    polls: impl Iterator<Item = impl Future<Output = u64> + Send + 'static>,
+) -> u64 {
+    let tasks: Vec<_> = polls.map(tokio::spawn).collect();
+    let mut sum = 0;
+    for t in tasks {
+        sum += t.await.unwrap();
+    }
+    sum
+}
+
+#[tokio::test]
+async fn sqlite_job_credits_are_billed_once() {
+    job_credits_are_billed_once("sqlite").await;
+}
+
+#[tokio::test]
+async fn postgres_job_credits_are_billed_once() {
+    job_credits_are_billed_once("postgres").await;
+}

@@ -52,6 +52,8 @@ pub struct Gateway {
     keys: KeyRing,
     counters: Counters,
     ledger: LedgerHandle,
+    /// The ledger's tables, where the credits already billed for asynchronous jobs are kept.
+    ledger_tables: Option<tollgate_ledger::Ledger>,
     metrics: Arc<Metrics>,
     addresses: AddressCache,
 }
@@ -74,18 +76,51 @@ impl Gateway {
             keys,
             counters,
             ledger,
+            ledger_tables: None,
             metrics: Arc::new(Metrics::default()),
             addresses: AddressCache::default(),
         })
     }
 
-    /// Also accept keys issued through the admin API, from the ledger's key table.
+    /// Also accept keys issued through the admin API, from the ledger's key table; and bill
+    /// asynchronous jobs' status polls against the ledger's record of what each job billed.
     pub fn with_stored_keys(mut self, ledger: tollgate_ledger::Ledger) -> Gateway {
         let ttl = Duration::from_millis(self.config.proxy.key_cache_ttl_ms);
-        self.keys = self
-            .keys
-            .with_stored_keys(ledger, ttl, self.config.default_plan.clone());
+        self.keys =
+            self.keys
+                .with_stored_keys(ledger.clone(), ttl, self.config.default_plan.clone());
+        self.ledger_tables = Some(ledger);
         self
+    }
+
+    /// A status poll of an asynchronous job (a Firecrawl crawl) reports the credits the whole
+    /// job used so far: keep in `scanned` only the part no earlier poll billed. Without the
+    /// ledger's tables, or when they cannot be reached, the reported amount is billed as is
+    /// (limits may then count a job's credits more than once, never less).
+    async fn bill_job_increase(
+        &self,
+        provider: Provider,
+        method: &str,
+        path: &str,
+        user: &str,
+        scanned: &mut tollgate_usage::Scanned,
+    ) {
+        let Some(job) = tollgate_usage::cumulative_job(provider, method, path) else {
+            return;
+        };
+        let (Some(ledger), reported) = (&self.ledger_tables, scanned.usage.units) else {
+            return;
+        };
+        if reported == 0 {
+            return;
+        }
+        match ledger
+            .unbilled_job_units(user, provider, job, reported)
+            .await
+        {
+            Ok(increase) => scanned.usage.units = increase,
+            Err(e) => tracing::warn!(error = %e, job, "billing a job's credits in full"),
+        }
     }
 
     /// The key ring, so that a revocation can clear its cache.
@@ -624,15 +659,22 @@ impl ProxyHttp for Gateway {
         if let (Some(reservation), Some(identity), Some(period)) =
             (ctx.reservation.take(), ctx.identity.as_ref(), ctx.period)
         {
+            let method = session.req_header().method.as_str();
+            let mut scanned = ctx.scanner.take().map(Scanner::finish);
+            if let Some(scanned) = scanned.as_mut() {
+                let (provider, user) = (reservation.provider, identity.user.as_str());
+                self.bill_job_increase(provider, method, &ctx.path, user, scanned)
+                    .await;
+            }
             let record = CallRecord {
                 provider: reservation.provider,
                 identity: identity.as_ref(),
                 period,
-                method: session.req_header().method.as_str(),
+                method,
                 path: &ctx.path,
                 facts: &ctx.facts,
                 status: ctx.status,
-                scanned: ctx.scanner.take().map(Scanner::finish),
+                scanned,
                 transport_error: error.map(|e| e.to_string()),
                 request_bytes: ctx.request_bytes,
                 response_bytes: ctx.response_bytes,

@@ -30,7 +30,7 @@ const PROVIDERS: [&str; 9] = [
 ];
 
 /// The users of this file; each has a key `tg_<user>_key_0123456789`.
-const USERS: [&str; 9] = [
+const USERS: [&str; 10] = [
     "anthropic-user",
     "gemini-user",
     "mistral-user",
@@ -38,6 +38,7 @@ const USERS: [&str; 9] = [
     "serper-user",
     "exa-user",
     "firecrawl-user",
+    "firecrawl-jobs-user",
     "stability-user",
     "gzip-user",
 ];
@@ -402,6 +403,53 @@ fn firecrawl_scrape_is_priced_by_credits_used() {
     assert_eq!(rows[0].units, 5);
     // 5 credits × 0.00083 USD = 0.00415 USD.
     assert_eq!(rows[0].cost_total_nanousd, 4_150_000);
+}
+
+#[test]
+fn a_firecrawl_crawl_polled_many_times_bills_each_credit_once() {
+    let user = "firecrawl-jobs-user";
+    let auth = format!("Bearer {}", client_key(user));
+    let mock = &env().mocks["firecrawl"];
+    let status = |state: &str, credits: u64| {
+        format!(
+            r#"{{"status":"{state}","total":20,"completed":{credits},"creditsUsed":{credits},"expiresAt":"2026-12-01T00:00:00Z","data":[]}}"#
+        )
+    };
+    // The job's status, polled as it runs: its cumulative credits go 5, 12, 12 (no progress),
+    // 20 (done), 20 (polled again after it finished).
+    let mut polls = Vec::new();
+    for (state, credits) in [
+        ("scraping", 5),
+        ("scraping", 12),
+        ("scraping", 12),
+        ("completed", 20),
+        ("completed", 20),
+    ] {
+        let body = status(state, credits);
+        mock.script("/v2/crawl/job-42", Reply::json(body.clone()));
+        let response = common::request(
+            port(),
+            "GET",
+            "/firecrawl/v2/crawl/job-42",
+            &[("authorization", &auth)],
+            b"",
+        );
+        assert_passed_through(&response, body.as_bytes());
+        polls.push(credits);
+        // One poll at a time, so that each is billed in order.
+        common::wait_rows(&env().ledger_url, user, polls.len());
+    }
+    let rows = common::wait_rows(&env().ledger_url, user, 5);
+    let mut units: Vec<i64> = rows.iter().map(|r| r.units).collect();
+    units.sort_unstable();
+    assert_eq!(
+        units,
+        [0, 0, 5, 7, 8],
+        "each poll billed for the increase only"
+    );
+    let total: i64 = rows.iter().map(|r| r.cost_total_nanousd).sum();
+    // 20 credits × 0.00083 USD, however many polls.
+    assert_eq!(total, 16_600_000);
 }
 
 #[test]

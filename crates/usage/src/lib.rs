@@ -229,6 +229,26 @@ pub fn path_priced_name(provider: Provider, path: &str) -> Option<String> {
     }
 }
 
+/// The job a status poll reports on, when its response carries the job's credits so far
+/// rather than the poll's own: Firecrawl's `GET /v2/crawl/{id}` and `GET /v2/batch/scrape/{id}`
+/// (also under `/v1`). Such a poll is billed only for the increase over what earlier polls of
+/// the job billed.
+pub fn cumulative_job<'a>(provider: Provider, method: &str, path: &'a str) -> Option<&'a str> {
+    if provider != Provider::Firecrawl || !method.eq_ignore_ascii_case("GET") {
+        return None;
+    }
+    let mut segments = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .skip_while(|s| matches!(*s, "v0" | "v1" | "v2"));
+    let id = match (segments.next(), segments.next(), segments.next()) {
+        (Some("crawl"), Some(id), None) => id,
+        (Some("batch"), Some("scrape"), Some(id)) => id,
+        _ => return None,
+    };
+    segments.next().is_none().then_some(id)
+}
+
 /// The scanner for one call.
 pub fn scanner(req: &RequestInfo<'_>) -> Scanner {
     let facts = RequestFacts::read(req.request_body);
@@ -292,6 +312,21 @@ pub fn scanner(req: &RequestInfo<'_>) -> Scanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_status_polls_are_recognised() {
+        let job = |method, path| cumulative_job(Provider::Firecrawl, method, path);
+        assert_eq!(job("GET", "/v2/crawl/abc-123"), Some("abc-123"));
+        assert_eq!(job("GET", "/v1/batch/scrape/xyz/"), Some("xyz"));
+        assert_eq!(job("GET", "/v2/crawl/abc-123/errors"), None);
+        assert_eq!(job("POST", "/v2/crawl"), None);
+        assert_eq!(job("DELETE", "/v2/crawl/abc-123"), None);
+        assert_eq!(job("GET", "/v2/scrape"), None);
+        assert_eq!(
+            cumulative_job(Provider::Tavily, "GET", "/crawl/abc-123"),
+            None
+        );
+    }
 
     fn info(provider: Provider, path: &'static str) -> RequestInfo<'static> {
         RequestInfo {
