@@ -12,10 +12,9 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
-use common::{Gateway, Mock, Reply, Response, Seen, UsageLog};
+use common::{Gateway, Mock, Reply, Response, Seen, UsageLog, fixture};
 
 const PROVIDERS: [&str; 9] = [
     "openai",
@@ -99,15 +98,6 @@ fn env() -> &'static Env {
 
 fn port() -> u16 {
     env().gateway.lock().unwrap().port
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../usage/tests/fixtures")
-            .join(name),
-    )
-    .unwrap()
 }
 
 /// The provider saw its real key in `slot` (with `prefix`, "Bearer " say) and the Tollgate key
