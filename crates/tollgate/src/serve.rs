@@ -44,6 +44,8 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     // Alerts are written on the ledger's runtime too: a call only queues its crossings.
     let alerts = AlertRaiser::start(ledger.clone(), ledger_runtime.handle(), gateway.metrics());
     let gateway = gateway.with_alerts(alerts.clone());
+    // Shares the gateway's key cache, so that a revocation through the admin API clears it.
+    let keys = gateway.keys().clone();
 
     let server_conf = ServerConf {
         threads: config.proxy.threads,
@@ -83,6 +85,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 text
             })
         },
+        Arc::new(move || keys.invalidate()),
     )?;
     // Returns once the server has stopped (SIGTERM: after the grace period; SIGINT: at once).
     server.run(RunArgs::default());
