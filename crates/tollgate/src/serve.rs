@@ -14,6 +14,9 @@ use tollgate_counters::{MemoryStore, RedisConfig, RedisStore, ResilientConfig, R
 use tollgate_ledger::{Ledger, LedgerConfig, OnFull};
 use tollgate_proxy::{AlertRaiser, Counters, Gateway, HeadGuard, HeadLimits, ledger_seeder};
 
+/// How long shutdown waits for queued usage alerts to be stored.
+const ALERT_DRAIN_SECS: u64 = 5;
+
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let Loaded { config, warnings } = match tollgate_config::load(path) {
         Ok(loaded) => loaded,
@@ -91,9 +94,19 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     server.run(RunArgs::default());
     admin.stop();
 
-    // Every request has finished: store the alerts they raised, then drain the ledger to the
-    // database (or the spool).
-    ledger_runtime.block_on(alerts.drain());
+    // Every request has finished: store the alerts they raised (for a bounded time: with the
+    // database down each write waits for its timeout), then drain the ledger to the database
+    // (or the spool).
+    let drained = ledger_runtime.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(ALERT_DRAIN_SECS),
+            alerts.drain(),
+        )
+        .await
+    });
+    if drained.is_err() {
+        tracing::warn!("usage alerts still queued at shutdown were not stored");
+    }
     if let Err(e) = ledger_runtime.block_on(handle.shutdown()) {
         tracing::error!(error = %e, "draining the ledger at shutdown");
     }
