@@ -151,12 +151,13 @@ dir = "{pricing}"
     }
 
     /// Stops the gateway the way an operator would (SIGTERM), waits for it to drain and returns
-    /// its directory, ledger included.
+    /// its directory, ledger included. Fails if it did not exit cleanly (a panic at shutdown).
     pub fn stop(mut self) -> tempfile::TempDir {
         drop(self.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if self.child.try_wait().unwrap().is_some() {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "the gateway exited with {status}");
                 break;
             }
             assert!(Instant::now() < deadline, "gateway did not stop");
