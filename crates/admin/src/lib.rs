@@ -38,7 +38,7 @@ use utoipa_axum::routes;
 pub use auth::{AdminTokens, Caller};
 pub use deliver::{Deliverer, WebhookSigner};
 pub use error::AdminError;
-pub use state::{AdminState, ConfigSource, MetricsRenderer};
+pub use state::{AdminState, ConfigSource, MetricsRenderer, OnKeyRevoked};
 
 /// The API's routes and the OpenAPI document describing exactly those routes.
 pub fn api(state: AdminState) -> (Router, OpenApi) {

@@ -16,12 +16,18 @@ pub type ConfigSource = Arc<dyn Fn() -> Arc<Config> + Send + Sync>;
 /// produced by crates this one does not depend on).
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// Called after a key is revoked through this admin server: the binary clears the proxy's key
+/// cache with it, so that this instance refuses the key from the very next request (this crate
+/// never depends on the proxy).
+pub type OnKeyRevoked = Arc<dyn Fn() + Send + Sync>;
+
 #[derive(Clone)]
 pub struct AdminState {
     pub(crate) ledger: Ledger,
     pub(crate) config: ConfigSource,
     pub(crate) tokens: Arc<AdminTokens>,
     pub(crate) metrics: Option<MetricsRenderer>,
+    pub(crate) on_key_revoked: Option<OnKeyRevoked>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -40,6 +46,7 @@ impl AdminState {
             config,
             tokens: Arc::new(tokens),
             metrics: None,
+            on_key_revoked: None,
         }
     }
 
@@ -50,6 +57,11 @@ impl AdminState {
 
     pub fn with_metrics(mut self, renderer: MetricsRenderer) -> AdminState {
         self.metrics = Some(renderer);
+        self
+    }
+
+    pub fn on_key_revoked(mut self, hook: OnKeyRevoked) -> AdminState {
+        self.on_key_revoked = Some(hook);
         self
     }
 

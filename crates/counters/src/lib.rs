@@ -40,6 +40,48 @@ pub fn counted_keys(provider: Provider) -> impl Iterator<Item = LimitKey> {
         .chain([LimitKey::TotalCalls, LimitKey::TotalTokens, LimitKey::Cost])
 }
 
+/// The most counters one call moves (see [`counted_keys`]).
+const MAX_COUNTED: usize = 5;
+
+/// The settled use of every counter a call moved, read in the same atomic step as its settle.
+///
+/// This is what usage alerts compare with the plan's limits: since each settle moves a counter
+/// from one value to the next atomically, `used - actual` is the value just before this call,
+/// so a threshold between the two is crossed by this call alone, however many calls settle at
+/// once and on however many instances. Fixed size, so settling allocates nothing for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SettledUse {
+    provider: Provider,
+    /// In the order of `counted_keys(provider)`.
+    used: [u64; MAX_COUNTED],
+}
+
+impl SettledUse {
+    /// Reads each counter a call to `provider` moves from `used`.
+    pub fn new(provider: Provider, mut used: impl FnMut(LimitKey) -> u64) -> SettledUse {
+        let mut values = [0; MAX_COUNTED];
+        for (value, key) in values.iter_mut().zip(counted_keys(provider)) {
+            *value = used(key);
+        }
+        SettledUse {
+            provider,
+            used: values,
+        }
+    }
+
+    /// The settled use of `key` after the call; `None` for a counter the call did not move.
+    pub fn used(&self, key: LimitKey) -> Option<u64> {
+        counted_keys(self.provider)
+            .position(|k| k == key)
+            .and_then(|i| self.used.get(i).copied())
+    }
+
+    /// Every counter the call moved, with its settled use.
+    pub fn iter(&self) -> impl Iterator<Item = (LimitKey, u64)> + '_ {
+        counted_keys(self.provider).zip(self.used.iter().copied())
+    }
+}
+
 /// A request to hold `amount` against `limits` for one call.
 #[derive(Clone, Copy, Debug)]
 pub struct ReserveRequest<'a> {
@@ -128,12 +170,15 @@ pub trait CounterStore: Send + Sync + 'static {
         self.reserve(request)
     }
 
-    /// Replaces the held amount with what the call actually used.
+    /// Replaces the held amount with what the call actually used, and answers the settled use
+    /// of each counter the call moved as this settle left it. `None` when the store cannot
+    /// know it atomically: a duplicate settle, a user-period not initialised, or a settle
+    /// deferred while the store is unreachable.
     fn settle(
         &self,
         reservation: &Reservation,
         actual: Amount,
-    ) -> impl Future<Output = Result<(), CounterError>> + Send;
+    ) -> impl Future<Output = Result<Option<SettledUse>, CounterError>> + Send;
 
     /// Gives the held amount back (the call was never made).
     fn release(

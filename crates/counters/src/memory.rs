@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use tollgate_domain::{Amount, Decision, LimitKey, Provider, Standing, decide};
 
 use crate::{
-    CounterError, CounterStore, Hold, Reservation, ReserveRequest, Reserved, counted_keys,
+    CounterError, CounterStore, Hold, Reservation, ReserveRequest, Reserved, SettledUse,
+    counted_keys,
 };
 
 #[derive(Debug, Default)]
@@ -132,14 +133,18 @@ impl MemoryStore {
     }
 
     /// [`CounterStore::settle`], synchronously. Settling an expired reservation still counts
-    /// the usage (the call happened) but no longer touches the hold it gave back.
-    pub fn settle_now(&self, reservation: &Reservation, actual: Amount) {
+    /// the usage (the call happened) but no longer touches the hold it gave back. The settled
+    /// use is read under the same lock as the update, so no other settle comes between.
+    pub fn settle_now(&self, reservation: &Reservation, actual: Amount) -> SettledUse {
         let counters = self.counters(&reservation.user, reservation.period.key());
         let mut c = lock(&counters);
         if c.held.remove(&reservation.id).is_some() {
             c.hold(reservation.provider, reservation.amount, Sign::Subtract);
         }
         c.use_amount(reservation.provider, actual);
+        SettledUse::new(reservation.provider, |key| {
+            c.standing.get(&key).map_or(0, |s| s.used)
+        })
     }
 
     /// [`CounterStore::release`], synchronously; releasing twice is harmless.
@@ -185,9 +190,8 @@ impl CounterStore for MemoryStore {
         &self,
         reservation: &Reservation,
         actual: Amount,
-    ) -> impl Future<Output = Result<(), CounterError>> + Send {
-        self.settle_now(reservation, actual);
-        ready(Ok(()))
+    ) -> impl Future<Output = Result<Option<SettledUse>, CounterError>> + Send {
+        ready(Ok(Some(self.settle_now(reservation, actual))))
     }
 
     fn release(
@@ -245,20 +249,22 @@ mod tests {
                     barrier.wait();
                     match store.reserve_now(request("u", &limits, one_call(10, 5))) {
                         Reserved::Admitted(r) => {
-                            store.settle_now(&r, one_call(7, 3));
-                            true
+                            let settled = store.settle_now(&r, one_call(7, 3));
+                            settled.used(LimitKey::ProviderCalls(Provider::OpenAi))
                         }
-                        Reserved::Denied(_) => false,
+                        Reserved::Denied(_) => None,
                     }
                 })
             })
             .collect();
-        let admitted = threads
+        let mut seen: Vec<u64> = threads
             .into_iter()
-            .map(|t| t.join().unwrap())
-            .filter(|admitted| *admitted)
-            .count();
-        assert_eq!(admitted, 100);
+            .filter_map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(seen.len(), 100);
+        // Each settle saw the counter right after its own step: every value exactly once.
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=100).collect::<Vec<u64>>());
         let calls = store.standing("u", "2026-11", LimitKey::ProviderCalls(Provider::OpenAi));
         assert_eq!(
             calls,
@@ -333,7 +339,9 @@ mod tests {
         later.expires_at = lost.expires_at + chrono::Duration::seconds(60);
         assert!(matches!(store.reserve_now(later), Reserved::Admitted(_)));
         // A late settle of the expired call still counts its use, once.
-        store.settle_now(&lost, one_call(0, 0));
+        let settled = store.settle_now(&lost, one_call(0, 0));
+        let calls = LimitKey::ProviderCalls(Provider::OpenAi);
+        assert_eq!(settled.used(calls), Some(1));
         let s = store.standing("u", "2026-11", LimitKey::ProviderCalls(Provider::OpenAi));
         assert_eq!(
             s,

@@ -14,9 +14,10 @@ use chrono::{DateTime, Utc};
 use tollgate_domain::{Amount, BillingPeriod, Denial, LimitKey, Provider, Standing};
 
 use crate::connection::{Connection, Target};
-use crate::scripts::{self, ReserveReply, Scripts};
+use crate::scripts::{self, ReserveReply, Scripts, SettleReply};
 use crate::{
-    CounterError, CounterStore, Hold, Reservation, ReserveRequest, Reserved, Standings, Totals,
+    CounterError, CounterStore, Hold, Reservation, ReserveRequest, Reserved, SettledUse, Standings,
+    Totals,
 };
 
 /// How to reach Redis and name the keys.
@@ -203,31 +204,49 @@ impl RedisStore {
         reservation: &Reservation,
         actual: Amount,
     ) -> Result<bool, CounterError> {
-        let found = self
-            .run_settle(
-                &reservation.user,
-                reservation.period,
-                Some((reservation.id, reservation.expires_at)),
-                reservation.provider,
-                actual,
-            )
-            .await?;
-        Ok(found == 2)
+        let reply = self.settle_reply(reservation, actual).await?;
+        Ok(matches!(reply, SettleReply::Counted { held: true, .. }))
     }
 
-    /// Counts use that was never held in Redis (admitted while Redis was unreachable). Like
-    /// every settle, it writes nothing to a user-period that is not initialised: its seed,
-    /// read from the ledger, will include this use.
+    /// Settles and answers the settled use of the call's counters as the settle left them;
+    /// `None` for a duplicate settle or a user-period that is not initialised (nothing written).
+    pub async fn settle_used(
+        &self,
+        reservation: &Reservation,
+        actual: Amount,
+    ) -> Result<Option<SettledUse>, CounterError> {
+        Ok(counted_use(self.settle_reply(reservation, actual).await?))
+    }
+
+    async fn settle_reply(
+        &self,
+        reservation: &Reservation,
+        actual: Amount,
+    ) -> Result<SettleReply, CounterError> {
+        self.run_settle(
+            &reservation.user,
+            reservation.period,
+            Some((reservation.id, reservation.expires_at)),
+            reservation.provider,
+            actual,
+        )
+        .await
+    }
+
+    /// Counts use that was never held in Redis (admitted while Redis was unreachable), and
+    /// answers the settled use as it left the counters. Like every settle, it writes nothing to
+    /// a user-period that is not initialised (answering `None`): its seed, read from the
+    /// ledger, will include this use.
     pub async fn add_usage(
         &self,
         user: &str,
         period: BillingPeriod,
         provider: Provider,
         actual: Amount,
-    ) -> Result<(), CounterError> {
+    ) -> Result<Option<SettledUse>, CounterError> {
         self.run_settle(user, period, None, provider, actual)
             .await
-            .map(drop)
+            .map(counted_use)
     }
 
     async fn run_settle(
@@ -237,14 +256,16 @@ impl RedisStore {
         held: Option<(u64, DateTime<Utc>)>,
         provider: Provider,
         actual: Amount,
-    ) -> Result<i64, CounterError> {
+    ) -> Result<SettleReply, CounterError> {
         self.operations.fetch_add(1, Ordering::Relaxed);
         let keys = self.keys(user, period);
         let args =
             scripts::settle_args(self.keep_until(period), held, Utc::now(), provider, actual);
-        self.connection
+        let reply: Vec<i64> = self
+            .connection
             .eval(&self.scripts.settle, &keys, &args)
-            .await
+            .await?;
+        scripts::parse_settle(&reply, provider).map_err(CounterError::Unreachable)
     }
 
     /// Releases; answers whether the reservation was still held.
@@ -297,6 +318,13 @@ impl RedisStore {
     }
 }
 
+fn counted_use(reply: SettleReply) -> Option<SettledUse> {
+    match reply {
+        SettleReply::Counted { used, .. } => Some(used),
+        SettleReply::Uninitialised | SettleReply::Duplicate => None,
+    }
+}
+
 impl CounterStore for RedisStore {
     async fn reserve(&self, request: ReserveRequest<'_>) -> Result<Reserved, CounterError> {
         match self.reserve_seen(request).await? {
@@ -309,8 +337,12 @@ impl CounterStore for RedisStore {
         }
     }
 
-    async fn settle(&self, reservation: &Reservation, actual: Amount) -> Result<(), CounterError> {
-        self.settle_held(reservation, actual).await.map(drop)
+    async fn settle(
+        &self,
+        reservation: &Reservation,
+        actual: Amount,
+    ) -> Result<Option<SettledUse>, CounterError> {
+        self.settle_used(reservation, actual).await
     }
 
     async fn release(&self, reservation: &Reservation) -> Result<(), CounterError> {

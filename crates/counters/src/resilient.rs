@@ -25,7 +25,7 @@ use tollgate_domain::{Amount, BillingPeriod, LimitKey, UnreachablePolicy};
 use crate::outage::{Pending, State};
 use crate::{
     CounterError, CounterStore, Hold, RedisStore, Reservation, ReserveOutcome, ReserveRequest,
-    Reserved,
+    Reserved, SettledUse,
 };
 
 /// What [`Seeder`] returns: a user's settled use in a period, counter by counter.
@@ -224,7 +224,7 @@ impl ResilientStore {
     }
 
     /// Counts use in Redis now, or later if it cannot be reached.
-    async fn count_usage(&self, reservation: &Reservation, actual: Amount) {
+    async fn count_usage(&self, reservation: &Reservation, actual: Amount) -> Counted {
         let shared = &self.shared;
         if !shared.degraded.load(Ordering::SeqCst) {
             let counted = shared
@@ -236,8 +236,8 @@ impl ResilientStore {
                     actual,
                 )
                 .await;
-            if counted.is_ok() {
-                return;
+            if let Ok(used) = counted {
+                return Counted::InRedis(used);
             }
             self.degrade();
         }
@@ -247,7 +247,16 @@ impl ResilientStore {
             reservation.provider,
             actual,
         );
+        Counted::Deferred
     }
+}
+
+/// Where [`ResilientStore::count_usage`] counted a call's use.
+enum Counted {
+    /// In Redis, which answered the settled use (`None`: the user-period was not initialised).
+    InRedis(Option<SettledUse>),
+    /// Owed to Redis until it is back.
+    Deferred,
 }
 
 impl Shared {
@@ -382,14 +391,21 @@ impl CounterStore for ResilientStore {
         self.reserve_policy(request, on_unreachable).await
     }
 
-    /// Never fails: what cannot reach Redis now is owed to it and replayed on recovery.
-    async fn settle(&self, reservation: &Reservation, actual: Amount) -> Result<(), CounterError> {
+    /// Never fails: what cannot reach Redis now is owed to it and replayed on recovery. The
+    /// settled use answered is Redis's whenever Redis counted the call; for a call held locally
+    /// while Redis is unreachable, the local counters' (an estimate, as local enforcement is);
+    /// `None` for what is deferred.
+    async fn settle(
+        &self,
+        reservation: &Reservation,
+        actual: Amount,
+    ) -> Result<Option<SettledUse>, CounterError> {
         let shared = &self.shared;
         match reservation.held {
             Hold::Store => {
                 if !shared.degraded.load(Ordering::SeqCst) {
-                    if shared.redis.settle_held(reservation, actual).await.is_ok() {
-                        return Ok(());
+                    if let Ok(used) = shared.redis.settle_used(reservation, actual).await {
+                        return Ok(used);
                     }
                     self.degrade();
                 }
@@ -397,15 +413,21 @@ impl CounterStore for ResilientStore {
                     .pending
                     .held
                     .push((reservation.clone(), Some(actual)));
+                Ok(None)
             }
             Hold::Local => {
                 let local = lock(&shared.state).local();
-                local.settle_now(reservation, actual);
-                self.count_usage(reservation, actual).await;
+                let local_use = local.settle_now(reservation, actual);
+                match self.count_usage(reservation, actual).await {
+                    Counted::InRedis(used) => Ok(used),
+                    Counted::Deferred => Ok(Some(local_use)),
+                }
             }
-            Hold::Unheld => self.count_usage(reservation, actual).await,
+            Hold::Unheld => match self.count_usage(reservation, actual).await {
+                Counted::InRedis(used) => Ok(used),
+                Counted::Deferred => Ok(None),
+            },
         }
-        Ok(())
     }
 
     async fn release(&self, reservation: &Reservation) -> Result<(), CounterError> {

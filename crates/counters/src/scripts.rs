@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use tollgate_domain::{Amount, BillingPeriod, LimitKey, Provider, Standing};
 
-use crate::{ReserveRequest, Standings, counted_keys};
+use crate::{ReserveRequest, SettledUse, Standings, counted_keys};
 
 /// Largest amount written to a counter, 2^53 − 1: the scripts compare amounts as Lua doubles,
 /// exact up to here (9 million USD in nano-USD, 9·10^15 tokens), and a single call never needs
@@ -225,6 +225,40 @@ pub(crate) fn parse_reserve(reply: &[i64], provider: Provider) -> Result<Reserve
     }
 }
 
+/// What the settle script answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SettleReply {
+    /// The user-period has no `init` marker: nothing was written.
+    Uninitialised,
+    /// Counted; `held` says whether the reservation's hold was still there to give back.
+    Counted { held: bool, used: SettledUse },
+    /// This reservation was settled already: nothing was done.
+    Duplicate,
+}
+
+/// Reads the settle script's reply (see `scripts/settle.lua`).
+pub(crate) fn parse_settle(reply: &[i64], provider: Provider) -> Result<SettleReply, String> {
+    match reply {
+        [0] => Ok(SettleReply::Uninitialised),
+        [3] => Ok(SettleReply::Duplicate),
+        [status @ (1 | 2), used @ ..] => {
+            if used.len() != counted_keys(provider).count() {
+                return Err(format!(
+                    "settle script answered {} counters for {}",
+                    used.len(),
+                    counted_keys(provider).count()
+                ));
+            }
+            let mut values = used.iter().map(|v| u64::try_from(*v).unwrap_or(0));
+            Ok(SettleReply::Counted {
+                held: *status == 2,
+                used: SettledUse::new(provider, |_| values.next().unwrap_or(0)),
+            })
+        }
+        other => Err(format!("unexpected settle script reply {other:?}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +376,46 @@ mod tests {
         );
         assert!(parse_reserve(&[1, 0, 0, 0, 1], Provider::Serper).is_err());
         assert!(parse_reserve(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], Provider::Serper).is_err());
+    }
+
+    #[test]
+    fn settle_replies_carry_the_settled_use_counter_by_counter() {
+        assert_eq!(
+            parse_settle(&[0], Provider::OpenAi),
+            Ok(SettleReply::Uninitialised)
+        );
+        assert_eq!(
+            parse_settle(&[3], Provider::OpenAi),
+            Ok(SettleReply::Duplicate)
+        );
+        let Ok(SettleReply::Counted { held, used }) =
+            parse_settle(&[2, 7, 70, 8, 80, 900], Provider::OpenAi)
+        else {
+            panic!("counted");
+        };
+        assert!(held);
+        assert_eq!(
+            used.used(LimitKey::ProviderCalls(Provider::OpenAi)),
+            Some(7)
+        );
+        assert_eq!(
+            used.used(LimitKey::ProviderTokens(Provider::OpenAi)),
+            Some(70)
+        );
+        assert_eq!(used.used(LimitKey::TotalTokens), Some(80));
+        assert_eq!(used.used(LimitKey::Cost), Some(900));
+        assert_eq!(used.used(LimitKey::ProviderCalls(Provider::Tavily)), None);
+        // Tavily bills per call: four counters, no provider tokens.
+        let Ok(SettleReply::Counted { held, used }) =
+            parse_settle(&[1, 3, 3, 0, 50], Provider::Tavily)
+        else {
+            panic!("counted");
+        };
+        assert!(!held);
+        assert_eq!(used.used(LimitKey::ProviderTokens(Provider::Tavily)), None);
+        assert_eq!(used.used(LimitKey::Cost), Some(50));
+        assert!(parse_settle(&[1, 3, 3], Provider::Tavily).is_err());
+        assert!(parse_settle(&[4], Provider::Tavily).is_err());
     }
 
     #[test]

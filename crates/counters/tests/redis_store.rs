@@ -43,23 +43,28 @@ async fn two_hundred_against_one_hundred(stores: Vec<Arc<RedisStore>>) {
                 barrier.wait().await;
                 match store.reserve(request(user, &limits, calls(1), now())).await {
                     Ok(Reserved::Admitted(r)) => {
-                        store.settle(&r, calls(1)).await.unwrap();
-                        true
+                        let settled = store.settle(&r, calls(1)).await.unwrap();
+                        let used = settled.expect("an initialised user-period answers its use");
+                        used.used(LimitKey::ProviderCalls(Provider::OpenAi))
                     }
                     Ok(Reserved::Denied(d)) => {
                         assert_eq!(d.limit.max, 100);
-                        false
+                        None
                     }
                     Err(e) => panic!("{e}"),
                 }
             })
         })
         .collect();
-    let mut admitted = 0;
+    let mut settled_at = Vec::new();
     for t in tasks {
-        admitted += usize::from(t.await.unwrap());
+        settled_at.extend(t.await.unwrap());
     }
-    assert_eq!(admitted, 100);
+    assert_eq!(settled_at.len(), 100);
+    // Each settle saw the counter right after its own increment, whichever instance sent it:
+    // every value from 1 to 100 exactly once (what makes each alert threshold crossed once).
+    settled_at.sort_unstable();
+    assert_eq!(settled_at, (1..=100).collect::<Vec<u64>>());
     let s = stores[0]
         .standing(
             user,
@@ -234,9 +239,11 @@ async fn unsettled_reservations_expire_and_give_their_amount_back() {
             reserved: 10
         }
     );
-    // Settling a live one twice (a retry after a timeout): the second is ignored.
+    // Settling a live one twice (a retry after a timeout): the second is ignored, and answers
+    // no settled use (it moved nothing, so it crosses nothing).
     assert!(store.settle_held(&fresh[0], calls(1)).await.unwrap());
     assert!(!store.settle_held(&fresh[0], calls(1)).await.unwrap());
+    assert_eq!(store.settle_used(&fresh[0], calls(1)).await.unwrap(), None);
     assert!(!store.release_held(&fresh[0]).await.unwrap());
     assert!(store.release_held(&fresh[1]).await.unwrap());
     assert!(!store.release_held(&fresh[1]).await.unwrap());
@@ -286,7 +293,13 @@ async fn lost_counters_need_a_seed_and_are_rebuilt_from_the_ledgers_totals() {
     else {
         panic!()
     };
-    store.settle(&r, bound).await.unwrap();
+    let settled = store.settle(&r, bound).await.unwrap().unwrap();
+    assert_eq!(
+        settled.used(LimitKey::ProviderTokens(Provider::OpenAi)),
+        Some(300)
+    );
+    // A counter the call did not move (no cost here) is read as it stands.
+    assert_eq!(settled.used(LimitKey::Cost), Some(0));
 
     // Redis loses everything under the prefix.
     prefix.delete_keys();
@@ -297,8 +310,9 @@ async fn lost_counters_need_a_seed_and_are_rebuilt_from_the_ledgers_totals() {
             .unwrap(),
         ReserveOutcome::NeedsSeed
     );
-    // A settle that arrives meanwhile writes nothing: the ledger's totals will include it.
-    store.settle(&r, bound).await.unwrap();
+    // A settle that arrives meanwhile writes nothing (the ledger's totals will include it) and
+    // knows no settled use.
+    assert_eq!(store.settle(&r, bound).await.unwrap(), None);
     assert_eq!(prefix.key_count(), 0);
     let totals = [
         (LimitKey::ProviderTokens(Provider::OpenAi), 800),

@@ -12,7 +12,8 @@
 //! - `response_filter` / `response_body_filter`: the response streams through unchanged while
 //!   each chunk is fed to the provider's usage scanner (synchronous, bounded memory).
 //! - `logging`: usage → cost → the reservation settled with the actual amounts → exactly one
-//!   usage event handed to the ledger without waiting.
+//!   usage event handed to the ledger without waiting, and the thresholds of the plan's limits
+//!   the call crossed handed over as alerts, also without waiting.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,11 +28,12 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use tollgate_config::{Config, UnpricedPolicy};
 use tollgate_counters::{CounterError, Reservation, ReserveRequest, Reserved};
-use tollgate_domain::{BillingPeriod, Provider};
+use tollgate_domain::{BillingPeriod, Limit, Provider};
 use tollgate_ledger::LedgerHandle;
 use tollgate_usage::{RequestInfo, Scanner};
 
 use crate::admit::reservation_amount;
+use crate::alerts::{AlertRaiser, crossed};
 use crate::credentials::{
     CREDENTIAL_HEADERS, CredentialError, client_key, provider_credential, strip_query_key,
 };
@@ -56,6 +58,8 @@ pub struct Gateway {
     ledger_tables: Option<tollgate_ledger::Ledger>,
     metrics: Arc<Metrics>,
     addresses: AddressCache,
+    /// Where usage alerts go; none: alerts are not raised.
+    alerts: Option<AlertRaiser>,
 }
 
 impl Gateway {
@@ -79,7 +83,14 @@ impl Gateway {
             ledger_tables: None,
             metrics: Arc::new(Metrics::default()),
             addresses: AddressCache::default(),
+            alerts: None,
         })
+    }
+
+    /// Raise usage alerts through `raiser` when a call crosses a threshold of a limit.
+    pub fn with_alerts(mut self, raiser: AlertRaiser) -> Gateway {
+        self.alerts = Some(raiser);
+        self
     }
 
     /// Also accept keys issued through the admin API, from the ledger's key table; and bill
@@ -151,6 +162,8 @@ pub struct RequestCtx {
     rewrite: bool,
     facts: RequestFacts,
     period: Option<BillingPeriod>,
+    /// The limits the reservation was checked against, for the alerts of its settle.
+    limits: Vec<Limit>,
     reservation: Option<Reservation>,
     refusal: Option<GatewayError>,
     scanner: Option<Scanner>,
@@ -236,6 +249,7 @@ impl Gateway {
         match reserved {
             Ok(Reserved::Admitted(reservation)) => {
                 ctx.reservation = Some(reservation);
+                ctx.limits = limits;
                 Ok(())
             }
             Ok(Reserved::Denied(denial)) => Err(GatewayError::LimitExceeded(denial)),
@@ -419,6 +433,7 @@ impl ProxyHttp for Gateway {
             rewrite: false,
             facts: RequestFacts::default(),
             period: None,
+            limits: Vec::new(),
             reservation: None,
             refusal: None,
             scanner: None,
@@ -681,7 +696,14 @@ impl ProxyHttp for Gateway {
                 latency_ms: u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             };
             let (event, actual) = settle_call(&self.config, record);
-            self.counters.settle(&reservation, actual).await;
+            let settled = self.counters.settle(&reservation, actual).await;
+            if let (Some(settled), Some(raiser)) = (settled, &self.alerts) {
+                let crossings =
+                    crossed(&ctx.limits, &settled, actual, &self.config.alert_thresholds);
+                if !crossings.is_empty() {
+                    raiser.raise(&identity.user, period, crossings);
+                }
+            }
             self.metrics.usage(
                 event.provider,
                 &event.usage,

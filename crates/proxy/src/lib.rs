@@ -5,6 +5,7 @@
 //! request inspection and reservation bounds.
 
 pub mod admit;
+pub mod alerts;
 pub mod credentials;
 pub mod errors;
 pub mod gateway;
@@ -17,6 +18,7 @@ pub mod request;
 pub mod route;
 pub mod upstream;
 
+pub use alerts::AlertRaiser;
 pub use credentials::{
     CredentialError, client_key, provider_credential, strip_client_credentials, strip_query_key,
 };

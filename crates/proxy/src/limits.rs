@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tollgate_counters::{
     CounterError, CounterStore, MemoryStore, Reservation, ReserveRequest, Reserved, ResilientStore,
-    SeedFuture, Seeder,
+    SeedFuture, Seeder, SettledUse,
 };
 use tollgate_domain::{Amount, BillingPeriod, LimitKey, UnreachablePolicy};
 use tollgate_ledger::Ledger;
@@ -96,17 +96,17 @@ impl Counters {
         }
     }
 
-    pub async fn settle(&self, reservation: &Reservation, actual: Amount) {
+    /// Settles; answers the settled use of the call's counters as this settle left them, when
+    /// the store knows it (for usage alerts).
+    pub async fn settle(&self, reservation: &Reservation, actual: Amount) -> Option<SettledUse> {
         let outcome = match self {
-            Counters::Memory { store, .. } => {
-                store.settle_now(reservation, actual);
-                Ok(())
-            }
+            Counters::Memory { store, .. } => Ok(Some(store.settle_now(reservation, actual))),
             Counters::Shared(store) => store.settle(reservation, actual).await,
         };
-        if let Err(e) = outcome {
+        outcome.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "settling a reservation");
-        }
+            None
+        })
     }
 
     pub async fn release(&self, reservation: &Reservation) {

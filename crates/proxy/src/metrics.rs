@@ -102,6 +102,11 @@ pub struct Metrics {
     /// 1 while the shared counter store is unreachable and limits run in a degraded mode.
     counters_degraded: AtomicI64,
     counter_store_errors: AtomicU64,
+    /// Usage alerts this instance stored (crossings another caller had stored already are
+    /// not counted).
+    alerts_raised: AtomicU64,
+    /// Crossings that could not be stored (database error, queue full).
+    alert_raise_failures: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -121,6 +126,8 @@ impl Default for Metrics {
             in_flight: AtomicI64::new(0),
             counters_degraded: AtomicI64::new(0),
             counter_store_errors: AtomicU64::new(0),
+            alerts_raised: AtomicU64::new(0),
+            alert_raise_failures: AtomicU64::new(0),
         }
     }
 }
@@ -208,6 +215,16 @@ impl Metrics {
         self.counter_store_errors.fetch_add(1, Relaxed);
     }
 
+    pub fn alerts_raised(&self, stored: usize) {
+        self.alerts_raised
+            .fetch_add(u64::try_from(stored).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    pub fn alert_raise_failed(&self, crossings: usize) {
+        self.alert_raise_failures
+            .fetch_add(u64::try_from(crossings).unwrap_or(u64::MAX), Relaxed);
+    }
+
     /// The Prometheus text exposition (format 0.0.4). The ledger's metrics are rendered by the
     /// admin crate (`tollgate_admin::metrics::render_ledger`) and appended by the binary.
     pub fn render(&self) -> String {
@@ -282,6 +299,28 @@ impl Metrics {
             out,
             "tollgate_counter_store_errors_total {}",
             self.counter_store_errors.load(Relaxed)
+        );
+        head(
+            &mut out,
+            "tollgate_alerts_raised_total",
+            "counter",
+            "Usage alerts stored by this instance when a call crossed a threshold of a limit.",
+        );
+        let _ = writeln!(
+            out,
+            "tollgate_alerts_raised_total {}",
+            self.alerts_raised.load(Relaxed)
+        );
+        head(
+            &mut out,
+            "tollgate_alert_raise_failures_total",
+            "counter",
+            "Threshold crossings whose alert could not be stored (database error or full queue); the calls were not affected.",
+        );
+        let _ = writeln!(
+            out,
+            "tollgate_alert_raise_failures_total {}",
+            self.alert_raise_failures.load(Relaxed)
         );
         out
     }

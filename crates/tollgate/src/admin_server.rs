@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::watch;
-use tollgate_admin::{AdminState, AdminTokens, ConfigSource, Deliverer, MetricsRenderer};
+use tollgate_admin::{
+    AdminState, AdminTokens, ConfigSource, Deliverer, MetricsRenderer, OnKeyRevoked,
+};
 use tollgate_ledger::Ledger;
 
 pub struct AdminServer {
@@ -15,11 +17,13 @@ pub struct AdminServer {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Binds `[admin] listen` and starts serving the API and delivering alerts.
+/// Binds `[admin] listen` and starts serving the API and delivering alerts; `on_key_revoked`
+/// runs after each revocation through this API.
 pub fn start(
     config: ConfigSource,
     ledger: Ledger,
     metrics: MetricsRenderer,
+    on_key_revoked: OnKeyRevoked,
 ) -> anyhow::Result<AdminServer> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -39,7 +43,9 @@ pub fn start(
     let (listener, addr) = runtime
         .block_on(tollgate_admin::bind(settings.listen))
         .with_context(|| format!("binding the admin listener on {}", settings.listen))?;
-    let state = AdminState::new(ledger.clone(), Arc::clone(&config), tokens).with_metrics(metrics);
+    let state = AdminState::new(ledger.clone(), Arc::clone(&config), tokens)
+        .with_metrics(metrics)
+        .on_key_revoked(on_key_revoked);
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

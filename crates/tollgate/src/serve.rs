@@ -1,4 +1,5 @@
-//! `tollgate run`: the gateway on Pingora, with the ledger writer beside it.
+//! `tollgate run`: the gateway on Pingora, with the ledger writer, the alert writer, the admin
+//! API and the alert deliverer beside it.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,7 +12,10 @@ use pingora::services::listening::Service;
 use tollgate_config::{Config, CounterStore, LedgerFullPolicy, Loaded};
 use tollgate_counters::{MemoryStore, RedisConfig, RedisStore, ResilientConfig, ResilientStore};
 use tollgate_ledger::{Ledger, LedgerConfig, OnFull};
-use tollgate_proxy::{Counters, Gateway, HeadGuard, HeadLimits, ledger_seeder};
+use tollgate_proxy::{AlertRaiser, Counters, Gateway, HeadGuard, HeadLimits, ledger_seeder};
+
+/// How long shutdown waits for queued usage alerts to be stored.
+const ALERT_DRAIN_SECS: u64 = 5;
 
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let Loaded { config, warnings } = match tollgate_config::load(path) {
@@ -40,6 +44,11 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let gateway = Gateway::new(Arc::clone(&config), counters, handle.clone())
         .map_err(anyhow::Error::msg)?
         .with_stored_keys(ledger.clone());
+    // Alerts are written on the ledger's runtime too: a call only queues its crossings.
+    let alerts = AlertRaiser::start(ledger.clone(), ledger_runtime.handle(), gateway.metrics());
+    let gateway = gateway.with_alerts(alerts.clone());
+    // Shares the gateway's key cache, so that a revocation through the admin API clears it.
+    let keys = gateway.keys().clone();
 
     let server_conf = ServerConf {
         threads: config.proxy.threads,
@@ -79,12 +88,25 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 text
             })
         },
+        Arc::new(move || keys.invalidate()),
     )?;
     // Returns once the server has stopped (SIGTERM: after the grace period; SIGINT: at once).
     server.run(RunArgs::default());
     admin.stop();
 
-    // Every request has finished: drain the ledger to the database (or the spool).
+    // Every request has finished: store the alerts they raised (for a bounded time: with the
+    // database down each write waits for its timeout), then drain the ledger to the database
+    // (or the spool).
+    let drained = ledger_runtime.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(ALERT_DRAIN_SECS),
+            alerts.drain(),
+        )
+        .await
+    });
+    if drained.is_err() {
+        tracing::warn!("usage alerts still queued at shutdown were not stored");
+    }
     if let Err(e) = ledger_runtime.block_on(handle.shutdown()) {
         tracing::error!(error = %e, "draining the ledger at shutdown");
     }

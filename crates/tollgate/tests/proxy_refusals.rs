@@ -1,7 +1,8 @@
 //! The real binary refusing what it must refuse, each time in the shape of the provider the
 //! client thinks it is talking to, and surviving it: unknown routes, missing and unknown keys,
 //! bodies over the cap (announced or chunked), a provider that refuses connections, one that
-//! never answers, and a provider's own 500 passed through and recorded at no cost.
+//! never answers, a provider's own 500 passed through and recorded at no cost, and a key
+//! revoked through the admin API refused from the very next request.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -15,6 +16,7 @@ use serde_json::Value;
 const USER: &str = "refusal-user";
 const KEY: &str = "tg_refusal_user_key_0123456789";
 const BODY_CAP_BYTES: usize = 1024;
+const ADMIN_TOKEN: &str = "admin-token-refusals";
 
 struct Env {
     gateway: Mutex<Gateway>,
@@ -64,9 +66,16 @@ gemini = {{ calls = 100 }}
         .iter()
         .map(|p| (format!("{p}_API_KEY"), format!("real-{p}-key")))
         .collect();
-        let keys: Vec<(&str, &str)> = keys.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let mut keys: Vec<(&str, &str)> =
+            keys.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        keys.push(("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN));
+        // Keys issued through the admin API are cached far longer than any test runs, so that
+        // only the revocation itself can clear them.
         let gateway = Gateway::start(
-            &format!("max_request_body_bytes = {BODY_CAP_BYTES}\nupstream_read_timeout_ms = 500"),
+            &format!(
+                "max_request_body_bytes = {BODY_CAP_BYTES}\nupstream_read_timeout_ms = 500\n\
+                 key_cache_ttl_ms = 600000"
+            ),
             &rest,
             &keys,
         );
@@ -271,5 +280,56 @@ fn provider_500_is_passed_through_and_recorded_at_no_cost() {
     assert_eq!(rows.len(), 1, "{rows:#?}");
     assert_eq!(rows[0].status_code, 500);
     assert_eq!(rows[0].cost_total_nanousd, 0);
+    assert_alive();
+}
+
+/// An admin API call with the admin token; answers the status and the JSON body.
+fn admin(method: &str, path: &str, body: &str) -> (u16, Value) {
+    let port = env().gateway.lock().unwrap().admin_port;
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let response = common::request(
+        port,
+        method,
+        path,
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body.as_bytes(),
+    );
+    let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    (response.status, json)
+}
+
+#[test]
+fn a_key_revoked_through_the_admin_api_is_refused_from_the_next_request() {
+    env().openai.script(
+        "/v1/chat/completions",
+        Reply::json(
+            r#"{"id":"c1","object":"chat.completion","model":"gpt-4o","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#,
+        ),
+    );
+    let (status, body) = admin(
+        "PUT",
+        &format!("/api/admin/users/{USER}/subscription"),
+        r#"{"plan_id":"all"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = admin("POST", &format!("/api/admin/users/{USER}/keys"), "{}");
+    assert_eq!(status, 201, "{body}");
+    let issued = body["data"]["key"].as_str().unwrap().to_owned();
+    let key_id = body["data"]["id"].as_str().unwrap().to_owned();
+    let auth = format!("Bearer {issued}");
+    let chat = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#;
+    let path = "/openai/v1/chat/completions";
+
+    // Accepted, and now cached by the gateway.
+    let response = common::post_json(port(), path, &[("authorization", &auth)], chat);
+    assert_eq!(response.status, 200, "{}", response.text());
+
+    let (status, body) = admin("DELETE", &format!("/api/admin/keys/{key_id}"), "");
+    assert_eq!(status, 200, "{body}");
+    let response = common::post_json(port(), path, &[("authorization", &auth)], chat);
+    assert_shape("openai", 401, "invalid_api_key", &response);
     assert_alive();
 }

@@ -218,7 +218,8 @@ pub async fn issue_key(
     Ok((StatusCode::CREATED, Json(Envelope::ok(issued))))
 }
 
-/// Revokes a key. The gateway stops accepting it once its key table reloads.
+/// Revokes a key. The gateway this admin server runs in refuses it from the next request; other
+/// instances once their cached lookup expires (`proxy.key_cache_ttl_ms`).
 #[utoipa::path(delete, path = "/api/admin/keys/{key_id}", tag = "admin",
     params(("key_id" = String, Path)), security(("bearer" = [])),
     responses((status = 200, body = Envelope<KeyOut>), (status = 401, body = ErrorBody),
@@ -230,7 +231,9 @@ pub async fn revoke_key(
     PathParam(key_id): PathParam<String>,
 ) -> Result<Json<Envelope<KeyOut>>> {
     caller.require_admin()?;
-    Ok(Json(Envelope::ok(
-        ops::revoke_key(&state.ledger, &key_id).await?,
-    )))
+    let revoked = ops::revoke_key(&state.ledger, &key_id).await?;
+    if let Some(hook) = &state.on_key_revoked {
+        hook();
+    }
+    Ok(Json(Envelope::ok(revoked)))
 }

@@ -5,11 +5,14 @@
 -- recognised and ignored. An empty id counts use that was never held here (counted elsewhere
 -- while this store was unreachable).
 -- ARGV: keep_until_secs, id, tombstone_until_ms, n, (counter, amount) * n
--- Reply: 0 the user-period is not initialised (nothing written: its next seed, from the ledger,
---        includes this call); 1 counted, no hold found; 2 counted and the hold given back;
---        3 already settled, nothing done.
+-- Reply: {status, used * n}. Status 0 the user-period is not initialised (nothing written: its
+--        next seed, from the ledger, includes this call); 1 counted, no hold found; 2 counted and
+--        the hold given back; 3 already settled, nothing done. Statuses 1 and 2 are followed by
+--        the settled use of each counter as this script left it, in the order of the arguments:
+--        read in the same atomic step as the increment, so that alerts know exactly which call
+--        crossed a threshold.
 if not initialised() then
-  return 0
+  return {0}
 end
 
 local id = ARGV[2]
@@ -17,7 +20,7 @@ local found = 1
 if id ~= '' then
   local payload = redis.call('HGET', KEYS[1], 'h:' .. id)
   if payload == '-' then
-    return 3
+    return {3}
   end
   if payload and give_back(id) then
     found = 2
@@ -26,10 +29,15 @@ if id ~= '' then
   redis.call('ZADD', KEYS[2], ARGV[3], id)
 end
 local names, amounts = pairs_from(5, tonumber(ARGV[4]))
+local reply = {found}
 for i = 1, #names do
+  local used
   if amounts[i] ~= '0' then
-    redis.call('HINCRBY', KEYS[1], 'u:' .. names[i], amounts[i])
+    used = redis.call('HINCRBY', KEYS[1], 'u:' .. names[i], amounts[i])
+  else
+    used = tonumber(redis.call('HGET', KEYS[1], 'u:' .. names[i]) or '0')
   end
+  reply[#reply + 1] = used
 end
 keep_until(ARGV[1])
-return found
+return reply

@@ -56,6 +56,8 @@ pub struct Gateway {
     child: Child,
     stdin: Option<ChildStdin>,
     pub port: u16,
+    /// The admin API's port.
+    pub admin_port: u16,
     pub dir: tempfile::TempDir,
 }
 
@@ -74,8 +76,21 @@ impl Gateway {
         rest: &str,
         env: &[(&str, &str)],
     ) -> Gateway {
+        Gateway::start_with_database(proxy_extra, "sqlite://ledger.db", storage_extra, rest, env)
+    }
+
+    /// [`Gateway::start_with_storage`] with the ledger at `database_url` (e.g. a
+    /// [`PgDatabase`] shared by several gateways) rather than in the temporary directory.
+    pub fn start_with_database(
+        proxy_extra: &str,
+        database_url: &str,
+        storage_extra: &str,
+        rest: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let admin_port = free_port();
         let pricing: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pricing");
         let config = format!(
             r#"
@@ -86,7 +101,7 @@ graceful_shutdown_secs = 0
 [admin]
 listen = "127.0.0.1:{admin}"
 [storage]
-database_url = "sqlite://ledger.db"
+database_url = "{database_url}"
 {storage_extra}
 [ledger]
 flush_interval_ms = 20
@@ -94,7 +109,7 @@ flush_interval_ms = 20
 dir = "{pricing}"
 {rest}
 "#,
-            admin = free_port(),
+            admin = admin_port,
             pricing = pricing.display(),
         );
         let config_path = dir.path().join("gateway.toml");
@@ -129,6 +144,7 @@ dir = "{pricing}"
             child,
             stdin,
             port,
+            admin_port,
             dir,
         }
     }
@@ -144,12 +160,13 @@ dir = "{pricing}"
     }
 
     /// Stops the gateway the way an operator would (SIGTERM), waits for it to drain and returns
-    /// its directory, ledger included.
+    /// its directory, ledger included. Fails if it did not exit cleanly (a panic at shutdown).
     pub fn stop(mut self) -> tempfile::TempDir {
         drop(self.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if self.child.try_wait().unwrap().is_some() {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "the gateway exited with {status}");
                 break;
             }
             assert!(Instant::now() < deadline, "gateway did not stop");
@@ -177,6 +194,22 @@ pub fn ledger_rows(url: &str, user: &str) -> Vec<UsageLog> {
     })
 }
 
+/// Every usage alert of `user` in the ledger at `url`, newest first.
+pub fn ledger_alerts(url: &str, user: &str) -> Vec<tollgate_ledger::Alert> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let ledger = tollgate_ledger::Ledger::connect(url, tollgate_ledger::DbOptions::default())
+            .await
+            .unwrap();
+        let alerts = ledger.alerts(user, false, 1000).await.unwrap();
+        ledger.close().await;
+        alerts
+    })
+}
+
 /// Waits (the ledger is written in batches) until `user` has `count` usage events, then returns
 /// them; fails if more appear or too few within 10 s.
 pub fn wait_rows(url: &str, user: &str, count: usize) -> Vec<UsageLog> {
@@ -189,6 +222,77 @@ pub fn wait_rows(url: &str, user: &str, count: usize) -> Vec<UsageLog> {
         }
         std::thread::sleep(Duration::from_millis(30));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A PostgreSQL ledger
+// ---------------------------------------------------------------------------------------------
+
+/// A PostgreSQL database of the test's own on the server of `DATABASE_URL` (default: the local
+/// `postgres://postgres@127.0.0.1:5432/test`), dropped when this is dropped.
+pub struct PgDatabase {
+    /// The new database's URL, for `storage.database_url`.
+    pub url: String,
+    server_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub fn create(prefix: &str) -> PgDatabase {
+        let server_url = std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|u| u.starts_with("postgres"))
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!("tollgate_{prefix}_{}_{nanos}", std::process::id());
+        pg_execute(&server_url, &format!("CREATE DATABASE {name}")).unwrap();
+        let (base, query) = match server_url.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (server_url.as_str(), String::new()),
+        };
+        let server = base
+            .rfind('/')
+            .filter(|&slash| slash > "postgres://".len())
+            .map_or(base, |slash| &base[..slash]);
+        let url = format!("{server}/{name}{query}");
+        PgDatabase {
+            url,
+            server_url,
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // Never a panic in a drop (a failed test is already unwinding): a database left
+        // behind is only reported.
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(e) = pg_execute(&self.server_url, &sql) {
+            eprintln!("test database {} not dropped: {e}", self.name);
+        }
+    }
+}
+
+fn pg_execute(server_url: &str, sql: &str) -> Result<(), String> {
+    use sqlx::Connection;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let mut conn = sqlx::PgConnection::connect(server_url)
+            .await
+            .map_err(|e| format!("PostgreSQL at {server_url}: {e}"))?;
+        sqlx::query(sql)
+            .execute(&mut conn)
+            .await
+            .map_err(|e| format!("{sql}: {e}"))?;
+        conn.close().await.map_err(|e| e.to_string())
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
