@@ -1,8 +1,8 @@
 //! Delivery of raised alerts to the webhooks of `[alerts] webhook_urls`, once each, whatever
 //! the number of gateway instances.
 //!
-//! Each instance runs a [`Deliverer`]. Every `delivery_interval_ms` it claims a batch of unsent
-//! alerts in the ledger (an atomic claim with a lease, so no two instances hold the same
+//! Each instance runs a [`Deliverer`]. Every `delivery_interval_ms` it claims unsent alerts in
+//! the ledger one by one (an atomic claim with a lease, so no two instances hold the same
 //! alert), POSTs each as JSON to every URL, and records `is_sent`/`sent_at` — or, when a POST
 //! fails, gives the alert back with the time of the next try, doubling the wait each time
 //! (from `retry_backoff_initial_ms` up to `retry_backoff_max_ms`). The back-off lives in the
@@ -34,7 +34,7 @@ use crate::render::iso;
 use crate::state::ConfigSource;
 use crate::stats::alert_out;
 
-/// Alerts claimed per round.
+/// Alerts claimed (one at a time) per round at most.
 const BATCH: u32 = 50;
 
 /// Signs webhook bodies with the shared secret.
@@ -155,15 +155,20 @@ impl Deliverer {
         if settings.webhook_urls.is_empty() {
             return Ok(Round::default());
         }
-        let claimed = self
-            .ledger
-            .claim_unsent_alerts(&self.owner, Utc::now(), settings.delivery_lease_ms, BATCH)
-            .await?;
-        let mut round = Round {
-            claimed: claimed.len(),
-            ..Round::default()
-        };
-        for alert in claimed {
+        let mut round = Round::default();
+        // One alert per claim: its lease then covers one attempt (which validation holds it
+        // to), however slow the receiver. A batch claimed under one lease could see its last
+        // alerts' leases run out while the first were delivered, and another instance deliver
+        // them a second time.
+        while round.claimed < BATCH as usize {
+            let claimed = self
+                .ledger
+                .claim_unsent_alerts(&self.owner, Utc::now(), settings.delivery_lease_ms, 1)
+                .await?;
+            let Some(alert) = claimed.into_iter().next() else {
+                break;
+            };
+            round.claimed += 1;
             match self.deliver(&settings, &alert).await {
                 Ok(()) => {
                     if self
