@@ -77,6 +77,8 @@ pub struct Storage {
     pub counters: Option<String>,
     pub redis_url: Option<String>,
     pub redis_timeout_ms: Option<i64>,
+    pub redis_key_prefix: Option<String>,
+    pub redis_cluster: Option<bool>,
     pub on_counter_store_unreachable: Option<String>,
     pub database_url: Option<String>,
 }

@@ -83,7 +83,14 @@ pub enum CounterStore {
     /// In-process counters: one gateway instance.
     Memory,
     /// Shared through Redis: several instances enforce the same limits.
-    Redis { url: String, timeout_ms: u64 },
+    Redis {
+        url: String,
+        timeout_ms: u64,
+        /// Put before every key, so that several deployments can share one Redis.
+        key_prefix: String,
+        /// A single URL is a seed node of a Redis Cluster (several URLs always are).
+        cluster: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -270,9 +270,23 @@ fn storage(p: &mut FileProblems, raw: &raw::Storage, base_dir: &Path) -> Storage
                     format!("{redis_url:?} is not a Redis URL (expected redis://host:port)"),
                 );
             }
+            let key_prefix = raw
+                .redis_key_prefix
+                .clone()
+                .unwrap_or_else(|| "tollgate:".to_owned());
+            // Keys are hash-tagged by user (`{user}`) so that a user's keys share a Cluster
+            // slot; a brace in the prefix would become the tag instead.
+            if key_prefix.contains(['{', '}']) {
+                p.error(
+                    &["storage", "redis_key_prefix"],
+                    format!("{key_prefix:?} contains a brace; keys are hash-tagged by user"),
+                );
+            }
             CounterStore::Redis {
                 url: redis_url,
                 timeout_ms,
+                key_prefix,
+                cluster: raw.redis_cluster.unwrap_or(false),
             }
         }
         other => {

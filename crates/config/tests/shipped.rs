@@ -165,3 +165,42 @@ fn a_syntax_error_names_its_line() {
         "{report}"
     );
 }
+
+#[test]
+fn redis_counters_take_a_url_a_timeout_a_prefix_and_cluster_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let pricing = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pricing");
+    let path = dir.path().join("gateway.toml");
+    let with = |storage: &str| {
+        let text = format!(
+            "[pricing]\ndir = {:?}\n[storage]\ncounters = \"redis\"\n{storage}",
+            pricing.display().to_string()
+        );
+        std::fs::write(&path, text).unwrap();
+        load_with_env(&path, &every_key)
+    };
+    let c = with("redis_url = \"redis://10.0.0.5:6379\"\nredis_key_prefix = \"acme:\"\nredis_cluster = true\n")
+        .unwrap()
+        .config;
+    assert_eq!(
+        c.storage.counters,
+        CounterStore::Redis {
+            url: "redis://10.0.0.5:6379".to_owned(),
+            timeout_ms: 50,
+            key_prefix: "acme:".to_owned(),
+            cluster: true,
+        }
+    );
+    let c = with("").unwrap().config;
+    assert!(matches!(
+        c.storage.counters,
+        CounterStore::Redis { ref key_prefix, cluster: false, .. } if key_prefix == "tollgate:"
+    ));
+    let report = with("redis_key_prefix = \"{acme}:\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        report.contains(":5: error: storage.redis_key_prefix: \"{acme}:\" contains a brace"),
+        "{report}"
+    );
+}

@@ -133,10 +133,19 @@ fn counters(
             Arc::new(MemoryStore::new()),
             Some(ledger.clone()),
         )),
-        CounterStore::Redis { url, timeout_ms } => {
+        CounterStore::Redis {
+            url,
+            timeout_ms,
+            key_prefix,
+            cluster,
+        } => {
             let _entered = runtime.enter();
-            let redis = RedisStore::new(RedisConfig::new(url.as_str(), *timeout_ms))
-                .with_context(|| format!("connecting to Redis at {url}"))?;
+            let redis = RedisStore::new(RedisConfig {
+                key_prefix: key_prefix.clone(),
+                cluster: *cluster,
+                ..RedisConfig::new(url.as_str(), *timeout_ms)
+            })
+            .with_context(|| format!("connecting to Redis at {url}"))?;
             let store = ResilientStore::new(
                 redis,
                 ledger_seeder(ledger.clone()),
