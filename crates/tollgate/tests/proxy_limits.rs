@@ -135,6 +135,18 @@ fn unique(prefix: &str) -> String {
 
 /// A gateway whose plan `test` sets `openai_limits`, with `storage` lines in `[storage]`.
 fn start(upstream: u16, user: &str, key: &str, openai_limits: &str, storage: &str) -> Gateway {
+    start_plan(upstream, user, key, "", openai_limits, storage)
+}
+
+/// [`start`] with `plan_lines` (plan-wide limits) in the plan.
+fn start_plan(
+    upstream: u16,
+    user: &str,
+    key: &str,
+    plan_lines: &str,
+    openai_limits: &str,
+    storage: &str,
+) -> Gateway {
     let rest = format!(
         r#"
 [providers.openai]
@@ -143,6 +155,7 @@ key_env = "TG_TEST_OPENAI_KEY"
 [plans.test]
 name = "Test"
 tier = "pro"
+{plan_lines}
 [plans.test.providers]
 openai = {{ {openai_limits} }}
 {keys}"#,
@@ -281,6 +294,31 @@ fn a_token_budget_is_never_exceeded_under_concurrency() {
     assert!(
         used <= 2000,
         "{used} tokens recorded against a budget of 2000"
+    );
+}
+
+#[test]
+fn a_cost_cap_is_never_exceeded_under_concurrency() {
+    let (upstream, _) = mock_openai();
+    let user = unique("limits-cost");
+    let key = format!("tg_{user}");
+    // Each gpt-4o call reserves its input bound (the body's bytes) at $2.50/M plus 50 output
+    // tokens at $10/M, about $0.0007, and costs less; a $0.01 cap admits some of 60 concurrent
+    // calls, and what they cost stays within it.
+    let cap_nanousd = 10_000_000;
+    let gw = start_plan(upstream, &user, &key, "cost_cap = \"0.01\"", "", "");
+    let statuses = burst(&[gw.port], &key, 60);
+    let admitted = count(&statuses, 200);
+    assert!(admitted > 0 && count(&statuses, 429) > 0, "{statuses:?}");
+    assert_eq!(admitted + count(&statuses, 429), 60, "{statuses:?}");
+    let dir = gw.stop();
+    let rows = rows_in(dir.path(), &user);
+    assert_eq!(rows.len(), admitted);
+    let cost: i64 = rows.iter().map(|r| r.cost_total_nanousd).sum();
+    assert!(cost > 0 && rows.iter().all(|r| r.cost_total_nanousd > 0));
+    assert!(
+        cost <= cap_nanousd,
+        "{cost} nano-USD recorded against a cap of {cap_nanousd}"
     );
 }
 
