@@ -4,10 +4,11 @@
 //!
 //! Pure state behind the resilient store's lock; no I/O, so it is unit-tested directly.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
-use tollgate_domain::{Amount, BillingPeriod, Provider};
+use tollgate_domain::{Amount, BillingPeriod, LimitKey, Provider};
 
 use crate::{MemoryStore, Reservation, ReserveRequest, Standings};
 
@@ -57,10 +58,22 @@ impl Pending {
     }
 }
 
+/// What one reserve through Redis showed, and when it was sent and answered: its script ran
+/// somewhere in between.
+#[derive(Debug)]
+struct Sighting {
+    answered: Instant,
+    standings: Standings,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    /// The standing of every counter of a user-period, as the last reserve through Redis saw it.
-    seen: HashMap<Scope, Standings>,
+    /// The standings of every counter of a user-period, as the latest reserves through Redis
+    /// saw them. Replies are handled in whatever order their tasks run, not the order their
+    /// scripts ran in, so the last one handled may be the older: every reply that could be the
+    /// latest is kept — those answered after the newest-sent one was sent — and none answered
+    /// before it, which are superseded. That is one entry, or a few while reserves overlap.
+    seen: HashMap<Scope, Vec<Sighting>>,
     /// The counters enforced while Redis is unreachable; new for each outage.
     local: Arc<MemoryStore>,
     /// User-periods whose local counters have been seeded during this outage.
@@ -69,11 +82,22 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub fn remember(&mut self, user: &str, period: BillingPeriod, seen: Standings) {
+    /// Records what a reserve `sent` at that instant saw (call it as the reply arrives).
+    pub fn remember(&mut self, user: &str, period: BillingPeriod, sent: Instant, seen: Standings) {
+        let answered = Instant::now();
         if self.seen.len() >= MAX_REMEMBERED {
             self.seen.clear();
         }
-        self.seen.insert((user.to_owned(), period.key()), seen);
+        let sightings = self
+            .seen
+            .entry((user.to_owned(), period.key()))
+            .or_default();
+        // Answered before this reserve was sent: their scripts ran before this one's.
+        sightings.retain(|s| s.answered >= sent);
+        sightings.push(Sighting {
+            answered,
+            standings: seen,
+        });
     }
 
     /// Starts an outage: local counters afresh, seeded lazily from what was last seen.
@@ -89,11 +113,17 @@ impl State {
         let period_key = request.period.key();
         let scope = (request.user.to_owned(), period_key);
         if !self.seeded.contains(&scope) {
-            if let Some(seen) = self.seen.get(&scope) {
-                for (key, standing) in seen {
+            // Of replies that raced, the higher standing: the latest is among them.
+            let mut highest: BTreeMap<LimitKey, u64> = BTreeMap::new();
+            for sighting in self.seen.get(&scope).into_iter().flatten() {
+                for (key, standing) in &sighting.standings {
                     let used = standing.used.saturating_add(standing.reserved);
-                    self.local.seed_used(request.user, &scope.1, *key, used);
+                    let entry = highest.entry(*key).or_default();
+                    *entry = (*entry).max(used);
                 }
+            }
+            for (key, used) in highest {
+                self.local.seed_used(request.user, &scope.1, key, used);
             }
             self.seeded.insert(scope);
         }
@@ -127,6 +157,7 @@ mod tests {
         state.remember(
             "u",
             period(),
+            Instant::now(),
             vec![(
                 LimitKey::TotalCalls,
                 Standing {
@@ -170,6 +201,55 @@ mod tests {
             state.local_for(&other).reserve_now(other),
             Reserved::Admitted(_)
         ));
+    }
+
+    fn calls(used: u64, reserved: u64) -> Standings {
+        vec![(LimitKey::TotalCalls, Standing { used, reserved })]
+    }
+
+    /// How many calls a limit of 10 still admits locally once Redis is gone.
+    fn admitted_locally(state: &mut State) -> usize {
+        state.begin_outage();
+        let limits = [Limit {
+            key: LimitKey::TotalCalls,
+            max: 10,
+        }];
+        let request = ReserveRequest {
+            user: "u",
+            period: period(),
+            provider: Provider::Serper,
+            limits: &limits,
+            amount: Amount {
+                calls: 1,
+                ..Amount::default()
+            },
+            now: now(),
+            expires_at: now() + chrono::Duration::seconds(60),
+        };
+        let local = state.local_for(&request);
+        (0..20)
+            .filter(|_| matches!(local.reserve_now(request), Reserved::Admitted(_)))
+            .count()
+    }
+
+    #[test]
+    fn replies_that_raced_count_with_the_higher_standing() {
+        // Two reserves in flight together; the one whose script ran last (7 held) is handled
+        // first, the other (6 held) last: the local counters must not start from 6.
+        let mut state = State::default();
+        let both_sent = Instant::now();
+        state.remember("u", period(), both_sent, calls(0, 7));
+        state.remember("u", period(), both_sent, calls(0, 6));
+        assert_eq!(admitted_locally(&mut state), 3);
+    }
+
+    #[test]
+    fn a_reply_sent_after_another_was_answered_supersedes_it() {
+        // Calls released between the two: the later reserve saw fewer held, and counts alone.
+        let mut state = State::default();
+        state.remember("u", period(), Instant::now(), calls(0, 7));
+        state.remember("u", period(), Instant::now(), calls(2, 2));
+        assert_eq!(admitted_locally(&mut state), 6);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tollgate_domain::{Amount, BillingPeriod, LimitKey, UnreachablePolicy};
 
@@ -264,13 +264,14 @@ impl Shared {
     async fn reserve_seeded(&self, request: ReserveRequest<'_>) -> Result<Reserved, CounterError> {
         let mut seeded = false;
         loop {
+            let sent = Instant::now();
             match self.redis.reserve_seen(request).await? {
                 ReserveOutcome::Admitted { reservation, seen } => {
-                    lock(&self.state).remember(request.user, request.period, seen);
+                    lock(&self.state).remember(request.user, request.period, sent, seen);
                     return Ok(Reserved::Admitted(reservation));
                 }
                 ReserveOutcome::Denied { denial, seen } => {
-                    lock(&self.state).remember(request.user, request.period, seen);
+                    lock(&self.state).remember(request.user, request.period, sent, seen);
                     return Ok(Reserved::Denied(denial));
                 }
                 // Seeded once and still uninitialised: Redis lost its data again meanwhile.

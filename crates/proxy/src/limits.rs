@@ -13,7 +13,7 @@ use tollgate_counters::{
     SeedFuture, Seeder, SettledUse,
 };
 use tollgate_domain::{Amount, BillingPeriod, LimitKey, UnreachablePolicy};
-use tollgate_ledger::Ledger;
+use tollgate_ledger::{Ledger, LedgerHandle};
 
 /// Where the gateway keeps its counters.
 #[derive(Debug)]
@@ -40,12 +40,23 @@ pub async fn ledger_totals(
         .map_err(|e| e.to_string())
 }
 
-/// The seeder a Redis store rebuilds lost counters with.
-pub fn ledger_seeder(ledger: Ledger) -> Seeder {
+/// The seeder a Redis store rebuilds lost counters with. It first has `writer` commit what it
+/// has queued: a call that settled just before the seed found nothing to count in Redis (the
+/// user-period was not initialised) and left only its usage event, which must be in the totals
+/// read, not waiting in the writer's batch.
+pub fn ledger_seeder(ledger: Ledger, writer: LedgerHandle) -> Seeder {
     Arc::new(move |user: &str, period: BillingPeriod| -> SeedFuture {
         let ledger = ledger.clone();
+        let writer = writer.clone();
         let user = user.to_owned();
-        Box::pin(async move { ledger_totals(&ledger, &user, period).await })
+        Box::pin(async move {
+            // Stopped, or spooling while the database is down: the totals are read regardless
+            // (docs/counters.md, the overshoot bound).
+            if let Err(e) = writer.flush().await {
+                tracing::debug!(error = %e, "ledger not flushed before seeding counters");
+            }
+            ledger_totals(&ledger, &user, period).await
+        })
     })
 }
 

@@ -40,7 +40,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         .block_on(Ledger::open(ledger_config(&config)))
         .with_context(|| format!("opening the ledger at {}", config.storage.database_url))?;
 
-    let counters = counters(&config, &ledger, &ledger_runtime)?;
+    let counters = counters(&config, &ledger, &handle, &ledger_runtime)?;
     let gateway = Gateway::new(Arc::clone(&config), counters, handle.clone())
         .map_err(anyhow::Error::msg)?
         .with_stored_keys(ledger.clone());
@@ -126,6 +126,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
 fn counters(
     config: &Config,
     ledger: &tollgate_ledger::Ledger,
+    writer: &tollgate_ledger::LedgerHandle,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Counters> {
     match &config.storage.counters {
@@ -148,7 +149,7 @@ fn counters(
             .with_context(|| format!("connecting to Redis at {url}"))?;
             let store = ResilientStore::new(
                 redis,
-                ledger_seeder(ledger.clone()),
+                ledger_seeder(ledger.clone(), writer.clone()),
                 ResilientConfig {
                     default_policy: config.storage.on_counter_store_unreachable,
                     ..ResilientConfig::default()

@@ -53,10 +53,9 @@ pub fn key_entry(user: &str, plan: &str, key: &str) -> String {
 /// (a failed assertion, or a gateway shared by the tests of a file), so no gateway outlives its
 /// tests.
 pub struct Gateway {
-    child: Child,
-    stdin: Option<ChildStdin>,
+    child: Supervised,
     pub port: u16,
-    /// The admin API's port.
+    /// The admin listener (`/metrics` answers without a token).
     pub admin_port: u16,
     pub dir: tempfile::TempDir,
 }
@@ -86,7 +85,7 @@ impl Gateway {
         database_url: &str,
         storage_extra: &str,
         rest: &str,
-        env: &[(&str, &str)],
+        extra_env: &[(&str, &str)],
     ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -99,7 +98,8 @@ listen = "127.0.0.1:{port}"
 graceful_shutdown_secs = 0
 {proxy_extra}
 [admin]
-listen = "127.0.0.1:{admin}"
+listen = "127.0.0.1:{admin_port}"
+metrics_public = true
 [storage]
 database_url = "{database_url}"
 {storage_extra}
@@ -109,32 +109,24 @@ flush_interval_ms = 20
 dir = "{pricing}"
 {rest}
 "#,
-            admin = admin_port,
             pricing = pricing.display(),
         );
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut command = Command::new("sh");
-        command
-            .arg("-c")
-            // An asynchronous list reads /dev/null unless told otherwise, hence fd 3.
-            .arg(
-                r#"exec 3<&0; "$0" run --config "$1" 3<&- & pid=$!; (read -r _ <&3; kill -TERM "$pid") & wait "$pid""#,
-            )
-            .arg(env!("CARGO_BIN_EXE_tollgate"))
-            .arg(&config_path)
-            .env("RUST_LOG", "warn,tollgate=info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().unwrap();
-        let stdin = child.stdin.take();
+        let binary = PathBuf::from(env!("CARGO_BIN_EXE_tollgate"));
+        let config_arg = config_path.display().to_string();
+        let mut env: Vec<(&str, &str)> = vec![("RUST_LOG", "warn,tollgate=info")];
+        env.extend_from_slice(extra_env);
+        let mut child = Supervised::spawn(
+            &binary,
+            &["run", "--config", &config_arg],
+            &env,
+            "TERM",
+            dir.path(),
+        );
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = child.try_wait().unwrap() {
+            if let Some(status) = child.shell.try_wait().unwrap() {
                 panic!("the gateway exited before listening: {status}");
             }
             assert!(Instant::now() < deadline, "gateway did not start");
@@ -142,7 +134,6 @@ dir = "{pricing}"
         }
         Gateway {
             child,
-            stdin,
             port,
             admin_port,
             dir,
@@ -151,7 +142,7 @@ dir = "{pricing}"
 
     /// Whether the process is still running (a request must never bring it down).
     pub fn is_alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.child.shell.try_wait().unwrap().is_none()
     }
 
     /// The ledger's URL, for reading it while the gateway runs or after it stopped.
@@ -162,17 +153,231 @@ dir = "{pricing}"
     /// Stops the gateway the way an operator would (SIGTERM), waits for it to drain and returns
     /// its directory, ledger included. Fails if it did not exit cleanly (a panic at shutdown).
     pub fn stop(mut self) -> tempfile::TempDir {
+        self.child.stop();
+        self.dir
+    }
+
+    /// Kills the gateway outright (SIGKILL), as a crash or an OOM kill would: nothing drains.
+    /// Returns its directory, with whatever the ledger had written.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        self.child.kill();
+        self.dir
+    }
+
+    /// The value of a metric without labels on the admin `/metrics`, if it is there.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let response = request(self.admin_port, "GET", "/metrics", &[], b"");
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.text().lines().find_map(|line| {
+            let (n, v) = line.split_once(' ')?;
+            (n == name).then(|| v.trim().parse().ok()).flatten()
+        })
+    }
+}
+
+/// A server process started under a small shell that kills it as soon as the shell's stdin
+/// closes: on `stop`/`kill`, and also when the test process exits without stopping it (a failed
+/// assertion, or a server shared by the tests of a file), so that nothing outlives its tests.
+/// The shell writes the server's pid to `<dir>/pid-<n>`, for sending it signals.
+struct Supervised {
+    shell: Child,
+    stdin: Option<ChildStdin>,
+    pid_file: PathBuf,
+}
+
+impl Supervised {
+    /// Starts `program args` with `env`; closing stdin sends it `SIG<on_close>`.
+    fn spawn(
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        on_close: &str,
+        dir: &Path,
+    ) -> Supervised {
+        static SPAWNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SPAWNED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let pid_file = dir.join(format!("pid-{n}"));
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            // An asynchronous list reads /dev/null unless told otherwise, hence fd 3.
+            .arg(format!(
+                r#"exec 3<&0; pidfile="$1"; shift; "$@" 3<&- & pid=$!; echo "$pid" > "$pidfile"; (read -r _ <&3; kill -{on_close} "$pid" 2>/dev/null) & wait "$pid""#
+            ))
+            .arg("sh")
+            .arg(&pid_file)
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut shell = command.spawn().unwrap();
+        let stdin = shell.stdin.take();
+        Supervised {
+            shell,
+            stdin,
+            pid_file,
+        }
+    }
+
+    fn pid(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pid = std::fs::read_to_string(&self.pid_file).unwrap_or_default();
+            if pid.ends_with('\n') {
+                return pid.trim().to_owned();
+            }
+            assert!(Instant::now() < deadline, "no pid in {:?}", self.pid_file);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Closes stdin (the shell sends its signal) and waits for the process to end, which must
+    /// be a clean exit (a panic while draining is a failure).
+    fn stop(&mut self) {
+        self.wait_for_end(true);
+    }
+
+    fn wait_for_end(&mut self, must_succeed: bool) {
         drop(self.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "the gateway exited with {status}");
+            // The shell exits with the server's status.
+            if let Some(status) = self.shell.try_wait().unwrap() {
+                assert!(
+                    !must_succeed || status.success(),
+                    "{:?} exited with {status}",
+                    self.pid_file
+                );
                 break;
             }
-            assert!(Instant::now() < deadline, "gateway did not stop");
+            assert!(
+                Instant::now() < deadline,
+                "{:?} did not stop",
+                self.pid_file
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.dir
+    }
+
+    /// SIGKILL, then waits for the process to end.
+    fn kill(&mut self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.pid()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -KILL failed");
+        self.wait_for_end(false);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis
+// ---------------------------------------------------------------------------------------------
+
+/// A `redis-server` of the test's own on a free port, with no persistence: killing it and
+/// starting it again on the same port is Redis coming back empty. Killed when dropped. (The
+/// shared Redis is never stopped or flushed by a test.)
+pub struct RedisServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    server: Option<Supervised>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let mut redis = RedisServer {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            server: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: the server vanishes with its data, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.kill();
+        }
+    }
+
+    /// Starts the server (again) on the same port, empty, and waits until it answers.
+    pub fn restart(&mut self) {
+        assert!(self.server.is_none(), "redis-server is already running");
+        let port = self.port.to_string();
+        let dir = self.dir.path().display().to_string();
+        let args = [
+            "--port",
+            port.as_str(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            dir.as_str(),
+            "--loglevel",
+            "warning",
+        ];
+        self.server = Some(Supervised::spawn(
+            Path::new("redis-server"),
+            &args,
+            &[],
+            "KILL",
+            self.dir.path(),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cli(&["PING"]).trim() != "PONG" {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `redis-cli` against this server; its standard output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every field of a hash.
+    pub fn hash(&self, key: &str) -> HashMap<String, String> {
+        // Not a terminal: one element a line.
+        let raw = self.cli(&["HGETALL", key]);
+        let lines: Vec<&str> = raw.lines().collect();
+        lines
+            .chunks(2)
+            .filter(|pair| pair.len() == 2)
+            .map(|pair| (pair[0].to_owned(), pair[1].to_owned()))
+            .collect()
+    }
+
+    /// The keys matching `pattern`.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        self.cli(&["--scan", "--pattern", pattern])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -190,7 +395,18 @@ pub fn ledger_rows(url: &str, user: &str) -> Vec<UsageLog> {
             user_id: Some(user.into()),
             ..Default::default()
         };
-        ledger.usage_logs(&filter, 1000, 0).await.unwrap().rows
+        let mut rows = Vec::new();
+        loop {
+            let page = ledger
+                .usage_logs(&filter, 1000, rows.len() as u64)
+                .await
+                .unwrap();
+            let done = page.rows.len() < 1000;
+            rows.extend(page.rows);
+            if done {
+                return rows;
+            }
+        }
     })
 }
 
@@ -341,6 +557,9 @@ pub struct Reply {
     /// Sent with `transfer-encoding: chunked` in chunks of this many bytes (a stream split
     /// mid-event, as a network would); otherwise with `content-length`.
     pub chunk_bytes: Option<usize>,
+    /// A pause after each chunk, as a provider generating tokens makes: streams stay in flight
+    /// long enough for clients to hang up in the middle.
+    pub chunk_pause: Duration,
     /// Never answer: read the request, then hold the connection open for a minute.
     pub hang: bool,
 }
@@ -352,6 +571,7 @@ impl Reply {
             headers: vec![("content-type".into(), content_type.into())],
             body: body.into(),
             chunk_bytes: None,
+            chunk_pause: Duration::ZERO,
             hang: false,
         }
     }
@@ -384,6 +604,12 @@ impl Reply {
 
     pub fn chunked(mut self, chunk_bytes: usize) -> Reply {
         self.chunk_bytes = Some(chunk_bytes);
+        self
+    }
+
+    /// Waits `pause` after each chunk (chunked replies only).
+    pub fn paced(mut self, pause: Duration) -> Reply {
+        self.chunk_pause = pause;
         self
     }
 }
@@ -545,6 +771,9 @@ fn write_reply(writer: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
                 writer.write_all(part)?;
                 writer.write_all(b"\r\n")?;
                 writer.flush()?;
+                if !reply.chunk_pause.is_zero() {
+                    std::thread::sleep(reply.chunk_pause);
+                }
             }
             writer.write_all(b"0\r\n\r\n")?;
         }
