@@ -10,7 +10,7 @@ mod common;
 
 use std::sync::{Mutex, OnceLock};
 
-use common::{Gateway, Mock, Reply, Response};
+use common::{Gateway, Mock, PgDatabase, Reply, Response};
 use serde_json::Value;
 
 const USER: &str = "refusal-user";
@@ -332,4 +332,93 @@ fn a_key_revoked_through_the_admin_api_is_refused_from_the_next_request() {
     let response = common::post_json(port(), path, &[("authorization", &auth)], chat);
     assert_shape("openai", 401, "invalid_api_key", &response);
     assert_alive();
+}
+
+/// A call to the admin API of the gateway at `admin_port`.
+fn admin_at(admin_port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let response = common::request(
+        admin_port,
+        method,
+        path,
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body.as_bytes(),
+    );
+    let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    (response.status, json)
+}
+
+#[test]
+fn without_a_key_cache_a_revocation_reaches_every_instance_at_once() {
+    let upstream = Mock::start();
+    upstream.script(
+        "/v1/chat/completions",
+        Reply::json(
+            r#"{"id":"c1","object":"chat.completion","model":"gpt-4o","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#,
+        ),
+    );
+    let database = PgDatabase::create("revoke");
+    let rest = format!(
+        r#"
+[providers.openai]
+base_url = "http://127.0.0.1:{}"
+[plans.all]
+name = "All"
+tier = "pro"
+[plans.all.providers]
+openai = {{ calls = 100 }}
+"#,
+        upstream.port
+    );
+    let env = [
+        ("OPENAI_API_KEY", "real-OPENAI-key"),
+        ("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("RUST_LOG", "warn"),
+    ];
+    // Two instances on one database, neither caching keys.
+    let start =
+        || Gateway::start_with_database("key_cache_ttl_ms = 0", &database.url, "", &rest, &env);
+    let (a, b) = (start(), start());
+    let user = "revoked-everywhere";
+    let (status, body) = admin_at(
+        a.admin_port,
+        "PUT",
+        &format!("/api/admin/users/{user}/subscription"),
+        r#"{"plan_id":"all"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = admin_at(
+        a.admin_port,
+        "POST",
+        &format!("/api/admin/users/{user}/keys"),
+        "{}",
+    );
+    assert_eq!(status, 201, "{body}");
+    let auth = format!("Bearer {}", body["data"]["key"].as_str().unwrap());
+    let key_id = body["data"]["id"].as_str().unwrap().to_owned();
+    let chat = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#;
+    let path = "/openai/v1/chat/completions";
+    for gw in [&a, &b] {
+        let response = common::post_json(gw.port, path, &[("authorization", &auth)], chat);
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+
+    // Revoked through A; the very next request through B is refused.
+    let (status, body) = admin_at(
+        a.admin_port,
+        "DELETE",
+        &format!("/api/admin/keys/{key_id}"),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    for gw in [&b, &a] {
+        let response = common::post_json(gw.port, path, &[("authorization", &auth)], chat);
+        assert_shape("openai", 401, "invalid_api_key", &response);
+    }
+    assert_eq!(upstream.seen_at("/v1/chat/completions").len(), 2);
+    a.stop();
+    b.stop();
 }
