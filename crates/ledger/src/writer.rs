@@ -27,6 +27,8 @@ use crate::store::{BatchOutcome, insert_batch};
 /// How long one replay pass may run before the task goes back to the queue.
 const REPLAY_BUDGET: Duration = Duration::from_millis(500);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// How often a batch being filled looks at the queue again.
+const BATCH_TICK: Duration = Duration::from_millis(5);
 /// Events the database refuses for their content are kept here, one JSON object a line.
 const REJECTED_FILE: &str = "rejected.jsonl";
 
@@ -199,15 +201,28 @@ impl Writer {
             let mut pending = Pending::default();
             let mut cut = pending.take(first);
             let deadline = tokio::time::Instant::now() + self.flush_interval;
-            while !cut && pending.events.len() < self.batch_max {
-                tokio::select! {
-                    biased;
-                    msg = self.rx.recv() => match msg {
-                        Some(msg) => cut = pending.take(msg),
-                        None => break,
-                    },
-                    () = tokio::time::sleep_until(deadline) => break,
+            // The batch fills from the queue without a wake-up per event: the task takes what
+            // is queued, then sleeps a short tick, until the batch is full, a flush or shutdown
+            // arrives, or the deadline passes. Waiting on the queue instead would wake this
+            // thread once per event, a context switch per call at thousands of calls a second.
+            'window: while !cut && pending.events.len() < self.batch_max {
+                loop {
+                    match self.rx.try_recv() {
+                        Ok(msg) => {
+                            cut = pending.take(msg);
+                            if cut || pending.events.len() >= self.batch_max {
+                                break 'window;
+                            }
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => break 'window,
+                    }
                 }
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until((now + BATCH_TICK).min(deadline)).await;
             }
             let shutdowns = std::mem::take(&mut pending.shutdowns);
             self.complete(pending).await;
