@@ -110,6 +110,21 @@ pub struct Reservation {
     pub held: Hold,
 }
 
+impl Reservation {
+    /// The reservation `request` makes when admitted, under `id`, held in `held`.
+    pub fn of(request: &ReserveRequest<'_>, id: u64, held: Hold) -> Reservation {
+        Reservation {
+            id,
+            user: request.user.to_owned(),
+            period: request.period,
+            provider: request.provider,
+            amount: request.amount,
+            expires_at: request.expires_at,
+            held,
+        }
+    }
+}
+
 /// Where a reservation's amount is held.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Hold {

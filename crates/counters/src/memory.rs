@@ -119,15 +119,7 @@ impl MemoryStore {
                         expires_at: request.expires_at,
                     },
                 );
-                Reserved::Admitted(Reservation {
-                    id,
-                    user: request.user.to_owned(),
-                    period: request.period,
-                    provider: request.provider,
-                    amount: request.amount,
-                    expires_at: request.expires_at,
-                    held: Hold::Store,
-                })
+                Reserved::Admitted(Reservation::of(&request, id, Hold::Store))
             }
         }
     }

@@ -146,15 +146,7 @@ impl RedisStore {
         match scripts::parse_reserve(&reply, request.provider).map_err(CounterError::Unreachable)? {
             ReserveReply::Uninitialised => Ok(ReserveOutcome::NeedsSeed),
             ReserveReply::Admitted(seen) => Ok(ReserveOutcome::Admitted {
-                reservation: Reservation {
-                    id,
-                    user: request.user.to_owned(),
-                    period: request.period,
-                    provider: request.provider,
-                    amount: request.amount,
-                    expires_at: request.expires_at,
-                    held: Hold::Store,
-                },
+                reservation: Reservation::of(&request, id, Hold::Store),
                 seen,
             }),
             ReserveReply::Denied {

@@ -181,15 +181,11 @@ impl ResilientStore {
             }
             UnreachablePolicy::FailOpen => {
                 shared.counts.admitted_open.fetch_add(1, Ordering::Relaxed);
-                Ok(Reserved::Admitted(Reservation {
-                    id: 0,
-                    user: request.user.to_owned(),
-                    period: request.period,
-                    provider: request.provider,
-                    amount: request.amount,
-                    expires_at: request.expires_at,
-                    held: Hold::Unheld,
-                }))
+                Ok(Reserved::Admitted(Reservation::of(
+                    &request,
+                    0,
+                    Hold::Unheld,
+                )))
             }
             UnreachablePolicy::Local => {
                 let local = lock(&shared.state).local_for(&request);

@@ -357,7 +357,6 @@ impl Gateway {
             ctx.refusal = Some(e);
             return Err(refused());
         }
-        ctx.facts = facts;
         let held = Bytes::from(std::mem::take(&mut ctx.body));
         ctx.request_bytes = held.len() as u64;
         let out = if ctx.rewrite {
@@ -365,12 +364,14 @@ impl Gateway {
                 provider,
                 &ctx.path,
                 &held,
+                &facts,
                 self.config.proxy.inject_stream_usage,
             )
             .map_or_else(|| held.clone(), Bytes::from)
         } else {
             held.clone()
         };
+        ctx.facts = facts;
         ctx.request_body = held;
         *body = Some(out);
         Ok(())
@@ -573,10 +574,10 @@ impl ProxyHttp for Gateway {
                 .get(name)
                 .and_then(|v| v.to_str().ok())
         };
-        let method = session.req_header().method.as_str().to_owned();
+        let method = session.req_header().method.as_str();
         ctx.scanner = Some(tollgate_usage::scanner(&RequestInfo {
             provider,
-            method: &method,
+            method,
             path: &ctx.path,
             query: ctx.query.as_deref(),
             request_body: (!ctx.request_body.is_empty()).then_some(&ctx.request_body[..]),

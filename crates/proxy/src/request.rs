@@ -118,9 +118,13 @@ pub fn rewrite_body(
     provider: Provider,
     path: &str,
     body: &[u8],
+    facts: &RequestFacts,
     inject_usage: bool,
 ) -> Option<Vec<u8>> {
-    if !may_rewrite(provider, path, inject_usage) {
+    // A chat completion that is not a stream (most of them) goes as it came: its facts say so
+    // without parsing the body a second time.
+    if !may_rewrite(provider, path, inject_usage) || (provider == Provider::OpenAi && !facts.stream)
+    {
         return None;
     }
     let mut json: Value = serde_json::from_slice(body).ok()?;
@@ -230,14 +234,13 @@ mod tests {
 
     #[test]
     fn stream_usage_is_requested_once() {
+        let rewrite = |path: &str, body: &[u8], inject: bool| {
+            let facts = inspect(Provider::OpenAi, path, body).unwrap();
+            rewrite_body(Provider::OpenAi, path, body, &facts, inject)
+        };
         let add = |body: &str| {
-            rewrite_body(
-                Provider::OpenAi,
-                "/v1/chat/completions",
-                body.as_bytes(),
-                true,
-            )
-            .map(|b| String::from_utf8(b).unwrap())
+            rewrite("/v1/chat/completions", body.as_bytes(), true)
+                .map(|b| String::from_utf8(b).unwrap())
         };
         let out = add(r#"{"model":"gpt-4o","stream":true}"#).unwrap();
         let v: Value = serde_json::from_str(&out).unwrap();
@@ -251,22 +254,9 @@ mod tests {
             None
         );
         assert_eq!(add(r#"{"stream":false}"#), None);
+        assert_eq!(rewrite("/v1/responses", br#"{"stream":true}"#, true), None);
         assert_eq!(
-            rewrite_body(
-                Provider::OpenAi,
-                "/v1/responses",
-                br#"{"stream":true}"#,
-                true
-            ),
-            None
-        );
-        assert_eq!(
-            rewrite_body(
-                Provider::OpenAi,
-                "/v1/chat/completions",
-                br#"{"stream":true}"#,
-                false
-            ),
+            rewrite("/v1/chat/completions", br#"{"stream":true}"#, false),
             None
         );
     }
@@ -274,7 +264,8 @@ mod tests {
     #[test]
     fn a_tavily_body_loses_the_clients_key_and_asks_for_its_credits() {
         let rewrite = |body: &str, inject: bool| {
-            rewrite_body(Provider::Tavily, "/search", body.as_bytes(), inject)
+            let facts = inspect(Provider::Tavily, "/search", body.as_bytes()).unwrap();
+            rewrite_body(Provider::Tavily, "/search", body.as_bytes(), &facts, inject)
                 .map(|b| serde_json::from_slice::<Value>(&b).unwrap())
         };
         let v = rewrite(r#"{"query":"q","api_key":"tg-secret"}"#, true).unwrap();

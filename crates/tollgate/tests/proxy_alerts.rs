@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::{Gateway, Mock, PgDatabase, Reply, Seen, key_entry, ledger_alerts};
@@ -120,19 +119,8 @@ fn call(port: u16, key: &str) -> u16 {
 
 /// [`CALLS`] calls at once, spread over the gateways; returns the statuses.
 fn burst(ports: &[u16], key: &str) -> Vec<u16> {
-    let barrier = Arc::new(Barrier::new(CALLS));
-    let threads: Vec<_> = (0..CALLS)
-        .map(|i| {
-            let port = ports[i % ports.len()];
-            let key = key.to_owned();
-            let barrier = Arc::clone(&barrier);
-            std::thread::spawn(move || {
-                barrier.wait();
-                call(port, &key)
-            })
-        })
-        .collect();
-    threads.into_iter().map(|t| t.join().unwrap()).collect()
+    let key = key.to_owned();
+    common::at_once(ports, CALLS, move |port| call(port, &key))
 }
 
 /// Waits until the webhook has received `count` deliveries and the ledger marks `count` alerts

@@ -10,8 +10,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::{Gateway, UsageLog, key_entry, ledger_rows};
@@ -190,19 +190,8 @@ fn call(port: u16, key: &str) -> u16 {
 
 /// `n` calls at once, spread over the gateways; returns the statuses.
 fn burst(ports: &[u16], key: &str, n: usize) -> Vec<u16> {
-    let barrier = Arc::new(Barrier::new(n));
-    let threads: Vec<_> = (0..n)
-        .map(|i| {
-            let port = ports[i % ports.len()];
-            let key = key.to_owned();
-            let barrier = Arc::clone(&barrier);
-            std::thread::spawn(move || {
-                barrier.wait();
-                call(port, &key)
-            })
-        })
-        .collect();
-    threads.into_iter().map(|t| t.join().unwrap()).collect()
+    let key = key.to_owned();
+    common::at_once(ports, n, move |port| call(port, &key))
 }
 
 fn rows_in(dir: &Path, user: &str) -> Vec<UsageLog> {

@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 
-use common::{Gateway, Mock, Reply, Response, Seen, UsageLog, fixture};
+use common::{
+    Gateway, Mock, Reply, Response, UsageLog, assert_key_swapped, client_key, fixture, provider_key,
+};
 
 const PROVIDERS: [&str; 9] = [
     "openai",
@@ -46,15 +48,6 @@ struct Env {
     gateway: Mutex<Gateway>,
     mocks: HashMap<&'static str, Mock>,
     ledger_url: String,
-}
-
-fn client_key(user: &str) -> String {
-    format!("tg_{user}_key_0123456789")
-}
-
-/// The real key of `provider`, as the gateway reads it from its environment.
-fn provider_key(provider: &str) -> String {
-    format!("real-{provider}-secret-42")
 }
 
 fn env() -> &'static Env {
@@ -98,20 +91,6 @@ fn env() -> &'static Env {
 
 fn port() -> u16 {
     env().gateway.lock().unwrap().port
-}
-
-/// The provider saw its real key in `slot` (with `prefix`, "Bearer " say) and the Tollgate key
-/// nowhere in the request.
-fn assert_key_swapped(seen: &Seen, provider: &str, user: &str, slot: &str, prefix: &str) {
-    assert_eq!(
-        seen.header(slot),
-        Some(format!("{prefix}{}", provider_key(provider)).as_str()),
-        "{seen:#?}"
-    );
-    assert!(
-        !seen.contains(&client_key(user)),
-        "the Tollgate key reached {provider}: {seen:#?}"
-    );
 }
 
 /// The client received exactly the bytes the mock sent.

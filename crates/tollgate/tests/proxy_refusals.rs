@@ -283,12 +283,18 @@ fn provider_500_is_passed_through_and_recorded_at_no_cost() {
     assert_alive();
 }
 
-/// An admin API call with the admin token; answers the status and the JSON body.
+/// An admin API call with the admin token to the file's gateway; answers the status and the
+/// JSON body.
 fn admin(method: &str, path: &str, body: &str) -> (u16, Value) {
     let port = env().gateway.lock().unwrap().admin_port;
+    admin_at(port, method, path, body)
+}
+
+/// An admin API call with the admin token to the gateway whose admin listener is `admin_port`.
+fn admin_at(admin_port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let response = common::request(
-        port,
+        admin_port,
         method,
         path,
         &[
@@ -332,23 +338,6 @@ fn a_key_revoked_through_the_admin_api_is_refused_from_the_next_request() {
     let response = common::post_json(port(), path, &[("authorization", &auth)], chat);
     assert_shape("openai", 401, "invalid_api_key", &response);
     assert_alive();
-}
-
-/// A call to the admin API of the gateway at `admin_port`.
-fn admin_at(admin_port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let auth = format!("Bearer {ADMIN_TOKEN}");
-    let response = common::request(
-        admin_port,
-        method,
-        path,
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        body.as_bytes(),
-    );
-    let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-    (response.status, json)
 }
 
 #[test]

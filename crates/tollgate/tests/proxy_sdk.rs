@@ -11,20 +11,14 @@
 
 mod common;
 
-use common::{Gateway, Mock, Reply, Seen, UsageLog, fixture};
+use common::{
+    Gateway, Mock, Reply, Seen, UsageLog, assert_key_swapped, client_key, fixture, provider_key,
+};
 use serde_json::{Value, json};
 
 /// Calls per provider in the plan: each script makes three normal calls, so its fourth is over
 /// the limit.
 const PLAN_CALLS: u32 = 3;
-
-fn client_key(user: &str) -> String {
-    format!("tg_{user}_key_0123456789")
-}
-
-fn provider_key(provider: &str) -> String {
-    format!("real-{provider}-secret-42")
-}
 
 /// A gateway with `provider` pointed at `mock` and `user` on a plan of [`PLAN_CALLS`] calls to it.
 fn start_gateway(provider: &str, mock: &Mock, user: &str) -> Gateway {
@@ -37,19 +31,6 @@ fn start_gateway(provider: &str, mock: &Mock, user: &str) -> Gateway {
         key = common::key_entry(user, "sdk", &client_key(user)),
     );
     Gateway::start("", &rest, &[(&key_env, &provider_key(provider))])
-}
-
-/// The provider saw its real key in `slot` (after `prefix`) and the Tollgate key nowhere.
-fn assert_key_swapped(seen: &Seen, provider: &str, user: &str, slot: &str, prefix: &str) {
-    assert_eq!(
-        seen.header(slot),
-        Some(format!("{prefix}{}", provider_key(provider)).as_str()),
-        "{seen:#?}"
-    );
-    assert!(
-        !seen.contains(&client_key(user)),
-        "the Tollgate key reached {provider}: {seen:#?}"
-    );
 }
 
 fn request_json(seen: &Seen) -> Value {

@@ -837,6 +837,52 @@ pub fn request(
     send_raw(port, &raw)
 }
 
+/// `n` calls of `call(port)` released at the same instant from threads of their own, spread
+/// over `ports` in turn; returns what each answered, in order.
+pub fn at_once<T: Send + 'static>(
+    ports: &[u16],
+    n: usize,
+    call: impl Fn(u16) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let barrier = Arc::new(std::sync::Barrier::new(n));
+    let call = Arc::new(call);
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let port = ports[i % ports.len()];
+            let (barrier, call) = (Arc::clone(&barrier), Arc::clone(&call));
+            std::thread::spawn(move || {
+                barrier.wait();
+                call(port)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+/// The Tollgate key the tests give `user`.
+pub fn client_key(user: &str) -> String {
+    format!("tg_{user}_key_0123456789")
+}
+
+/// The real key of `provider`, as the tests put it in the gateway's environment.
+pub fn provider_key(provider: &str) -> String {
+    format!("real-{provider}-secret-42")
+}
+
+/// The provider saw its real key in `slot` (after `prefix`, "Bearer " say) and `user`'s
+/// Tollgate key nowhere in the request.
+pub fn assert_key_swapped(seen: &Seen, provider: &str, user: &str, slot: &str, prefix: &str) {
+    assert_eq!(
+        seen.header(slot),
+        Some(format!("{prefix}{}", provider_key(provider)).as_str()),
+        "{seen:#?}"
+    );
+    assert!(
+        !seen.contains(&client_key(user)),
+        "the Tollgate key reached {provider}: {seen:#?}"
+    );
+}
+
 /// A JSON POST, the common case.
 pub fn post_json(port: u16, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
     let mut all = vec![("content-type", "application/json")];
