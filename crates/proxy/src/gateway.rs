@@ -4,10 +4,14 @@
 //!   plan; requests whose admission needs nothing from the body are admitted here.
 //! - `upstream_peer` / `upstream_request_filter`: the provider's upstream, the client's
 //!   credential removed from every slot and the real key injected, `Accept-Encoding: identity`.
-//! - `request_body_filter`: requests whose model and limits are in the JSON body are held until
-//!   the body is complete, then inspected and admitted before the first body byte is released
-//!   upstream (Pingora has already sent the request head by then; a refused request's body is
-//!   never sent, so the provider never sees a complete request).
+//! - Requests whose model and limits are in the JSON body: a body of known length that fits
+//!   Pingora's retry buffer (64 KiB, nearly every API call) is read whole in `request_filter`,
+//!   inspected and admitted before anything goes upstream, and sent with its exact
+//!   `Content-Length` in one write after the head. A larger or chunked body is held in
+//!   `request_body_filter` until complete, then inspected and admitted before its first byte is
+//!   released upstream (Pingora has already sent the request head by then, so such a request
+//!   goes chunked; a refused request's body is never sent, so the provider never sees a
+//!   complete request).
 //! - `fail_to_proxy`: refusals and upstream failures rendered in the provider's error shape.
 //! - `response_filter` / `response_body_filter`: the response streams through unchanged while
 //!   each chunk is fed to the provider's usage scanner (synchronous, bounded memory).
@@ -160,6 +164,9 @@ pub struct RequestCtx {
     request_bytes: u64,
     /// The upstream request is sent chunked because its body may be rewritten.
     rewrite: bool,
+    /// The body as it goes upstream, when it was read and admitted in `request_filter`; Pingora
+    /// replays the body it buffered through `request_body_filter`, which sends this instead.
+    admitted_body: Option<Bytes>,
     facts: RequestFacts,
     period: Option<BillingPeriod>,
     /// The limits the reservation was checked against, for the alerts of its settle.
@@ -183,6 +190,10 @@ impl RequestCtx {
 }
 
 const REFUSED: &str = "refused by the gateway";
+
+/// The largest request body read whole before the upstream request begins: Pingora's retry
+/// buffer holds up to 64 KiB, and it is what Pingora replays as the body it forwards.
+const READ_BEFORE_UPSTREAM_MAX: u64 = 64 * 1024;
 
 fn refused() -> Box<Error> {
     Error::new(ErrorType::Custom(REFUSED))
@@ -325,9 +336,16 @@ impl Gateway {
             None => return self.refuse(ctx, GatewayError::Internal),
         }
         ctx.hold_body = has_body(header) && provider != Provider::Stability;
+        let read_now = ctx.hold_body
+            && !header.headers.contains_key(http::header::TRANSFER_ENCODING)
+            && content_length(header).is_some_and(|n| n <= READ_BEFORE_UPSTREAM_MAX);
         ctx.rewrite = ctx.hold_body
+            && !read_now
             && may_rewrite(provider, &ctx.path, self.config.proxy.inject_stream_usage);
         ctx.identity = Some(identity);
+        if read_now {
+            return self.admit_whole_body(session, ctx).await;
+        }
         if !ctx.hold_body {
             let facts = match inspect(provider, &ctx.path, b"") {
                 Ok(facts) => facts,
@@ -341,25 +359,41 @@ impl Gateway {
         Ok(false)
     }
 
-    /// The held body is complete: inspect it, admit the call, release the body upstream.
-    async fn admit_body(&self, body: &mut Option<Bytes>, ctx: &mut RequestCtx) -> Result<()> {
-        let provider = ctx
-            .provider
-            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
-        let facts = match inspect(provider, &ctx.path, &ctx.body) {
-            Ok(facts) => facts,
-            Err(e) => {
-                ctx.refusal = Some(e);
-                return Err(refused());
+    /// A body small enough for Pingora's retry buffer: read it whole before anything goes
+    /// upstream, admit the call, and keep the body as it will go upstream. Pingora replays the
+    /// buffered body through `request_body_filter` (also when it retries on a fresh upstream
+    /// connection), which sends the kept one in its place.
+    async fn admit_whole_body(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        session.enable_retry_buffering();
+        let max = self.config.proxy.max_request_body_bytes;
+        while let Some(chunk) = session.read_request_body().await? {
+            if (ctx.body.len() + chunk.len()) as u64 > max {
+                return self.refuse(ctx, GatewayError::BodyTooLarge { max_bytes: max });
             }
-        };
-        if let Err(e) = self.admit(ctx, &facts).await {
-            ctx.refusal = Some(e);
-            return Err(refused());
+            ctx.body.extend_from_slice(&chunk);
         }
+        if session.as_ref().get_retry_buffer().is_none() {
+            // Pingora would have nothing to replay: the request cannot be forwarded.
+            return self.refuse(ctx, GatewayError::Internal);
+        }
+        match self.admit_body(ctx).await {
+            Ok(out) => {
+                ctx.admitted_body = Some(out);
+                ctx.hold_body = false;
+                Ok(false)
+            }
+            Err(e) => self.refuse(ctx, e),
+        }
+    }
+
+    /// The held body is complete: inspect it, admit the call; the body as it goes upstream.
+    async fn admit_body(&self, ctx: &mut RequestCtx) -> Result<Bytes, GatewayError> {
+        let provider = ctx.provider.ok_or(GatewayError::Internal)?;
+        let facts = inspect(provider, &ctx.path, &ctx.body)?;
+        self.admit(ctx, &facts).await?;
         let held = Bytes::from(std::mem::take(&mut ctx.body));
         ctx.request_bytes = held.len() as u64;
-        let out = if ctx.rewrite {
+        let out = if may_rewrite(provider, &ctx.path, self.config.proxy.inject_stream_usage) {
             rewrite_body(
                 provider,
                 &ctx.path,
@@ -373,8 +407,7 @@ impl Gateway {
         };
         ctx.facts = facts;
         ctx.request_body = held;
-        *body = Some(out);
-        Ok(())
+        Ok(out)
     }
 
     async fn write_error(
@@ -432,6 +465,7 @@ impl ProxyHttp for Gateway {
             request_body: Bytes::new(),
             request_bytes: 0,
             rewrite: false,
+            admitted_body: None,
             facts: RequestFacts::default(),
             period: None,
             limits: Vec::new(),
@@ -516,7 +550,9 @@ impl ProxyHttp for Gateway {
         upstream_request.insert_header(name, value)?;
         // The body is scanned for usage; an uncompressed response keeps that cheap and exact.
         upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
-        if ctx.rewrite {
+        if let Some(body) = &ctx.admitted_body {
+            upstream_request.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        } else if ctx.rewrite {
             upstream_request.remove_header(&http::header::CONTENT_LENGTH);
             upstream_request.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
         }
@@ -531,6 +567,13 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(admitted) = &ctx.admitted_body {
+            // Pingora's replay of the body read in `request_filter`.
+            if body.is_some() {
+                *body = Some(admitted.clone());
+            }
+            return Ok(());
+        }
         if !ctx.hold_body {
             if let Some(chunk) = body.as_ref() {
                 ctx.request_bytes += chunk.len() as u64;
@@ -546,12 +589,24 @@ impl ProxyHttp for Gateway {
             ctx.body.extend_from_slice(&chunk);
         }
         if !end_of_stream {
+            // Held. An empty chunk, not `None`: Pingora takes a `None` body for the end of the
+            // body and would finish the upstream request there, empty.
+            *body = Some(Bytes::new());
             return Ok(());
         }
         let started = Instant::now();
-        let outcome = self.admit_body(body, ctx).await;
+        let outcome = self.admit_body(ctx).await;
         ctx.overhead += started.elapsed();
-        outcome
+        match outcome {
+            Ok(out) => {
+                *body = Some(out);
+                Ok(())
+            }
+            Err(e) => {
+                ctx.refusal = Some(e);
+                Err(refused())
+            }
+        }
     }
 
     async fn response_filter(

@@ -261,3 +261,88 @@ fn openai_calls_are_forwarded_metered_and_limited() {
             .all(|r| r.key_id.as_deref().is_some_and(|k| !k.contains("tg_")))
     );
 }
+
+/// Bodies reach the provider byte for byte, whichever way the gateway reads them: one of known
+/// length up to 64 KiB is read before the upstream request begins and keeps an exact
+/// `Content-Length` (also when rewritten); a larger one, or one the client sends chunked, is held
+/// while the upstream request has begun, so it goes chunked.
+#[test]
+fn request_bodies_reach_the_provider_whole_with_their_length() {
+    let upstream = mock_openai();
+    let gw = start_gateway(upstream.port, 100);
+    let auth = bearer();
+    let path = "/openai/v1/chat/completions";
+    // A body of exactly `total` bytes with the given stream flag.
+    let body_of = |total: usize, stream: bool| {
+        let head = format!(
+            r#"{{"model":"gpt-4o","stream":{stream},"max_tokens":5,"messages":[{{"role":"user","content":""#
+        );
+        let tail = r#""}]}"#;
+        let body = format!(
+            "{head}{}{tail}",
+            "a".repeat(total - head.len() - tail.len())
+        );
+        assert_eq!(body.len(), total);
+        body
+    };
+    let cases = [
+        (200, false, "length"),
+        (64 * 1024, false, "length"),
+        (64 * 1024 + 1, false, "chunked"),
+        (300 * 1024, false, "chunked"),
+        (200, true, "length"),
+        (64 * 1024, true, "length"),
+        (100 * 1024, true, "chunked"),
+    ];
+    for (i, (size, stream, framing)) in cases.into_iter().enumerate() {
+        let body = body_of(size, stream);
+        let (status, _, text) = request(gw.port, path, &[("authorization", &auth)], &body);
+        assert_eq!(status, 200, "{size} bytes: {text}");
+        let seen = &upstream.seen()[i];
+        let forwarded: serde_json::Value = serde_json::from_slice(&seen.body)
+            .unwrap_or_else(|e| panic!("{size} bytes: {e}: {seen:?}"));
+        if stream {
+            // Rewritten: the same request with usage asked for.
+            assert_eq!(forwarded["stream_options"]["include_usage"], true);
+            let mut sent: serde_json::Value = serde_json::from_str(&body).unwrap();
+            sent["stream_options"] = forwarded["stream_options"].clone();
+            assert_eq!(forwarded, sent, "{size} bytes");
+        } else {
+            assert_eq!(seen.body, body.as_bytes(), "{size} bytes, unchanged");
+        }
+        match framing {
+            "length" => {
+                assert_eq!(
+                    seen.header("content-length"),
+                    Some(seen.body.len().to_string().as_str()),
+                    "{size} bytes"
+                );
+                assert_eq!(seen.header("transfer-encoding"), None, "{size} bytes");
+            }
+            _ => assert_eq!(seen.header("transfer-encoding"), Some("chunked"), "{size}"),
+        }
+    }
+
+    // A small body the client sends chunked: no length is known before it is read, so it is
+    // held, admitted and forwarded as it came.
+    let body = body_of(500, false);
+    let mut raw = format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: {auth}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for part in body.as_bytes().chunks(128) {
+        raw.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        raw.extend_from_slice(part);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let response = common::send_raw(gw.port, &raw);
+    assert_eq!(response.status, 200, "{}", response.text());
+    let seen = upstream.seen().pop().unwrap();
+    assert_eq!(seen.body, body.as_bytes());
+
+    let rows = common::wait_rows(&gw.ledger_url(), "alice", cases.len() + 1);
+    assert_eq!(rows.len(), cases.len() + 1);
+    gw.stop();
+}
