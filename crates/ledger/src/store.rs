@@ -1,8 +1,10 @@
 //! Writing a batch of usage events: the log rows and the summary increments they imply, in one
 //! transaction.
 //!
-//! The log insert is `ON CONFLICT (event_id) DO NOTHING RETURNING event_id`, so the database
-//! says which events are new; only those are added to the summaries, with
+//! The log insert is `ON CONFLICT (event_id) DO NOTHING`: when its row count is the number of
+//! events, all are new; otherwise it is undone to a savepoint and repeated with
+//! `RETURNING event_id`, so the database says which events are new. Only those are added to the
+//! summaries, with
 //! `INSERT … ON CONFLICT DO UPDATE SET x = x + excluded.x`. Replaying a batch that was already
 //! committed therefore changes nothing, and concurrent writers never lose an increment.
 
@@ -88,7 +90,7 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
     let inserted: HashSet<String> = on_db!(db, pool => {
         let mut tx = pool.begin().await.map_err(LedgerError::db("beginning a batch"))?;
         let mut inserted = HashSet::with_capacity(unique.len());
-        for chunk in unique.chunks(ROWS_PER_INSERT) {
+        let log_rows = |chunk: &[&UsageEvent]| {
             let mut insert = QueryBuilder::new(INSERT_LOGS);
             insert.push_values(chunk, |mut row, e| {
                 let u = e.usage;
@@ -124,7 +126,29 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
                     .push_bind(e.occurred_at.date_naive().to_string())
                     .push_bind(now);
             });
-            insert.push(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
+            insert.push(" ON CONFLICT (event_id) DO NOTHING");
+            insert
+        };
+        for chunk in unique.chunks(ROWS_PER_INSERT) {
+            // Nearly always every event is new, and the insert's row count says so without the
+            // database sending each id back (SQLite's driver hands over every returned row
+            // separately between threads). When some were stored already (a replay), the
+            // insert is undone to its savepoint and run again returning the new ones' ids.
+            let mut attempt = sqlx::Connection::begin(&mut *tx).await.map_err(LedgerError::db("beginning an insert"))?;
+            let stored = log_rows(chunk)
+                .build()
+                .execute(&mut *attempt)
+                .await
+                .map_err(LedgerError::db("inserting usage logs"))?
+                .rows_affected();
+            if usize::try_from(stored).is_ok_and(|n| n == chunk.len()) {
+                attempt.commit().await.map_err(LedgerError::db("inserting usage logs"))?;
+                inserted.extend(chunk.iter().map(|e| e.event_id.clone()));
+                continue;
+            }
+            attempt.rollback().await.map_err(LedgerError::db("inserting usage logs"))?;
+            let mut insert = log_rows(chunk);
+            insert.push(" RETURNING event_id");
             let ids: Vec<(String,)> = insert
                 .build_query_as()
                 .fetch_all(&mut *tx)
