@@ -5,6 +5,7 @@ mod admin_server;
 mod check;
 mod import;
 mod inspect_usage;
+mod log_writer;
 mod serve;
 
 use std::path::PathBuf;
@@ -88,12 +89,13 @@ enum PricingCommand {
 }
 
 fn main() -> ExitCode {
+    let (log, _flusher) = log_writer::BufferedLog::new(Box::new(std::io::stderr()), true);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(log)
         // Colours for a person at a terminal; plain lines for files and log collectors.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
