@@ -80,7 +80,7 @@ async fn postgres_ten_thousand_concurrent_events_stored_exactly_once() {
 }
 
 /// Replaying a committed batch (as after a crash between commit and spool removal) changes
-/// nothing.
+/// nothing; a batch partly stored adds only its new events.
 #[tokio::test]
 async fn replaying_a_batch_is_a_no_op() {
     for backend in ["sqlite", "postgres"] {
@@ -95,6 +95,11 @@ async fn replaying_a_batch_is_a_no_op() {
         let after = ledger.usage_for_period("user-1", "2026-11").await.unwrap();
         assert_eq!(before.totals, after.totals, "{backend}");
         assert_eq!(assert_summaries_match_logs(&ledger).await, 300);
+        // Half stored already, half new, in one insert: only the new half counts.
+        let mixed: Vec<_> = (150..450).map(|n| event(format!("r-{n}"), n)).collect();
+        let third = ledger.insert_batch(&mixed).await.unwrap();
+        assert_eq!((third.inserted, third.duplicates), (150, 150), "{backend}");
+        assert_eq!(assert_summaries_match_logs(&ledger).await, 450);
         ledger.close().await;
     }
 }
