@@ -6,6 +6,7 @@
 //! tokens than the bytes of the text it encodes.
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tollgate_domain::Provider;
 
 use crate::errors::GatewayError;
@@ -36,6 +37,20 @@ pub fn inspect(provider: Provider, path: &str, body: &[u8]) -> Result<RequestFac
             input_tokens_bound,
         });
     }
+    match peek(body, path_model.clone(), stream, input_tokens_bound) {
+        Some(facts) => Ok(facts),
+        None => parse(body, path_model, stream, input_tokens_bound),
+    }
+}
+
+/// The facts of a JSON body built whole as a `Value`: the reference for [`peek`], and the
+/// errors of a body that is not a JSON object.
+fn parse(
+    body: &[u8],
+    path_model: Option<String>,
+    stream: bool,
+    input_tokens_bound: u64,
+) -> Result<RequestFacts, GatewayError> {
     let json: Value = serde_json::from_slice(body).map_err(|e| {
         GatewayError::BadRequest(format!("the request body is not valid JSON: {e}"))
     })?;
@@ -59,6 +74,67 @@ pub fn inspect(provider: Provider, path: &str, body: &[u8]) -> Result<RequestFac
         model,
         max_output_tokens,
         stream: stream || object.get("stream").and_then(Value::as_bool) == Some(true),
+        input_tokens_bound,
+    })
+}
+
+/// The fields admission reads, borrowed from the body; everything else (the messages) is
+/// checked for syntax and skipped without being built.
+#[derive(serde::Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_output_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow, rename = "generationConfig")]
+    generation_config: Option<&'a RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct PeekGenerationConfig<'a> {
+    #[serde(borrow, rename = "maxOutputTokens")]
+    max_output_tokens: Option<&'a RawValue>,
+}
+
+/// The facts of a JSON object body without building it as a `Value`. `None` when the body is
+/// not a plain, well-formed JSON object (not an object, malformed, or naming one of these keys
+/// twice): the full parse then gives the same facts, or the error, as before.
+fn peek(
+    body: &[u8],
+    path_model: Option<String>,
+    stream: bool,
+    input_tokens_bound: u64,
+) -> Option<RequestFacts> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    let peek: Peek<'_> = serde_json::from_slice(body).ok()?;
+    let number = |v: Option<&RawValue>| v.and_then(|v| serde_json::from_str::<u64>(v.get()).ok());
+    let nested = match peek.generation_config {
+        Some(v) if v.get().starts_with('{') => {
+            let config: PeekGenerationConfig<'_> = serde_json::from_str(v.get()).ok()?;
+            number(config.max_output_tokens)
+        }
+        _ => None,
+    };
+    let max_output_tokens = number(peek.max_completion_tokens)
+        .or_else(|| number(peek.max_tokens))
+        .or_else(|| number(peek.max_output_tokens))
+        .or(nested);
+    let model = path_model.or_else(|| {
+        peek.model
+            .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+    });
+    Some(RequestFacts {
+        model,
+        max_output_tokens,
+        stream: stream || peek.stream.is_some_and(|v| v.get() == "true"),
         input_tokens_bound,
     })
 }
@@ -212,6 +288,36 @@ mod tests {
         );
         assert_eq!(name(Provider::Exa, "/findSimilar"), "findsimilar");
         assert_eq!(name(Provider::Tavily, "/usage"), "usage");
+    }
+
+    #[test]
+    fn peeking_reads_the_same_facts_as_the_full_parse() {
+        let bodies = [
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"{\"model\":\"x\"}"}],"max_tokens":50}"#,
+            r#"{"model":"gpt-4o","max_completion_tokens":7,"max_tokens":9,"stream":true}"#,
+            r#"{"model":"o3","max_tokens":"many","max_output_tokens":12,"stream":"true"}"#,
+            r#"{"model":42,"max_tokens":50.0,"stream":false}"#,
+            r#"{"model":"m\u0031","max_tokens":-3}"#,
+            r#"{"generationConfig":{"maxOutputTokens":64,"temperature":0.2},"contents":[]}"#,
+            r#"{"generationConfig":[64],"max_output_tokens":5}"#,
+            r#"{"generationConfig":{"maxOutputTokens":1,"maxOutputTokens":2}}"#,
+            r#"{"model":"a","model":"b"}"#,
+            r#"  {"stream" : true , "model" : "spaced"}  "#,
+            r#"{}"#,
+        ];
+        for body in bodies {
+            let full = parse(body.as_bytes(), None, false, body.len() as u64).unwrap();
+            let inspected = inspect(Provider::OpenAi, "/v1/chat/completions", body.as_bytes());
+            assert_eq!(inspected.unwrap(), full, "{body}");
+            if let Some(peeked) = peek(body.as_bytes(), None, false, body.len() as u64) {
+                assert_eq!(peeked, full, "{body}");
+            }
+        }
+        // The common body is read without the full parse.
+        assert!(peek(bodies[0].as_bytes(), None, false, 0).is_some());
+        for bad in ["[1,2]", "{\"model\":", "\"text\"", "{\"a\":1}x"] {
+            assert!(peek(bad.as_bytes(), None, false, 0).is_none(), "{bad}");
+        }
     }
 
     #[test]
