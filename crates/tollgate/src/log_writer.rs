@@ -25,23 +25,38 @@ pub const BUFFER_BYTES: usize = 64 * 1024;
 type Sink = Box<dyn Write + Send>;
 
 struct Shared {
-    /// Lines not yet written, and the sink they go to: one lock, so that writes keep their order.
-    state: Mutex<(Vec<u8>, Sink)>,
+    /// Lines not yet written. Held only to append or to take them, never while writing, so a
+    /// request thread never waits on a write.
+    pending: Mutex<Vec<u8>>,
+    /// Where lines go. Whoever writes holds it from taking the pending lines until they are
+    /// written, so that lines keep their order.
+    sink: Mutex<Sink>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, (Vec<u8>, Sink)> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Appends `line` (if any) and writes out everything pending.
+    fn write_out(&self, line: &[u8]) -> io::Result<()> {
+        let mut sink = lock(&self.sink);
+        let mut out = {
+            let mut pending = lock(&self.pending);
+            pending.extend_from_slice(line);
+            if pending.is_empty() {
+                return Ok(());
+            }
+            std::mem::replace(&mut *pending, Vec::with_capacity(BUFFER_BYTES))
+        };
+        let written = sink.write_all(&out);
+        out.clear();
+        written
     }
 
     fn flush(&self) {
-        let mut state = self.lock();
-        let (pending, sink) = &mut *state;
-        if !pending.is_empty() {
-            // Nowhere to report a failed write to stderr: the lines are dropped.
-            let _ = sink.write_all(pending);
-            pending.clear();
-        }
+        // Nowhere to report a failed write to stderr: the lines are dropped.
+        let _ = self.write_out(&[]);
     }
 }
 
@@ -76,7 +91,8 @@ impl BufferedLog {
     pub fn new(sink: Sink, background: bool) -> (BufferedLog, Flusher) {
         let log = BufferedLog {
             shared: Arc::new(Shared {
-                state: Mutex::new((Vec::with_capacity(BUFFER_BYTES), sink)),
+                pending: Mutex::new(Vec::with_capacity(BUFFER_BYTES)),
+                sink: Mutex::new(sink),
             }),
         };
         if background {
@@ -112,13 +128,18 @@ pub struct Line<'a> {
 
 impl Write for Line<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut state = self.log.shared.lock();
-        let (pending, sink) = &mut *state;
-        pending.extend_from_slice(buf);
-        if self.at_once || pending.len() >= BUFFER_BYTES {
-            let written = sink.write_all(pending);
-            pending.clear();
-            written?;
+        let shared = &self.log.shared;
+        if self.at_once {
+            shared.write_out(buf)?;
+            return Ok(buf.len());
+        }
+        let full = {
+            let mut pending = lock(&shared.pending);
+            pending.extend_from_slice(buf);
+            pending.len() >= BUFFER_BYTES
+        };
+        if full {
+            shared.write_out(&[])?;
         }
         Ok(buf.len())
     }
