@@ -40,7 +40,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         .block_on(Ledger::open(ledger_config(&config)))
         .with_context(|| format!("opening the ledger at {}", config.storage.database_url))?;
 
-    let counters = counters(&config, &ledger, &handle, &ledger_runtime)?;
+    let (counters, shared_counters) = counters(&config, &ledger, &handle, &ledger_runtime)?;
     let gateway = Gateway::new(Arc::clone(&config), counters, handle.clone())
         .map_err(anyhow::Error::msg)?
         .with_stored_keys(ledger.clone());
@@ -81,8 +81,12 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         {
             let handle = handle.clone();
             let metrics = Arc::clone(&metrics);
-            // The proxy's own metrics, then the ledger's.
+            // The proxy's own metrics, then the ledger's. The degraded gauge is read when
+            // scraped, so that it shows a recovery also when no request has come since.
             Arc::new(move || {
+                if let Some(store) = &shared_counters {
+                    metrics.set_counters_degraded(store.is_degraded());
+                }
                 let mut text = metrics.render();
                 text.push_str(&tollgate_admin::metrics::render_ledger(&handle.metrics()));
                 text
@@ -123,16 +127,17 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
 
 /// The counters the configuration asks for. A Redis store's connection and probe tasks live on
 /// the ledger's runtime, which outlives the proxy.
+/// The gateway's counters, and the shared store behind them (Redis) when there is one.
 fn counters(
     config: &Config,
     ledger: &tollgate_ledger::Ledger,
     writer: &tollgate_ledger::LedgerHandle,
     runtime: &tokio::runtime::Runtime,
-) -> anyhow::Result<Counters> {
+) -> anyhow::Result<(Counters, Option<ResilientStore>)> {
     match &config.storage.counters {
-        CounterStore::Memory => Ok(Counters::memory(
-            Arc::new(MemoryStore::new()),
-            Some(ledger.clone()),
+        CounterStore::Memory => Ok((
+            Counters::memory(Arc::new(MemoryStore::new()), Some(ledger.clone())),
+            None,
         )),
         CounterStore::Redis {
             url,
@@ -155,7 +160,7 @@ fn counters(
                     ..ResilientConfig::default()
                 },
             );
-            Ok(Counters::Shared(store))
+            Ok((Counters::Shared(store.clone()), Some(store)))
         }
     }
 }

@@ -393,3 +393,63 @@ fn redis_killed_under_load_each_policy_holds_and_recovers() {
     }
     assert!(gw.stop().path().exists());
 }
+
+/// The degraded gauge as `/metrics` shows it now.
+fn degraded(admin_port: u16) -> f64 {
+    common::request(admin_port, "GET", "/metrics", &[], b"")
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate_counter_store_degraded "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the degraded gauge on /metrics")
+}
+
+/// The gauge is read when scraped: once Redis is back it clears within 2 s although no request
+/// has come since the one that found Redis gone.
+#[test]
+fn the_degraded_gauge_clears_without_traffic() {
+    let mut redis = RedisServer::start();
+    let mock = Mock::with_handler(|_| Reply::json(COMPLETION));
+    let rest = format!(
+        "[providers.openai]\nbase_url = \"http://127.0.0.1:{}\"\nkey_env = \"TG_TEST_OPENAI_KEY\"\n\
+         [plans.open]\nname = \"open\"\ntier = \"pro\"\non_counter_store_unreachable = \"fail_open\"\n\
+         [plans.open.providers]\nopenai = {{ calls = 1000 }}\n{}",
+        mock.port,
+        key_entry(OPEN, "open", &key(OPEN)),
+    );
+    let storage = format!(
+        "counters = \"redis\"\nredis_url = \"{}\"\nredis_timeout_ms = {REDIS_TIMEOUT_MS}",
+        redis.url()
+    );
+    let gw = Gateway::start_with_storage(
+        "",
+        &storage,
+        &rest,
+        &[("TG_TEST_OPENAI_KEY", "sk-upstream"), ("RUST_LOG", "warn")],
+    );
+    let call = || {
+        post_json(
+            gw.port,
+            "/openai/v1/chat/completions",
+            &[("authorization", &format!("Bearer {}", key(OPEN)))],
+            r#"{"model":"gpt-4o","messages":[],"max_tokens":5}"#,
+        )
+        .status
+    };
+    assert_eq!(call(), 200);
+    assert_eq!(degraded(gw.admin_port), 0.0);
+
+    redis.kill();
+    assert_eq!(call(), 200, "fail_open forwards while Redis is away");
+    assert_eq!(degraded(gw.admin_port), 1.0);
+
+    redis.restart();
+    let returned = Instant::now();
+    assert!(
+        wait_until(RECOVERY, || degraded(gw.admin_port) == 0.0),
+        "still degraded {:?} after Redis returned, with no traffic",
+        returned.elapsed()
+    );
+    assert_eq!(call(), 200);
+    gw.stop();
+}
