@@ -326,18 +326,7 @@ fn request_bodies_reach_the_provider_whole_with_their_length() {
     // A small body the client sends chunked: no length is known before it is read, so it is
     // held, admitted and forwarded as it came.
     let body = body_of(500, false);
-    let mut raw = format!(
-        "POST {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: {auth}\r\n\
-         content-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
-    )
-    .into_bytes();
-    for part in body.as_bytes().chunks(128) {
-        raw.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-        raw.extend_from_slice(part);
-        raw.extend_from_slice(b"\r\n");
-    }
-    raw.extend_from_slice(b"0\r\n\r\n");
-    let response = common::send_raw(gw.port, &raw);
+    let response = common::post_json_chunked(gw.port, path, &auth, &body, 128);
     assert_eq!(response.status, 200, "{}", response.text());
     let seen = upstream.seen().pop().unwrap();
     assert_eq!(seen.body, body.as_bytes());

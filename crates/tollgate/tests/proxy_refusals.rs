@@ -205,18 +205,7 @@ fn bodies_over_the_cap_are_413_announced_or_chunked() {
     assert_shape("openai", 413, "request_too_large", &response);
 
     // The same body chunked, so no length is known up front.
-    let mut raw = format!(
-        "POST {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: {auth}\r\n\
-         content-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
-    )
-    .into_bytes();
-    for part in body.as_bytes().chunks(300) {
-        raw.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-        raw.extend_from_slice(part);
-        raw.extend_from_slice(b"\r\n");
-    }
-    raw.extend_from_slice(b"0\r\n\r\n");
-    let response = common::send_raw(port(), &raw);
+    let response = common::post_json_chunked(port(), path, &auth, &body, 300);
     assert_shape("openai", 413, "request_too_large", &response);
 
     // Neither body reached the provider whole.

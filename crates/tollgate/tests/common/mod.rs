@@ -890,6 +890,29 @@ pub fn post_json(port: u16, path: &str, headers: &[(&str, &str)], body: &str) ->
     request(port, "POST", path, &all, body.as_bytes())
 }
 
+/// A JSON POST whose body is sent chunked, `chunk_bytes` per chunk, so that no length is known
+/// up front; the connection closes after the answer.
+pub fn post_json_chunked(
+    port: u16,
+    path: &str,
+    authorization: &str,
+    body: &str,
+    chunk_bytes: usize,
+) -> Response {
+    let mut raw = format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: {authorization}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for part in body.as_bytes().chunks(chunk_bytes) {
+        raw.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        raw.extend_from_slice(part);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    send_raw(port, &raw)
+}
+
 /// Sends `raw` bytes as they are, reads the answer until the gateway closes the connection and
 /// parses it.
 pub fn send_raw(port: u16, raw: &[u8]) -> Response {
