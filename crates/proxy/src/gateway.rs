@@ -364,6 +364,11 @@ impl Gateway {
     /// buffered body through `request_body_filter` (also when it retries on a fresh upstream
     /// connection), which sends the kept one in its place.
     async fn admit_whole_body(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if expects_continue(session.req_header()) {
+            // The client waits for a go-ahead before its body; the provider, which would have
+            // given it, sees the request only once the body is here (its `Expect` is removed).
+            session.write_continue_response().await?;
+        }
         session.enable_retry_buffering();
         let max = self.config.proxy.max_request_body_bytes;
         while let Some(chunk) = session.read_request_body().await? {
@@ -442,6 +447,15 @@ fn content_length(header: &RequestHeader) -> Option<u64> {
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// `Expect: 100-continue` on an HTTP/1.1 request (RFC 9110, 10.1.1).
+fn expects_continue(header: &RequestHeader) -> bool {
+    header.version == http::Version::HTTP_11
+        && header
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 fn has_body(header: &RequestHeader) -> bool {
@@ -552,6 +566,7 @@ impl ProxyHttp for Gateway {
         upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
         if let Some(body) = &ctx.admitted_body {
             upstream_request.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+            upstream_request.remove_header(&http::header::EXPECT);
         } else if ctx.rewrite {
             upstream_request.remove_header(&http::header::CONTENT_LENGTH);
             upstream_request.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;

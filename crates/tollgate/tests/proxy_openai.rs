@@ -335,3 +335,64 @@ fn request_bodies_reach_the_provider_whole_with_their_length() {
     assert_eq!(rows.len(), cases.len() + 1);
     gw.stop();
 }
+
+/// A client that sends `Expect: 100-continue` (curl does for bodies over 1 KiB) gets the
+/// go-ahead from the gateway once its key and plan are checked, sends its body, and gets the
+/// provider's answer; the provider sees a plain request with the whole body.
+#[test]
+fn expect_100_continue_gets_its_go_ahead_from_the_gateway() {
+    let upstream = mock_openai();
+    let gw = start_gateway(upstream.port, 10);
+    let body = format!(
+        r#"{{"model":"gpt-4o","max_tokens":5,"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "b".repeat(2_000)
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\
+         connection: close\r\n\r\n",
+        bearer(),
+        body.len()
+    )
+    .unwrap();
+    let asked = Instant::now();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    assert!(asked.elapsed() < Duration::from_millis(500));
+    stream.write_all(body.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let response = common::parse_response(&answer);
+    assert_eq!(response.status, 200, "{}", response.text());
+    let seen = upstream.seen().pop().unwrap();
+    assert_eq!(seen.body, body.as_bytes());
+    assert_eq!(seen.header("expect"), None);
+
+    // Refused before the body is asked for: no go-ahead, the 401 straight away.
+    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer tg_nobody\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\
+         connection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 401"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    gw.stop();
+}
