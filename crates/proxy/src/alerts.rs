@@ -9,12 +9,19 @@
 //! cross nothing: for them this is a few comparisons and no allocation.
 //!
 //! Storing is a database write, so it runs on a task of its own on the ledger's runtime, fed by
-//! a bounded queue: the request path only queues. A write that fails, or a full queue, is
-//! logged and counted (`tollgate_alert_raise_failures_total`); the call is never failed for it.
+//! a bounded queue: the request path only queues. A write that fails (the database is down) is
+//! kept and tried again, first after [`RETRY_FIRST`] and then at doubling intervals up to
+//! [`RETRY_MAX`], in the order the crossings came, until it is stored; storing is idempotent, so
+//! a retry never raises an alert twice. Crossings are given up only when the queue or the retry
+//! list is full, or at shutdown while the database is still down: those are logged and counted
+//! (`tollgate_alert_raise_failures_total`). The call is never failed for an alert.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tollgate_counters::SettledUse;
 use tollgate_domain::{Amount, BillingPeriod, Crossing, Limit, crossings};
 use tollgate_ledger::Ledger;
@@ -24,6 +31,11 @@ use crate::metrics::Metrics;
 /// Crossings waiting to be stored. Each threshold is crossed once per user-period, so the queue
 /// only fills if the database stalls for a long time.
 const QUEUE_CAPACITY: usize = 1024;
+/// Calls' crossings kept for another try while the database cannot store them.
+const RETRY_CAPACITY: usize = 10_000;
+/// The first wait before storing failed crossings again; it doubles up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_millis(200);
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// The thresholds (`thresholds_pct`, ascending) of `limits` that a call using `actual` crossed,
 /// given the settled use its settle answered.
@@ -89,8 +101,9 @@ impl AlertRaiser {
         }
     }
 
-    /// Returns once everything queued before the call has been stored (or has failed): what
-    /// the gateway waits for at shutdown, after the last request has settled.
+    /// Returns once everything queued before the call has been stored, or given up on (with
+    /// what waits for another try) if the database still cannot take it: what the gateway waits
+    /// for at shutdown, after the last request has settled.
     pub async fn drain(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Msg::Drain(done)).await.is_ok() {
@@ -99,27 +112,125 @@ impl AlertRaiser {
     }
 }
 
+/// One call's crossings on their way to the ledger.
+struct Raised {
+    user: String,
+    period: String,
+    crossings: Vec<Crossing>,
+}
+
+/// Crossings that failed to be stored, and when to try them again.
+struct Retries {
+    waiting: VecDeque<Raised>,
+    delay: Duration,
+    next: Option<Instant>,
+}
+
+impl Retries {
+    fn keep(&mut self, raised: Raised, metrics: &Metrics) {
+        if self.waiting.len() >= RETRY_CAPACITY {
+            give_up(&raised, metrics, "too many alerts wait for the database");
+            return;
+        }
+        self.waiting.push_back(raised);
+        self.next.get_or_insert_with(|| Instant::now() + self.delay);
+    }
+
+    /// Stores what waits, oldest first, stopping at the first failure (the database is still
+    /// away) and trying again after a longer wait.
+    async fn retry(&mut self, ledger: &Ledger, metrics: &Metrics) {
+        while let Some(raised) = self.waiting.front() {
+            if store(ledger, raised, metrics).await.is_err() {
+                self.delay = (self.delay * 2).min(RETRY_MAX);
+                self.next = Some(Instant::now() + self.delay);
+                return;
+            }
+            self.waiting.pop_front();
+        }
+        self.delay = RETRY_FIRST;
+        self.next = None;
+    }
+}
+
+async fn store(ledger: &Ledger, raised: &Raised, metrics: &Metrics) -> Result<(), ()> {
+    match ledger
+        .raise(&raised.user, &raised.period, &raised.crossings)
+        .await
+    {
+        Ok(stored) => {
+            metrics.alerts_raised(stored.len());
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(
+                user = raised.user,
+                period = raised.period,
+                crossings = raised.crossings.len(),
+                error = %e,
+                "usage alerts not stored yet: trying again"
+            );
+            Err(())
+        }
+    }
+}
+
+fn give_up(raised: &Raised, metrics: &Metrics, why: &str) {
+    metrics.alert_raise_failed(raised.crossings.len());
+    tracing::warn!(
+        user = raised.user,
+        period = raised.period,
+        crossings = raised.crossings.len(),
+        "usage alerts not stored: {why}"
+    );
+}
+
 async fn store_alerts(ledger: Ledger, mut rx: mpsc::Receiver<Msg>, metrics: Arc<Metrics>) {
-    while let Some(msg) = rx.recv().await {
+    let mut retries = Retries {
+        waiting: VecDeque::new(),
+        delay: RETRY_FIRST,
+        next: None,
+    };
+    loop {
+        let msg = match retries.next {
+            Some(at) => tokio::select! {
+                msg = rx.recv() => msg,
+                () = tokio::time::sleep_until(at) => {
+                    retries.retry(&ledger, &metrics).await;
+                    continue;
+                }
+            },
+            None => rx.recv().await,
+        };
+        let Some(msg) = msg else {
+            return;
+        };
         match msg {
             Msg::Raise {
                 user,
                 period,
                 crossings,
-            } => match ledger.raise(&user, &period, &crossings).await {
-                Ok(stored) => metrics.alerts_raised(stored.len()),
-                Err(e) => {
-                    metrics.alert_raise_failed(crossings.len());
-                    tracing::warn!(
-                        user,
-                        period,
-                        crossings = crossings.len(),
-                        error = %e,
-                        "usage alerts not stored"
+            } => {
+                let raised = Raised {
+                    user,
+                    period,
+                    crossings,
+                };
+                // Behind earlier failures, wait with them: the database is likely still away,
+                // and alerts keep their order.
+                if !retries.waiting.is_empty() || store(&ledger, &raised, &metrics).await.is_err() {
+                    retries.keep(raised, &metrics);
+                }
+            }
+            Msg::Drain(done) => {
+                retries.retry(&ledger, &metrics).await;
+                for raised in retries.waiting.drain(..) {
+                    give_up(
+                        &raised,
+                        &metrics,
+                        "the database was still unavailable at shutdown",
                     );
                 }
-            },
-            Msg::Drain(done) => {
+                retries.next = None;
                 let _ = done.send(());
             }
         }
@@ -217,5 +328,74 @@ mod tests {
             }
         }
         assert_eq!(seen, [(8, 80), (9, 90), (10, 100)]);
+    }
+
+    /// The alerts table is away (renamed) when a call crosses a threshold, and comes back: the
+    /// crossing is stored once it can be, nothing is counted as lost, and a later crossing waits
+    /// behind it and is stored too.
+    #[tokio::test]
+    async fn crossings_that_fail_to_be_stored_are_tried_again_until_they_are() {
+        use sqlx::Connection;
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("ledger.db").display()
+        );
+        let ledger = Ledger::connect(&url, tollgate_ledger::DbOptions::default())
+            .await
+            .unwrap();
+        let mut admin = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let move_table = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+        sqlx::query(&move_table("usage_alerts", "usage_alerts_away"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+
+        let metrics = Arc::new(Metrics::default());
+        let raiser = AlertRaiser::start(
+            ledger.clone(),
+            &tokio::runtime::Handle::current(),
+            Arc::clone(&metrics),
+        );
+        let period = BillingPeriod::containing(
+            chrono::Utc::now(),
+            tollgate_domain::AnchorDay::CALENDAR_MONTH,
+        );
+        raiser.raise(
+            "u1",
+            period,
+            crossed(&limits(), &settled(8, 0), call(0), &DEFAULT),
+        );
+        tokio::time::sleep(RETRY_FIRST * 3).await;
+        raiser.raise(
+            "u1",
+            period,
+            crossed(&limits(), &settled(9, 0), call(0), &DEFAULT),
+        );
+        tokio::time::sleep(RETRY_FIRST).await;
+        sqlx::query(&move_table("usage_alerts_away", "usage_alerts"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+
+        let deadline = Instant::now() + RETRY_MAX;
+        let mut stored = Vec::new();
+        while Instant::now() < deadline {
+            stored = ledger.alerts("u1", false, 10).await.unwrap();
+            if stored.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut thresholds: Vec<_> = stored.iter().map(|a| a.threshold_percentage).collect();
+        thresholds.sort_unstable();
+        assert_eq!(thresholds, [80, 90]);
+        let text = metrics.render();
+        assert!(
+            text.contains("tollgate_alert_raise_failures_total 0"),
+            "{text}"
+        );
+        raiser.drain().await;
     }
 }
