@@ -360,11 +360,10 @@ fn expect_100_continue_gets_its_go_ahead_from_the_gateway() {
         body.len()
     )
     .unwrap();
-    let asked = Instant::now();
+    // Without the go-ahead this read times out: the gateway would be waiting for the body.
     let mut interim = [0u8; 25];
     stream.read_exact(&mut interim).unwrap();
     assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
-    assert!(asked.elapsed() < Duration::from_millis(500));
     stream.write_all(body.as_bytes()).unwrap();
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).unwrap();
