@@ -27,7 +27,9 @@ use tollgate_domain::{
 
 pub use memory::MemoryStore;
 pub use redis_store::{RedisConfig, RedisStats, RedisStore, ReserveOutcome};
-pub use resilient::{ResilientConfig, ResilientStats, ResilientStore, SeedFuture, Seeder};
+pub use resilient::{
+    ReplayHook, Replayed, ResilientConfig, ResilientStats, ResilientStore, SeedFuture, Seeder,
+};
 
 /// The counters a call to `provider` moves. Called on every reserve, settle and release, so it
 /// allocates nothing.

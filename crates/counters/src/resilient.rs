@@ -17,10 +17,10 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use tollgate_domain::{Amount, BillingPeriod, LimitKey, UnreachablePolicy};
+use tollgate_domain::{Amount, BillingPeriod, LimitKey, Provider, UnreachablePolicy};
 
 use crate::outage::{Pending, State};
 use crate::{
@@ -34,6 +34,22 @@ pub type SeedFuture =
 
 /// Reads a user-period's totals from the ledger, to rebuild its counters in Redis.
 pub type Seeder = Arc<dyn Fn(&str, BillingPeriod) -> SeedFuture + Send + Sync>;
+
+/// Use that reached Redis only when it came back (settles deferred during an outage), with the
+/// settled use Redis answered for it: `settled − actual` is where the counters stood before it,
+/// as for a settle at the time, so the thresholds it crossed can still be raised.
+#[derive(Clone, Copy, Debug)]
+pub struct Replayed<'a> {
+    pub user: &'a str,
+    pub period: BillingPeriod,
+    pub provider: Provider,
+    /// The deferred use of this user, period and provider, summed over its calls.
+    pub actual: Amount,
+    pub settled: SettledUse,
+}
+
+/// Called for each replay that Redis counted; must not block.
+pub type ReplayHook = Arc<dyn Fn(Replayed<'_>) + Send + Sync>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResilientConfig {
@@ -91,6 +107,7 @@ struct Shared {
     probing: AtomicBool,
     state: Mutex<State>,
     counts: Counts,
+    on_replay: OnceLock<ReplayHook>,
 }
 
 /// Redis counters with a fallback; cheap to clone (clones share everything).
@@ -125,8 +142,15 @@ impl ResilientStore {
                 probing: AtomicBool::new(false),
                 state: Mutex::new(State::default()),
                 counts: Counts::default(),
+                on_replay: OnceLock::new(),
             }),
         }
+    }
+
+    /// Calls `hook` for the use each replay after an outage counted in Redis (set once; later
+    /// calls are ignored).
+    pub fn on_replay(&self, hook: ReplayHook) {
+        let _ = self.shared.on_replay.set(hook);
     }
 
     /// Whether limits are currently enforced without Redis (for a metric).
@@ -314,12 +338,43 @@ impl Shared {
         result
     }
 
+    fn replayed(
+        &self,
+        user: &str,
+        period: BillingPeriod,
+        provider: Provider,
+        actual: Amount,
+        settled: Option<SettledUse>,
+    ) {
+        if let (Some(hook), Some(settled)) = (self.on_replay.get(), settled) {
+            hook(Replayed {
+                user,
+                period,
+                provider,
+                actual,
+                settled,
+            });
+        }
+    }
+
     async fn replay_all(&self, owed: &mut Pending) -> Result<(), CounterError> {
         // Oldest first.
         owed.held.reverse();
         while let Some((reservation, settled)) = owed.held.last() {
             let sent = match settled {
-                Some(actual) => self.redis.settle_held(reservation, *actual).await.map(drop),
+                Some(actual) => self
+                    .redis
+                    .settle_used(reservation, *actual)
+                    .await
+                    .map(|used| {
+                        self.replayed(
+                            &reservation.user,
+                            reservation.period,
+                            reservation.provider,
+                            *actual,
+                            used,
+                        )
+                    }),
                 None => self.redis.release_held(reservation).await.map(drop),
             };
             if let Err(e) = sent {
@@ -332,9 +387,11 @@ impl Shared {
         for key in keys {
             if let Some(amount) = owed.usage.get(&key).copied() {
                 let (user, period, provider) = &key;
-                self.redis
+                let used = self
+                    .redis
                     .add_usage(user, *period, *provider, amount)
                     .await?;
+                self.replayed(user, *period, *provider, amount, used);
                 owed.usage.remove(&key);
             }
         }

@@ -31,7 +31,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use tollgate_config::{Config, UnpricedPolicy};
-use tollgate_counters::{CounterError, Reservation, ReserveRequest, Reserved};
+use tollgate_counters::{CounterError, Replayed, Reservation, ReserveRequest, Reserved};
 use tollgate_domain::{BillingPeriod, Limit, Provider};
 use tollgate_ledger::LedgerHandle;
 use tollgate_usage::{RequestInfo, Scanner};
@@ -64,6 +64,9 @@ pub struct Gateway {
     addresses: AddressCache,
     /// Where usage alerts go; none: alerts are not raised.
     alerts: Option<AlertRaiser>,
+    /// The plans of users whose settles were deferred while Redis was away, for the alerts of
+    /// their use once it is replayed.
+    deferred_plans: Arc<DeferredPlans>,
 }
 
 impl Gateway {
@@ -88,11 +91,39 @@ impl Gateway {
             metrics: Arc::new(Metrics::default()),
             addresses: AddressCache::default(),
             alerts: None,
+            deferred_plans: Arc::default(),
         })
     }
 
-    /// Raise usage alerts through `raiser` when a call crosses a threshold of a limit.
+    /// Raise usage alerts through `raiser` when a call crosses a threshold of a limit, also for
+    /// use that reaches Redis only after an outage.
     pub fn with_alerts(mut self, raiser: AlertRaiser) -> Gateway {
+        if let Counters::Shared(store) = &self.counters {
+            let config = Arc::clone(&self.config);
+            let plans = Arc::clone(&self.deferred_plans);
+            let alerts = raiser.clone();
+            store.on_replay(Arc::new(move |replayed: Replayed<'_>| {
+                let Some(plan) = plans.plan_of(replayed.user) else {
+                    return;
+                };
+                let Some(limits) = config
+                    .plans
+                    .get(&plan)
+                    .and_then(|p| p.limits_for(replayed.provider).ok())
+                else {
+                    return;
+                };
+                let crossings = crossed(
+                    &limits,
+                    &replayed.settled,
+                    replayed.actual,
+                    &config.alert_thresholds,
+                );
+                if !crossings.is_empty() {
+                    alerts.raise(replayed.user, replayed.period, crossings);
+                }
+            }));
+        }
         self.alerts = Some(raiser);
         self
     }
@@ -186,6 +217,42 @@ pub struct RequestCtx {
 impl RequestCtx {
     fn provider_name(&self) -> &'static str {
         self.provider.map_or("-", Provider::as_str)
+    }
+}
+
+/// Users whose settles were deferred during a Redis outage, with their plan: the replay after
+/// the outage knows the user, not the plan. Bounded; a user met again takes the plan of its
+/// latest call.
+#[derive(Debug, Default)]
+struct DeferredPlans {
+    plans: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl DeferredPlans {
+    /// Past this many users the oldest knowledge is dropped (whole), and alerts of use deferred
+    /// before that are not raised.
+    const MAX_USERS: usize = 100_000;
+
+    fn remember(&self, user: &str, plan: &str) {
+        let mut plans = self
+            .plans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if plans.get(user).is_some_and(|p| p == plan) {
+            return;
+        }
+        if plans.len() >= Self::MAX_USERS {
+            plans.clear();
+        }
+        plans.insert(user.to_owned(), plan.to_owned());
+    }
+
+    fn plan_of(&self, user: &str) -> Option<String> {
+        self.plans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(user)
+            .cloned()
     }
 }
 
@@ -768,12 +835,19 @@ impl ProxyHttp for Gateway {
             };
             let (event, actual) = settle_call(&self.config, record);
             let settled = self.counters.settle(&reservation, actual).await;
-            if let (Some(settled), Some(raiser)) = (settled, &self.alerts) {
-                let crossings =
-                    crossed(&ctx.limits, &settled, actual, &self.config.alert_thresholds);
-                if !crossings.is_empty() {
-                    raiser.raise(&identity.user, period, crossings);
+            match (settled, &self.alerts) {
+                (Some(settled), Some(raiser)) => {
+                    let crossings =
+                        crossed(&ctx.limits, &settled, actual, &self.config.alert_thresholds);
+                    if !crossings.is_empty() {
+                        raiser.raise(&identity.user, period, crossings);
+                    }
                 }
+                // Deferred until Redis is back: its alerts are raised when it is replayed.
+                (None, Some(_)) if self.counters.degraded() => {
+                    self.deferred_plans.remember(&identity.user, &identity.plan);
+                }
+                _ => {}
             }
             self.metrics.usage(
                 event.provider,

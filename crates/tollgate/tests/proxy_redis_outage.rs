@@ -453,3 +453,74 @@ fn the_degraded_gauge_clears_without_traffic() {
     assert_eq!(call(), 200);
     gw.stop();
 }
+
+/// Redis stalls (`CLIENT PAUSE`: unreachable within the timeout, its data kept) while a
+/// `fail_open` user goes from 20 % to 90 % of a call limit: the calls are forwarded and their
+/// use deferred; when Redis answers again the use is replayed and the 80 % and 90 % alerts the
+/// calls crossed are raised then, once each.
+#[test]
+fn thresholds_crossed_by_use_deferred_in_an_outage_alert_once_it_is_replayed() {
+    let redis = RedisServer::start();
+    let mock = Mock::with_handler(|_| Reply::json(COMPLETION));
+    let rest = format!(
+        "[providers.openai]\nbase_url = \"http://127.0.0.1:{}\"\nkey_env = \"TG_TEST_OPENAI_KEY\"\n\
+         [plans.open]\nname = \"open\"\ntier = \"pro\"\non_counter_store_unreachable = \"fail_open\"\n\
+         [plans.open.providers]\nopenai = {{ calls = 10 }}\n{}",
+        mock.port,
+        key_entry(OPEN, "open", &key(OPEN)),
+    );
+    let storage = format!(
+        "counters = \"redis\"\nredis_url = \"{}\"\nredis_timeout_ms = {REDIS_TIMEOUT_MS}",
+        redis.url()
+    );
+    let gw = Gateway::start_with_storage(
+        "",
+        &storage,
+        &rest,
+        &[("TG_TEST_OPENAI_KEY", "sk-upstream"), ("RUST_LOG", "warn")],
+    );
+    let call = || {
+        post_json(
+            gw.port,
+            "/openai/v1/chat/completions",
+            &[("authorization", &format!("Bearer {}", key(OPEN)))],
+            r#"{"model":"gpt-4o","messages":[],"max_tokens":5}"#,
+        )
+        .status
+    };
+    for _ in 0..2 {
+        assert_eq!(call(), 200);
+    }
+    redis.cli(&["CLIENT", "PAUSE", "1500", "ALL"]);
+    for _ in 0..7 {
+        assert_eq!(call(), 200, "fail_open forwards while Redis is away");
+    }
+    assert_eq!(degraded(gw.admin_port), 1.0, "the stall was noticed");
+    assert!(
+        common::ledger_alerts(&gw.ledger_url(), OPEN).is_empty(),
+        "nothing can be raised before the use reaches Redis"
+    );
+
+    let wanted = |alerts: &[tollgate_ledger::Alert]| {
+        let mut calls: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.limit_key == "openai_calls")
+            .map(|a| a.threshold_percentage)
+            .collect();
+        calls.sort_unstable();
+        calls
+    };
+    let mut alerts = Vec::new();
+    let raised = wait_until(Duration::from_secs(10), || {
+        alerts = common::ledger_alerts(&gw.ledger_url(), OPEN);
+        wanted(&alerts) == [80, 90]
+    });
+    assert!(raised, "{alerts:?}");
+    assert_eq!(degraded(gw.admin_port), 0.0);
+    // The tenth call is the one that reaches 100 %.
+    assert_eq!(call(), 200);
+    assert!(wait_until(Duration::from_secs(10), || wanted(
+        &common::ledger_alerts(&gw.ledger_url(), OPEN)
+    ) == [80, 90, 100]));
+    gw.stop();
+}
