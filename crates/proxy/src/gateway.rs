@@ -717,7 +717,12 @@ impl ProxyHttp for Gateway {
             method,
             path: &ctx.path,
             query: ctx.query.as_deref(),
-            request_body: (!ctx.request_body.is_empty()).then_some(&ctx.request_body[..]),
+            // Read once already for admission: the body again only where more than the model
+            // comes from it.
+            request_body: (!ctx.request_body.is_empty()
+                && tollgate_usage::reads_request_body(provider))
+            .then_some(&ctx.request_body[..]),
+            request_model: ctx.facts.model.as_deref(),
             response_status: ctx.status,
             response_content_type: header(http::header::CONTENT_TYPE),
             response_content_encoding: header(http::header::CONTENT_ENCODING),

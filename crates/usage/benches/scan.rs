@@ -57,6 +57,7 @@ fn info(provider: Provider, path: &'static str) -> RequestInfo<'static> {
         path,
         query: None,
         request_body: None,
+        request_model: None,
         response_status: 200,
         response_content_type: Some("text/event-stream"),
         response_content_encoding: None,

@@ -277,6 +277,7 @@ mod tests {
             path: "/v1/chat/completions",
             query: None,
             request_body: None,
+            request_model: None,
             response_status: 200,
             response_content_type: Some("application/json"),
             response_content_encoding: encoding,

@@ -118,6 +118,7 @@ pub fn scan(call: &Call, encoding: Option<&str>, body: &[u8], chunk: usize) -> S
         path: call.path,
         query: call.query,
         request_body: call.request_body.map(str::as_bytes),
+        request_model: None,
         response_status: call.status,
         response_content_type: call.content_type,
         response_content_encoding: encoding,

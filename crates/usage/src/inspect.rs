@@ -46,6 +46,7 @@ pub fn inspect(opts: &InspectOptions, body: &mut impl Read) -> Result<Value, Ins
         path,
         query,
         request_body: opts.request_body.as_deref(),
+        request_model: None,
         response_status: opts.status,
         response_content_type: opts.content_type.as_deref(),
         response_content_encoding: opts.content_encoding.as_deref(),

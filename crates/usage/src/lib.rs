@@ -64,8 +64,12 @@ pub struct RequestInfo<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     /// The request body when the gateway read it (JSON, or Stability's multipart form): the
-    /// model, the stream flag, Tavily's depths and Stability's `model` come from here.
+    /// model, Tavily's depths and Stability's `model` come from here. Only the providers of
+    /// [`reads_request_body`] need it when `request_model` is given.
     pub request_body: Option<&'a [u8]>,
+    /// The request's model when the caller has read it already, so that the body need not be
+    /// scanned again for it (a body's model, when both are given, wins).
+    pub request_model: Option<&'a str>,
     pub response_status: u16,
     pub response_content_type: Option<&'a str>,
     pub response_content_encoding: Option<&'a str>,
@@ -249,6 +253,13 @@ pub fn cumulative_job<'a>(provider: Provider, method: &str, path: &'a str) -> Op
     segments.next().is_none().then_some(id)
 }
 
+/// Whether the scanner for `provider` reads more from the request body than its model:
+/// Stability's form, the search providers' depths and URLs. For the token-billed providers a
+/// caller that knows the model passes it as [`RequestInfo::request_model`] and no body.
+pub fn reads_request_body(provider: Provider) -> bool {
+    !provider.is_token_billed()
+}
+
 /// The scanner for one call.
 pub fn scanner(req: &RequestInfo<'_>) -> Scanner {
     let facts = RequestFacts::read(req.request_body);
@@ -302,7 +313,7 @@ pub fn scanner(req: &RequestInfo<'_>) -> Scanner {
         body,
         ctx: Ctx {
             status: req.response_status,
-            request_model: facts.model,
+            request_model: facts.model.or_else(|| req.request_model.map(str::to_owned)),
         },
         path_model,
         decode_error,
@@ -335,6 +346,7 @@ mod tests {
             path,
             query: None,
             request_body: None,
+            request_model: None,
             response_status: 200,
             response_content_type: None,
             response_content_encoding: None,
@@ -358,6 +370,29 @@ mod tests {
         ));
         s.feed(b"\x89PNG\r\n");
         assert_eq!(s.finish().usage.units, 1);
+    }
+
+    #[test]
+    fn the_request_model_comes_from_the_caller_or_the_body() {
+        let response = b"{\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}";
+        let model = |req: RequestInfo<'_>| {
+            let mut s = scanner(&req);
+            s.feed(response);
+            s.finish().model
+        };
+        let base = info(Provider::OpenAi, "/v1/chat/completions");
+        let told = RequestInfo {
+            request_model: Some("gpt-4o"),
+            ..base
+        };
+        assert_eq!(model(told).as_deref(), Some("gpt-4o"));
+        let read = RequestInfo {
+            request_body: Some(br#"{"model":"gpt-4o-mini"}"#),
+            ..base
+        };
+        assert_eq!(model(read).as_deref(), Some("gpt-4o-mini"));
+        assert!(!reads_request_body(Provider::OpenAi));
+        assert!(reads_request_body(Provider::Tavily));
     }
 
     #[test]

@@ -284,6 +284,7 @@ mod tests {
             path: "/v1/chat/completions",
             query: None,
             request_body: None,
+            request_model: None,
             response_status: 200,
             response_content_type: Some("text/event-stream"),
             response_content_encoding: None,

@@ -195,6 +195,7 @@ fn memory_stays_bounded() {
         path: "/v1/messages",
         query: None,
         request_body: None,
+        request_model: None,
         response_status: 200,
         response_content_type: Some("text/event-stream"),
         response_content_encoding: None,

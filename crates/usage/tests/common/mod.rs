@@ -46,6 +46,7 @@ impl Case {
             path: self.path,
             query: self.query,
             request_body: self.request.map(str::as_bytes),
+            request_model: None,
             response_status: self.status,
             response_content_type: self.content_type,
             response_content_encoding: encoding,
