@@ -55,6 +55,8 @@ use crate::upstream::{AddressCache, Upstream};
 pub struct Gateway {
     config: Arc<Config>,
     upstreams: BTreeMap<Provider, Upstream>,
+    /// Per provider, the upstream request's `Host` and credential header, built once.
+    upstream_headers: BTreeMap<Provider, UpstreamHeaders>,
     keys: KeyRing,
     counters: Counters,
     ledger: LedgerHandle,
@@ -81,9 +83,11 @@ impl Gateway {
             .map(|(p, s)| Upstream::parse(&s.base_url).map(|u| (*p, u)))
             .collect::<Result<_, _>>()?;
         let keys = KeyRing::from_static(&config.keys);
+        let upstream_headers = UpstreamHeaders::build(&config, &upstreams);
         Ok(Gateway {
             config,
             upstreams,
+            upstream_headers,
             keys,
             counters,
             ledger,
@@ -220,6 +224,35 @@ impl RequestCtx {
     }
 }
 
+/// The headers every upstream request to a provider carries, built when the gateway starts so
+/// that a request copies reference-counted values instead of formatting them.
+#[derive(Debug)]
+struct UpstreamHeaders {
+    host: http::HeaderValue,
+    /// `None` when the provider has no key, or one that cannot be a header value.
+    credential: Option<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl UpstreamHeaders {
+    fn build(
+        config: &Config,
+        upstreams: &BTreeMap<Provider, Upstream>,
+    ) -> BTreeMap<Provider, UpstreamHeaders> {
+        upstreams
+            .iter()
+            .filter_map(|(provider, upstream)| {
+                let host = http::HeaderValue::from_str(&upstream.authority).ok()?;
+                let credential = config
+                    .providers
+                    .get(provider)
+                    .and_then(|s| s.key.as_ref())
+                    .and_then(|key| provider_credential(*provider, key.expose()).ok());
+                Some((*provider, UpstreamHeaders { host, credential }))
+            })
+            .collect()
+    }
+}
+
 /// Users whose settles were deferred during a Redis outage, with their plan: the replay after
 /// the outage knows the user, not the plan. Bounded; a user met again takes the plan of its
 /// latest call.
@@ -344,12 +377,8 @@ impl Gateway {
     /// Everything decided from the request head: route, provider, body size, key, plan.
     async fn check_request(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let header = session.req_header();
-        let target = header
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_owned();
-        let route = match route(&target) {
+        let target = header.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let route = match route(target) {
             Ok(route) => route,
             Err(e) => return self.refuse(ctx, GatewayError::UnknownRoute(e.to_string())),
         };
@@ -610,29 +639,34 @@ impl ProxyHttp for Gateway {
             .upstreams
             .get(&provider)
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let headers = self
+            .upstream_headers
+            .get(&provider)
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let (name, value) = headers
+            .credential
+            .clone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "provider key"))?;
         let target = upstream_target(&upstream.base_path, &ctx.path, ctx.query.as_deref());
-        let uri = target
-            .parse::<http::Uri>()
+        let uri = http::Uri::try_from(target)
             .map_err(|e| Error::because(ErrorType::InternalError, "upstream target", e))?;
         upstream_request.set_uri(uri);
-        upstream_request.insert_header(http::header::HOST, upstream.authority.as_str())?;
+        upstream_request.insert_header(http::header::HOST, headers.host.clone())?;
         // Through RequestHeader, not its HeaderMap, so that its header-case map stays in step.
         for name in &CREDENTIAL_HEADERS {
             upstream_request.remove_header(name);
         }
-        let key = self
-            .config
-            .providers
-            .get(&provider)
-            .and_then(|s| s.key.as_ref())
-            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
-        let (name, value) = provider_credential(provider, key.expose())
-            .map_err(|e| Error::because(ErrorType::InternalError, "provider key", e))?;
         upstream_request.insert_header(name, value)?;
         // The body is scanned for usage; an uncompressed response keeps that cheap and exact.
-        upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+        upstream_request.insert_header(
+            http::header::ACCEPT_ENCODING,
+            http::HeaderValue::from_static("identity"),
+        )?;
         if let Some(body) = &ctx.admitted_body {
-            upstream_request.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+            upstream_request.insert_header(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from(body.len()),
+            )?;
             upstream_request.remove_header(&http::header::EXPECT);
         } else if ctx.rewrite {
             upstream_request.remove_header(&http::header::CONTENT_LENGTH);

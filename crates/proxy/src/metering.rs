@@ -39,11 +39,11 @@ pub struct CallRecord<'a> {
 
 /// The usage event of a call and the amount that replaces its reservation.
 pub fn settle_call(config: &Config, call: CallRecord<'_>) -> (UsageEvent, Amount) {
-    let scanned = call.scanned.unwrap_or_default();
+    let mut scanned = call.scanned.unwrap_or_default();
     let success = (200..300).contains(&call.status);
     let model = scanned
         .model
-        .clone()
+        .take()
         .or_else(|| call.facts.model.clone())
         .unwrap_or_else(|| endpoint_name(call.provider, call.path));
     let (usage, estimated) = if scanned.usage_found {
