@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
-use tollgate_domain::{Amount, Decision, LimitKey, Provider, Standing, decide};
+use tollgate_domain::{
+    Amount, AnchorDay, BillingPeriod, Decision, LimitKey, Provider, Standing, decide,
+};
 
 use crate::{
     CounterError, CounterStore, Hold, Reservation, ReserveRequest, Reserved, SettledUse,
@@ -69,12 +71,28 @@ enum Sign {
     Subtract,
 }
 
-type Scope = (String, String);
+/// The month a billing period starts in (its `YYYY-MM` key, as numbers).
+type Month = (i32, u32);
 
-/// Counters in this process's memory.
+fn month(period: BillingPeriod) -> Month {
+    (period.year(), period.month())
+}
+
+/// The month of a `YYYY-MM` key; `None` for anything else.
+fn month_of_key(key: &str) -> Option<Month> {
+    BillingPeriod::from_key(key, AnchorDay::CALENDAR_MONTH)
+        .ok()
+        .map(month)
+}
+
+/// A user's counters, by period.
+type Periods = HashMap<Month, Arc<Mutex<Counters>>>;
+
+/// Counters in this process's memory, by user and then by period, so that finding a user's
+/// counters for a call allocates nothing once they exist.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    scopes: Mutex<HashMap<Scope, Arc<Mutex<Counters>>>>,
+    scopes: Mutex<HashMap<String, Periods>>,
     next_id: AtomicU64,
 }
 
@@ -89,14 +107,23 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
-    fn counters(&self, user: &str, period_key: String) -> Arc<Mutex<Counters>> {
+    fn counters(&self, user: &str, month: Month) -> Arc<Mutex<Counters>> {
         let mut scopes = lock(&self.scopes);
-        Arc::clone(scopes.entry((user.to_owned(), period_key)).or_default())
+        if let Some(counters) = scopes.get(user).and_then(|periods| periods.get(&month)) {
+            return Arc::clone(counters);
+        }
+        Arc::clone(
+            scopes
+                .entry(user.to_owned())
+                .or_default()
+                .entry(month)
+                .or_default(),
+        )
     }
 
     /// [`CounterStore::reserve`], synchronously.
     pub fn reserve_now(&self, request: ReserveRequest<'_>) -> Reserved {
-        let counters = self.counters(request.user, request.period.key());
+        let counters = self.counters(request.user, month(request.period));
         let mut c = lock(&counters);
         c.expire(request.now);
         let decision = decide(
@@ -128,7 +155,7 @@ impl MemoryStore {
     /// the usage (the call happened) but no longer touches the hold it gave back. The settled
     /// use is read under the same lock as the update, so no other settle comes between.
     pub fn settle_now(&self, reservation: &Reservation, actual: Amount) -> SettledUse {
-        let counters = self.counters(&reservation.user, reservation.period.key());
+        let counters = self.counters(&reservation.user, month(reservation.period));
         let mut c = lock(&counters);
         if c.held.remove(&reservation.id).is_some() {
             c.hold(reservation.provider, reservation.amount, Sign::Subtract);
@@ -141,7 +168,7 @@ impl MemoryStore {
 
     /// [`CounterStore::release`], synchronously; releasing twice is harmless.
     pub fn release_now(&self, reservation: &Reservation) {
-        let counters = self.counters(&reservation.user, reservation.period.key());
+        let counters = self.counters(&reservation.user, month(reservation.period));
         let mut c = lock(&counters);
         if c.held.remove(&reservation.id).is_some() {
             c.hold(reservation.provider, reservation.amount, Sign::Subtract);
@@ -151,22 +178,29 @@ impl MemoryStore {
     /// Where one limit stands for a user in a period.
     pub fn standing(&self, user: &str, period_key: &str, key: LimitKey) -> Standing {
         let scopes = lock(&self.scopes);
-        scopes
-            .get(&(user.to_owned(), period_key.to_owned()))
-            .and_then(|c| lock(c).standing.get(&key).copied())
+        month_of_key(period_key)
+            .and_then(|month| scopes.get(user)?.get(&month).cloned())
+            .and_then(|c| lock(&c).standing.get(&key).copied())
             .unwrap_or_default()
     }
 
     /// Sets a counter's settled use, e.g. rebuilt from the ledger at start.
     pub fn seed_used(&self, user: &str, period_key: &str, key: LimitKey, used: u64) {
-        let counters = self.counters(user, period_key.to_owned());
+        let Some(month) = month_of_key(period_key) else {
+            return;
+        };
+        let counters = self.counters(user, month);
         lock(&counters).standing.entry(key).or_default().used = used;
     }
 
     /// Reservations currently held, over all users.
     pub fn outstanding(&self) -> usize {
         let scopes = lock(&self.scopes);
-        scopes.values().map(|c| lock(c).held.len()).sum()
+        scopes
+            .values()
+            .flat_map(HashMap::values)
+            .map(|c| lock(c).held.len())
+            .sum()
     }
 }
 

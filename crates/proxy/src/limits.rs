@@ -5,7 +5,7 @@
 //! (so a restarted gateway does not forget what was already used), and the Redis store does the
 //! same whenever Redis has no totals for the user-period (new, or lost with Redis's data).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tollgate_counters::{
@@ -21,8 +21,9 @@ pub enum Counters {
     Memory {
         store: Arc<MemoryStore>,
         ledger: Option<Ledger>,
-        /// User-periods whose counters were read from the ledger.
-        seeded: Mutex<HashSet<(String, String)>>,
+        /// Per user, the periods (year, month they start in) whose counters were read from
+        /// the ledger.
+        seeded: Mutex<HashMap<String, HashSet<(i32, u32)>>>,
     },
     Shared(ResilientStore),
 }
@@ -66,7 +67,7 @@ impl Counters {
         Counters::Memory {
             store,
             ledger,
-            seeded: Mutex::new(HashSet::new()),
+            seeded: Mutex::new(HashMap::new()),
         }
     }
 
@@ -82,11 +83,12 @@ impl Counters {
                 seeded,
             } => {
                 if let Some(ledger) = ledger {
-                    let id = (request.user.to_owned(), request.period.key());
+                    let month = (request.period.year(), request.period.month());
                     let known = seeded
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .contains(&id);
+                        .get(request.user)
+                        .is_some_and(|months| months.contains(&month));
                     if !known {
                         let totals = ledger_totals(ledger, request.user, request.period)
                             .await
@@ -94,9 +96,11 @@ impl Counters {
                         // Two first requests may race here: seeding sets (not adds), so the
                         // second writes the same values.
                         let mut seeded = seeded.lock().unwrap_or_else(PoisonError::into_inner);
-                        if seeded.insert(id.clone()) {
+                        let months = seeded.entry(request.user.to_owned()).or_default();
+                        if months.insert(month) {
+                            let period_key = request.period.key();
                             for (key, used) in totals {
-                                store.seed_used(&id.0, &id.1, key, used);
+                                store.seed_used(request.user, &period_key, key, used);
                             }
                         }
                     }
