@@ -177,8 +177,14 @@ impl PriceBook {
                     price,
                 })
         };
-        let lower = model.trim().to_ascii_lowercase();
-        let mut name = lower.as_str();
+        let trimmed = model.trim();
+        // Model names are nearly always lower-case already: no copy for them.
+        let lower: std::borrow::Cow<'_, str> = if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+            trimmed.to_ascii_lowercase().into()
+        } else {
+            trimmed.into()
+        };
+        let mut name = lower.as_ref();
         name = name.strip_prefix("models/").unwrap_or(name);
         name = name
             .strip_prefix(provider.as_str())
