@@ -23,6 +23,9 @@ struct Args {
     /// Worker threads of the proxy service (the gateway's default is 2).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Pingora's work stealing between the worker threads (its default, and the gateway's).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    work_stealing: bool,
 }
 
 /// Every request goes to the one upstream, unchanged.
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let conf = ServerConf {
         threads: args.threads,
+        work_stealing: args.work_stealing,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
