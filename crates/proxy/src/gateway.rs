@@ -214,6 +214,8 @@ pub struct RequestCtx {
     started: Instant,
     /// Time spent in the gateway's own work (routing, admission, scanning, settling).
     overhead: Duration,
+    /// Time `request_filter` spent waiting for the client's body, left out of `overhead`.
+    body_wait: Duration,
     /// When the request head went upstream, for the upstream latency.
     upstream_sent: Option<Instant>,
 }
@@ -467,12 +469,14 @@ impl Gateway {
         }
         session.enable_retry_buffering();
         let max = self.config.proxy.max_request_body_bytes;
+        let reading = Instant::now();
         while let Some(chunk) = session.read_request_body().await? {
             if (ctx.body.len() + chunk.len()) as u64 > max {
                 return self.refuse(ctx, GatewayError::BodyTooLarge { max_bytes: max });
             }
             ctx.body.extend_from_slice(&chunk);
         }
+        ctx.body_wait = reading.elapsed();
         if session.as_ref().get_retry_buffer().is_none() {
             // Pingora would have nothing to replay: the request cannot be forwarded.
             return self.refuse(ctx, GatewayError::Internal);
@@ -586,6 +590,7 @@ impl ProxyHttp for Gateway {
             response_bytes: 0,
             started: Instant::now(),
             overhead: Duration::ZERO,
+            body_wait: Duration::ZERO,
             upstream_sent: None,
         }
     }
@@ -593,7 +598,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let started = Instant::now();
         let outcome = self.check_request(session, ctx).await;
-        ctx.overhead += started.elapsed();
+        ctx.overhead += started.elapsed().saturating_sub(ctx.body_wait);
         outcome
     }
 

@@ -395,3 +395,36 @@ fn expect_100_continue_gets_its_go_ahead_from_the_gateway() {
     );
     gw.stop();
 }
+
+/// Waiting for a slow client's body is not the gateway's own work: a body sent 400 ms after its
+/// head leaves the gateway-overhead histogram well under that.
+#[test]
+fn a_slow_body_is_not_counted_as_gateway_overhead() {
+    let upstream = mock_openai();
+    let gw = start_gateway(upstream.port, 10);
+    let body = r#"{"model":"gpt-4o","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        bearer(),
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    stream.write_all(body.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    assert_eq!(common::parse_response(&answer).status, 200);
+    let count = gw
+        .metric("tollgate_gateway_overhead_seconds_count")
+        .unwrap();
+    let sum = gw.metric("tollgate_gateway_overhead_seconds_sum").unwrap();
+    assert_eq!(count, 1.0);
+    assert!(sum < 0.2, "overhead {sum} s includes the client's pause");
+    gw.stop();
+}
