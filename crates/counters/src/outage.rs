@@ -167,22 +167,8 @@ mod tests {
             )],
         );
         state.begin_outage();
-        let limits = [Limit {
-            key: LimitKey::TotalCalls,
-            max: 10,
-        }];
-        let request = ReserveRequest {
-            user: "u",
-            period: period(),
-            provider: Provider::Serper,
-            limits: &limits,
-            amount: Amount {
-                calls: 1,
-                ..Amount::default()
-            },
-            now: now(),
-            expires_at: now() + chrono::Duration::seconds(60),
-        };
+        let limits = ten_calls();
+        let request = one_call(&limits);
         let local = state.local_for(&request);
         let admitted = (0..5)
             .filter(|_| matches!(local.reserve_now(request), Reserved::Admitted(_)))
@@ -203,6 +189,29 @@ mod tests {
         ));
     }
 
+    fn ten_calls() -> [Limit; 1] {
+        [Limit {
+            key: LimitKey::TotalCalls,
+            max: 10,
+        }]
+    }
+
+    /// One call of user `u` against `limits`.
+    fn one_call(limits: &[Limit]) -> ReserveRequest<'_> {
+        ReserveRequest {
+            user: "u",
+            period: period(),
+            provider: Provider::Serper,
+            limits,
+            amount: Amount {
+                calls: 1,
+                ..Amount::default()
+            },
+            now: now(),
+            expires_at: now() + chrono::Duration::seconds(60),
+        }
+    }
+
     fn calls(used: u64, reserved: u64) -> Standings {
         vec![(LimitKey::TotalCalls, Standing { used, reserved })]
     }
@@ -210,22 +219,8 @@ mod tests {
     /// How many calls a limit of 10 still admits locally once Redis is gone.
     fn admitted_locally(state: &mut State) -> usize {
         state.begin_outage();
-        let limits = [Limit {
-            key: LimitKey::TotalCalls,
-            max: 10,
-        }];
-        let request = ReserveRequest {
-            user: "u",
-            period: period(),
-            provider: Provider::Serper,
-            limits: &limits,
-            amount: Amount {
-                calls: 1,
-                ..Amount::default()
-            },
-            now: now(),
-            expires_at: now() + chrono::Duration::seconds(60),
-        };
+        let limits = ten_calls();
+        let request = one_call(&limits);
         let local = state.local_for(&request);
         (0..20)
             .filter(|_| matches!(local.reserve_now(request), Reserved::Admitted(_)))

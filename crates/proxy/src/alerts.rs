@@ -83,6 +83,22 @@ impl AlertRaiser {
         AlertRaiser { tx, metrics }
     }
 
+    /// Queues the thresholds of `limits` a settled call crossed (see [`crossed`]), if any.
+    pub fn raise_crossed(
+        &self,
+        user: &str,
+        period: BillingPeriod,
+        limits: &[Limit],
+        settled: &SettledUse,
+        actual: Amount,
+        thresholds_pct: &[u8],
+    ) {
+        let crossings = crossed(limits, settled, actual, thresholds_pct);
+        if !crossings.is_empty() {
+            self.raise(user, period, crossings);
+        }
+    }
+
     /// Queues a call's crossings for storing, without waiting.
     pub fn raise(&self, user: &str, period: BillingPeriod, crossings: Vec<Crossing>) {
         let count = crossings.len();

@@ -37,7 +37,7 @@ use tollgate_ledger::LedgerHandle;
 use tollgate_usage::{RequestInfo, Scanner};
 
 use crate::admit::reservation_amount;
-use crate::alerts::{AlertRaiser, crossed};
+use crate::alerts::AlertRaiser;
 use crate::credentials::{
     CREDENTIAL_HEADERS, CredentialError, client_key, provider_credential, strip_query_key,
 };
@@ -117,15 +117,14 @@ impl Gateway {
                 else {
                     return;
                 };
-                let crossings = crossed(
+                alerts.raise_crossed(
+                    replayed.user,
+                    replayed.period,
                     &limits,
                     &replayed.settled,
                     replayed.actual,
                     &config.alert_thresholds,
                 );
-                if !crossings.is_empty() {
-                    alerts.raise(replayed.user, replayed.period, crossings);
-                }
             }));
         }
         self.alerts = Some(raiser);
@@ -358,7 +357,6 @@ impl Gateway {
             .on_counter_store_unreachable
             .unwrap_or(self.config.storage.on_counter_store_unreachable);
         let reserved = self.counters.reserve(request, policy).await;
-        self.metrics.set_counters_degraded(self.counters.degraded());
         match reserved {
             Ok(Reserved::Admitted(reservation)) => {
                 ctx.reservation = Some(reservation);
@@ -484,7 +482,6 @@ impl Gateway {
         match self.admit_body(ctx).await {
             Ok(out) => {
                 ctx.admitted_body = Some(out);
-                ctx.hold_body = false;
                 Ok(false)
             }
             Err(e) => self.refuse(ctx, e),
@@ -498,18 +495,16 @@ impl Gateway {
         self.admit(ctx, &facts).await?;
         let held = Bytes::from(std::mem::take(&mut ctx.body));
         ctx.request_bytes = held.len() as u64;
-        let out = if may_rewrite(provider, &ctx.path, self.config.proxy.inject_stream_usage) {
-            rewrite_body(
-                provider,
-                &ctx.path,
-                &held,
-                &facts,
-                self.config.proxy.inject_stream_usage,
-            )
-            .map_or_else(|| held.clone(), Bytes::from)
-        } else {
-            held.clone()
-        };
+        // `None`: the body goes as it came (a provider whose bodies are never rewritten, a chat
+        // completion that is not a stream).
+        let out = rewrite_body(
+            provider,
+            &ctx.path,
+            &held,
+            &facts,
+            self.config.proxy.inject_stream_usage,
+        )
+        .map_or_else(|| held.clone(), Bytes::from);
         ctx.facts = facts;
         ctx.request_body = held;
         Ok(out)
@@ -880,13 +875,14 @@ impl ProxyHttp for Gateway {
             let (event, actual) = settle_call(&self.config, record);
             let settled = self.counters.settle(&reservation, actual).await;
             match (settled, &self.alerts) {
-                (Some(settled), Some(raiser)) => {
-                    let crossings =
-                        crossed(&ctx.limits, &settled, actual, &self.config.alert_thresholds);
-                    if !crossings.is_empty() {
-                        raiser.raise(&identity.user, period, crossings);
-                    }
-                }
+                (Some(settled), Some(raiser)) => raiser.raise_crossed(
+                    &identity.user,
+                    period,
+                    &ctx.limits,
+                    &settled,
+                    actual,
+                    &self.config.alert_thresholds,
+                ),
                 // Deferred until Redis is back: its alerts are raised when it is replayed.
                 (None, Some(_)) if self.counters.degraded() => {
                     self.deferred_plans.remember(&identity.user, &identity.plan);

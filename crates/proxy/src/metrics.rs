@@ -267,60 +267,40 @@ impl Metrics {
         );
         self.overhead
             .render(&mut out, "tollgate_gateway_overhead_seconds", "");
-        head(
+        single(
             &mut out,
             "tollgate_requests_in_flight",
             "gauge",
             "Requests being served.",
+            self.in_flight.load(Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "tollgate_requests_in_flight {}",
-            self.in_flight.load(Relaxed)
-        );
-        head(
+        single(
             &mut out,
             "tollgate_counter_store_degraded",
             "gauge",
             "1 while the shared counter store is unreachable and limits are enforced in the configured degraded mode.",
+            self.counters_degraded.load(Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "tollgate_counter_store_degraded {}",
-            self.counters_degraded.load(Relaxed)
-        );
-        head(
+        single(
             &mut out,
             "tollgate_counter_store_errors_total",
             "counter",
             "Counter store calls that failed or timed out.",
+            self.counter_store_errors.load(Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "tollgate_counter_store_errors_total {}",
-            self.counter_store_errors.load(Relaxed)
-        );
-        head(
+        single(
             &mut out,
             "tollgate_alerts_raised_total",
             "counter",
             "Usage alerts stored by this instance when a call crossed a threshold of a limit.",
+            self.alerts_raised.load(Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "tollgate_alerts_raised_total {}",
-            self.alerts_raised.load(Relaxed)
-        );
-        head(
+        single(
             &mut out,
             "tollgate_alert_raise_failures_total",
             "counter",
-            "Threshold crossings whose alert could not be stored (database error or full queue); the calls were not affected.",
-        );
-        let _ = writeln!(
-            out,
-            "tollgate_alert_raise_failures_total {}",
-            self.alert_raise_failures.load(Relaxed)
+            "Threshold crossings whose alert was given up on (queue or retry list full, or the database still unavailable at shutdown); the calls were not affected.",
+            self.alert_raise_failures.load(Relaxed),
         );
         out
     }
@@ -392,6 +372,12 @@ impl Metrics {
             );
         }
     }
+}
+
+/// A metric with one unlabelled sample: its HELP and TYPE lines and the sample.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    head(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -8,8 +8,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -102,19 +100,14 @@ openai = {{ calls = {CALL_LIMIT}, tokens = {tokens} }}
 
 /// The status of one chat completion through the gateway.
 fn call(port: u16, key: &str) -> u16 {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    write!(
-        stream,
-        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
-        BODY.len()
+    let auth = format!("Bearer {key}");
+    common::post_json(
+        port,
+        "/openai/v1/chat/completions",
+        &[("authorization", &auth)],
+        BODY,
     )
-    .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    common::parse_response(&raw).status
+    .status
 }
 
 /// [`CALLS`] calls at once, spread over the gateways; returns the statuses.

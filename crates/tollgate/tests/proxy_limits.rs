@@ -171,21 +171,15 @@ openai = {{ {openai_limits} }}
 
 /// The status of one chat completion through the gateway.
 fn call(port: u16, key: &str) -> u16 {
+    let auth = format!("Bearer {key}");
     let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"max_tokens":50}"#;
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    write!(
-        stream,
-        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
+    common::post_json(
+        port,
+        "/openai/v1/chat/completions",
+        &[("authorization", &auth)],
+        body,
     )
-    .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    text.split_whitespace().nth(1).unwrap().parse().unwrap()
+    .status
 }
 
 /// `n` calls at once, spread over the gateways; returns the statuses.

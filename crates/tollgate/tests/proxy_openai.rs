@@ -347,52 +347,27 @@ fn expect_100_continue_gets_its_go_ahead_from_the_gateway() {
         r#"{{"model":"gpt-4o","max_tokens":5,"messages":[{{"role":"user","content":"{}"}}]}}"#,
         "b".repeat(2_000)
     );
-    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: {}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\
-         connection: close\r\n\r\n",
-        bearer(),
-        body.len()
-    )
-    .unwrap();
+    let mut stream = send_head(gw.port, &bearer(), body.len(), "expect: 100-continue\r\n");
     // Without the go-ahead this read times out: the gateway would be waiting for the body.
     let mut interim = [0u8; 25];
     stream.read_exact(&mut interim).unwrap();
     assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
     stream.write_all(body.as_bytes()).unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).unwrap();
-    let response = common::parse_response(&answer);
+    let response = read_answer(stream);
     assert_eq!(response.status, 200, "{}", response.text());
     let seen = upstream.seen().pop().unwrap();
     assert_eq!(seen.body, body.as_bytes());
     assert_eq!(seen.header("expect"), None);
 
     // Refused before the body is asked for: no go-ahead, the 401 straight away.
-    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer tg_nobody\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\
-         connection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    assert!(
-        answer.starts_with(b"HTTP/1.1 401"),
-        "{}",
-        String::from_utf8_lossy(&answer)
+    let stream = send_head(
+        gw.port,
+        "Bearer tg_nobody",
+        body.len(),
+        "expect: 100-continue\r\n",
     );
+    let response = read_answer(stream);
+    assert_eq!(response.status, 401, "{}", response.text());
     gw.stop();
 }
 
@@ -403,23 +378,10 @@ fn a_slow_body_is_not_counted_as_gateway_overhead() {
     let upstream = mock_openai();
     let gw = start_gateway(upstream.port, 10);
     let body = r#"{"model":"gpt-4o","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
-    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: {}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        bearer(),
-        body.len()
-    )
-    .unwrap();
+    let mut stream = send_head(gw.port, &bearer(), body.len(), "");
     std::thread::sleep(Duration::from_millis(400));
     stream.write_all(body.as_bytes()).unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).unwrap();
-    assert_eq!(common::parse_response(&answer).status, 200);
+    assert_eq!(read_answer(stream).status, 200);
     let count = gw
         .metric("tollgate_gateway_overhead_seconds_count")
         .unwrap();
@@ -427,4 +389,28 @@ fn a_slow_body_is_not_counted_as_gateway_overhead() {
     assert_eq!(count, 1.0);
     assert!(sum < 0.2, "overhead {sum} s includes the client's pause");
     gw.stop();
+}
+
+/// Opens a connection and sends only the head of a chat completion whose body of
+/// `content_length` bytes the caller sends (or not) itself; `extra` are more header lines.
+fn send_head(port: u16, authorization: &str, content_length: usize, extra: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: {authorization}\r\n\
+         content-type: application/json\r\ncontent-length: {content_length}\r\n{extra}\
+         connection: close\r\n\r\n"
+    )
+    .unwrap();
+    stream
+}
+
+/// Everything the gateway answers until it closes the connection.
+fn read_answer(mut stream: TcpStream) -> common::Response {
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    common::parse_response(&answer)
 }

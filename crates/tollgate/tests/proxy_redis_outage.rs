@@ -133,15 +133,8 @@ impl Gauge {
         let thread = std::thread::spawn(move || {
             let mut samples = Vec::new();
             while !flag.load(Ordering::SeqCst) {
-                let response = common::request(admin_port, "GET", "/metrics", &[], b"");
-                let at = t0.elapsed();
-                let value = response
-                    .text()
-                    .lines()
-                    .find_map(|l| l.strip_prefix("tollgate_counter_store_degraded "))
-                    .and_then(|v| v.trim().parse().ok())
-                    .expect("the degraded gauge on /metrics");
-                samples.push((at, value));
+                let value = degraded(admin_port);
+                samples.push((t0.elapsed(), value));
                 std::thread::sleep(Duration::from_millis(50));
             }
             samples
@@ -394,6 +387,40 @@ fn redis_killed_under_load_each_policy_holds_and_recovers() {
     assert!(gw.stop().path().exists());
 }
 
+/// A gateway on `redis` whose one user (`OPEN`) has a `fail_open` plan of `calls` OpenAI calls.
+fn start_open(redis: &RedisServer, calls: u64) -> (Mock, Gateway) {
+    let mock = Mock::with_handler(|_| Reply::json(COMPLETION));
+    let rest = format!(
+        "[providers.openai]\nbase_url = \"http://127.0.0.1:{}\"\nkey_env = \"TG_TEST_OPENAI_KEY\"\n\
+         [plans.open]\nname = \"open\"\ntier = \"pro\"\non_counter_store_unreachable = \"fail_open\"\n\
+         [plans.open.providers]\nopenai = {{ calls = {calls} }}\n{}",
+        mock.port,
+        key_entry(OPEN, "open", &key(OPEN)),
+    );
+    let storage = format!(
+        "counters = \"redis\"\nredis_url = \"{}\"\nredis_timeout_ms = {REDIS_TIMEOUT_MS}",
+        redis.url()
+    );
+    let gw = Gateway::start_with_storage(
+        "",
+        &storage,
+        &rest,
+        &[("TG_TEST_OPENAI_KEY", "sk-upstream"), ("RUST_LOG", "warn")],
+    );
+    (mock, gw)
+}
+
+/// One chat completion of `OPEN`; its status.
+fn call_open(gw: &Gateway) -> u16 {
+    post_json(
+        gw.port,
+        "/openai/v1/chat/completions",
+        &[("authorization", &format!("Bearer {}", key(OPEN)))],
+        r#"{"model":"gpt-4o","messages":[],"max_tokens":5}"#,
+    )
+    .status
+}
+
 /// The degraded gauge as `/metrics` shows it now.
 fn degraded(admin_port: u16) -> f64 {
     common::request(admin_port, "GET", "/metrics", &[], b"")
@@ -409,33 +436,8 @@ fn degraded(admin_port: u16) -> f64 {
 #[test]
 fn the_degraded_gauge_clears_without_traffic() {
     let mut redis = RedisServer::start();
-    let mock = Mock::with_handler(|_| Reply::json(COMPLETION));
-    let rest = format!(
-        "[providers.openai]\nbase_url = \"http://127.0.0.1:{}\"\nkey_env = \"TG_TEST_OPENAI_KEY\"\n\
-         [plans.open]\nname = \"open\"\ntier = \"pro\"\non_counter_store_unreachable = \"fail_open\"\n\
-         [plans.open.providers]\nopenai = {{ calls = 1000 }}\n{}",
-        mock.port,
-        key_entry(OPEN, "open", &key(OPEN)),
-    );
-    let storage = format!(
-        "counters = \"redis\"\nredis_url = \"{}\"\nredis_timeout_ms = {REDIS_TIMEOUT_MS}",
-        redis.url()
-    );
-    let gw = Gateway::start_with_storage(
-        "",
-        &storage,
-        &rest,
-        &[("TG_TEST_OPENAI_KEY", "sk-upstream"), ("RUST_LOG", "warn")],
-    );
-    let call = || {
-        post_json(
-            gw.port,
-            "/openai/v1/chat/completions",
-            &[("authorization", &format!("Bearer {}", key(OPEN)))],
-            r#"{"model":"gpt-4o","messages":[],"max_tokens":5}"#,
-        )
-        .status
-    };
+    let (_mock, gw) = start_open(&redis, 1000);
+    let call = || call_open(&gw);
     assert_eq!(call(), 200);
     assert_eq!(degraded(gw.admin_port), 0.0);
 
@@ -461,33 +463,8 @@ fn the_degraded_gauge_clears_without_traffic() {
 #[test]
 fn thresholds_crossed_by_use_deferred_in_an_outage_alert_once_it_is_replayed() {
     let redis = RedisServer::start();
-    let mock = Mock::with_handler(|_| Reply::json(COMPLETION));
-    let rest = format!(
-        "[providers.openai]\nbase_url = \"http://127.0.0.1:{}\"\nkey_env = \"TG_TEST_OPENAI_KEY\"\n\
-         [plans.open]\nname = \"open\"\ntier = \"pro\"\non_counter_store_unreachable = \"fail_open\"\n\
-         [plans.open.providers]\nopenai = {{ calls = 10 }}\n{}",
-        mock.port,
-        key_entry(OPEN, "open", &key(OPEN)),
-    );
-    let storage = format!(
-        "counters = \"redis\"\nredis_url = \"{}\"\nredis_timeout_ms = {REDIS_TIMEOUT_MS}",
-        redis.url()
-    );
-    let gw = Gateway::start_with_storage(
-        "",
-        &storage,
-        &rest,
-        &[("TG_TEST_OPENAI_KEY", "sk-upstream"), ("RUST_LOG", "warn")],
-    );
-    let call = || {
-        post_json(
-            gw.port,
-            "/openai/v1/chat/completions",
-            &[("authorization", &format!("Bearer {}", key(OPEN)))],
-            r#"{"model":"gpt-4o","messages":[],"max_tokens":5}"#,
-        )
-        .status
-    };
+    let (_mock, gw) = start_open(&redis, 10);
+    let call = || call_open(&gw);
     for _ in 0..2 {
         assert_eq!(call(), 200);
     }

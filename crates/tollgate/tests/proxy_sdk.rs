@@ -164,27 +164,14 @@ fn openai_sdk_calls_stream_and_refusals() {
 
     // The fourth call is over the plan: openai.RateLimitError, OpenAI's error fields, and a
     // retry-after the SDK could honour.
-    let limit = &out["limit_error"];
-    assert_eq!(limit["class"], "RateLimitError", "{out:#}");
-    assert_eq!(limit["status"], 429);
-    assert_eq!(limit["type"], "insufficient_quota");
-    assert_eq!(limit["code"], "usage_limit_exceeded");
-    assert!(
-        limit["message"].as_str().unwrap().contains("openai_calls"),
-        "{limit}"
+    assert_sdk_refusals(
+        &out,
+        "insufficient_quota",
+        "openai_calls",
+        "invalid_request_error",
     );
-    assert!(
-        limit["retry_after"]
-            .as_str()
-            .and_then(|s| s.parse::<u64>().ok())
-            .is_some_and(|secs| secs > 0),
-        "{limit}"
-    );
-    let auth = &out["auth_error"];
-    assert_eq!(auth["class"], "AuthenticationError", "{out:#}");
-    assert_eq!(auth["status"], 401);
-    assert_eq!(auth["type"], "invalid_request_error");
-    assert_eq!(auth["code"], "invalid_api_key");
+    assert_eq!(out["limit_error"]["code"], "usage_limit_exceeded");
+    assert_eq!(out["auth_error"]["code"], "invalid_api_key");
 
     // Only the three admitted calls reached OpenAI, each with the real key.
     let seen = mock.seen();
@@ -333,28 +320,12 @@ fn anthropic_sdk_calls_stream_and_refusals() {
                "cache_creation_input_tokens": 0, "cache_read_input_tokens": 12_000})
     );
 
-    let limit = &out["limit_error"];
-    assert_eq!(limit["class"], "RateLimitError", "{out:#}");
-    assert_eq!(limit["status"], 429);
-    assert_eq!(limit["type"], "rate_limit_error");
-    assert!(
-        limit["message"]
-            .as_str()
-            .unwrap()
-            .contains("anthropic_calls"),
-        "{limit}"
+    assert_sdk_refusals(
+        &out,
+        "rate_limit_error",
+        "anthropic_calls",
+        "authentication_error",
     );
-    assert!(
-        limit["retry_after"]
-            .as_str()
-            .and_then(|s| s.parse::<u64>().ok())
-            .is_some_and(|secs| secs > 0),
-        "{limit}"
-    );
-    let auth = &out["auth_error"];
-    assert_eq!(auth["class"], "AuthenticationError", "{out:#}");
-    assert_eq!(auth["status"], 401);
-    assert_eq!(auth["type"], "authentication_error");
 
     let seen = mock.seen();
     assert_eq!(seen.len(), 3, "{seen:#?}");
@@ -388,4 +359,29 @@ fn anthropic_sdk_calls_stream_and_refusals() {
         "{rows:#?}"
     );
     gateway.stop();
+}
+
+/// The refusals as an SDK raised them: the over-limit call as its `RateLimitError` (429, the
+/// provider's error `limit_type`, the limit named, a positive `retry-after`) and the unknown key
+/// as its `AuthenticationError` (401, `auth_type`).
+fn assert_sdk_refusals(out: &Value, limit_type: &str, limit_name: &str, auth_type: &str) {
+    let limit = &out["limit_error"];
+    assert_eq!(limit["class"], "RateLimitError", "{out:#}");
+    assert_eq!(limit["status"], 429);
+    assert_eq!(limit["type"], limit_type);
+    assert!(
+        limit["message"].as_str().unwrap().contains(limit_name),
+        "{limit}"
+    );
+    assert!(
+        limit["retry_after"]
+            .as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|secs| secs > 0),
+        "{limit}"
+    );
+    let auth = &out["auth_error"];
+    assert_eq!(auth["class"], "AuthenticationError", "{out:#}");
+    assert_eq!(auth["status"], 401);
+    assert_eq!(auth["type"], auth_type);
 }

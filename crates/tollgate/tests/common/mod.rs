@@ -381,8 +381,11 @@ impl Drop for RedisServer {
     }
 }
 
-/// Every usage event of `user` in the ledger at `url`, newest first.
-pub fn ledger_rows(url: &str, user: &str) -> Vec<UsageLog> {
+/// Runs `read` against the ledger at `url`, on a runtime of its own, and closes the ledger.
+fn with_ledger<T, F>(url: &str, read: impl FnOnce(tollgate_ledger::Ledger) -> F) -> T
+where
+    F: std::future::Future<Output = T>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -391,6 +394,15 @@ pub fn ledger_rows(url: &str, user: &str) -> Vec<UsageLog> {
         let ledger = tollgate_ledger::Ledger::connect(url, tollgate_ledger::DbOptions::default())
             .await
             .unwrap();
+        let out = read(ledger.clone()).await;
+        ledger.close().await;
+        out
+    })
+}
+
+/// Every usage event of `user` in the ledger at `url`, newest first.
+pub fn ledger_rows(url: &str, user: &str) -> Vec<UsageLog> {
+    with_ledger(url, |ledger| async move {
         let filter = tollgate_ledger::LogFilter {
             user_id: Some(user.into()),
             ..Default::default()
@@ -412,17 +424,8 @@ pub fn ledger_rows(url: &str, user: &str) -> Vec<UsageLog> {
 
 /// Every usage alert of `user` in the ledger at `url`, newest first.
 pub fn ledger_alerts(url: &str, user: &str) -> Vec<tollgate_ledger::Alert> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let ledger = tollgate_ledger::Ledger::connect(url, tollgate_ledger::DbOptions::default())
-            .await
-            .unwrap();
-        let alerts = ledger.alerts(user, false, 1000).await.unwrap();
-        ledger.close().await;
-        alerts
+    with_ledger(url, |ledger| async move {
+        ledger.alerts(user, false, 1000).await.unwrap()
     })
 }
 
