@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Gateway, Mock, PgDatabase, Reply, Seen, key_entry, ledger_alerts};
@@ -218,31 +217,6 @@ fn concurrent_calls_crossing_every_threshold_alert_once_per_limit() {
     gw.stop();
 }
 
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// Deletes the test user's keys (hash-tagged by user) from the shared Redis.
-fn redis_cleanup(user: &str) {
-    let url = redis_url();
-    let keys = Command::new("redis-cli")
-        .args([
-            "-u",
-            &url,
-            "--scan",
-            "--pattern",
-            &format!("*{{u:{user}}}*"),
-        ])
-        .output()
-        .unwrap();
-    for key in String::from_utf8_lossy(&keys.stdout).lines() {
-        Command::new("redis-cli")
-            .args(["-u", &url, "del", key])
-            .output()
-            .unwrap();
-    }
-}
-
 #[test]
 fn two_gateways_sharing_redis_and_postgres_alert_and_deliver_once() {
     let upstream = openai_upstream();
@@ -253,7 +227,7 @@ fn two_gateways_sharing_redis_and_postgres_alert_and_deliver_once() {
     let key = format!("tg_{user}");
     let storage = format!(
         "counters = \"redis\"\nredis_url = \"{}\"\nredis_timeout_ms = 2000",
-        redis_url()
+        common::redis_url()
     );
     let gateways: Vec<Gateway> = (0..2)
         .map(|_| start(&upstream, &webhook, &user, &key, &database.url, &storage))
@@ -264,7 +238,7 @@ fn two_gateways_sharing_redis_and_postgres_alert_and_deliver_once() {
     for gw in gateways {
         gw.stop();
     }
-    redis_cleanup(&user);
+    common::redis_cleanup(&user);
     assert_eq!(count(&statuses, 200), CALL_LIMIT as usize, "{statuses:?}");
     assert_eq!(count(&statuses, 429), CALLS - CALL_LIMIT as usize);
     assert_alerted_once_each(&alerts, &deliveries);

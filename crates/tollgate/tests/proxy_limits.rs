@@ -9,7 +9,6 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -195,25 +194,6 @@ fn rows_in(dir: &Path, user: &str) -> Vec<UsageLog> {
     )
 }
 
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// Deletes the test user's keys (hash-tagged by user) from the shared Redis.
-fn redis_cleanup(user: &str) {
-    let url = redis_url();
-    let keys = Command::new("redis-cli")
-        .args(["-u", &url, "--scan", "--pattern", &format!("*{user}*")])
-        .output()
-        .unwrap();
-    for key in String::from_utf8_lossy(&keys.stdout).lines() {
-        Command::new("redis-cli")
-            .args(["-u", &url, "del", key])
-            .output()
-            .unwrap();
-    }
-}
-
 fn count(statuses: &[u16], status: u16) -> usize {
     statuses.iter().filter(|&&s| s == status).count()
 }
@@ -239,7 +219,7 @@ fn three_gateways_sharing_redis_admit_exactly_the_limit() {
     let key = format!("tg_{user}");
     let storage = format!(
         "counters = \"redis\"\nredis_url = \"{}\"\nredis_timeout_ms = 2000",
-        redis_url()
+        common::redis_url()
     );
     let gateways: Vec<_> = (0..3)
         .map(|_| start(upstream, &user, &key, "calls = 100", &storage))
@@ -253,7 +233,7 @@ fn three_gateways_sharing_redis_admit_exactly_the_limit() {
         let dir = gw.stop();
         rows += rows_in(dir.path(), &user).len();
     }
-    redis_cleanup(&user);
+    common::redis_cleanup(&user);
     assert_eq!((admitted, refused), (100, 100), "{statuses:?}");
     assert_eq!(answered.load(Ordering::SeqCst), 100);
     assert_eq!(rows, 100);

@@ -1024,3 +1024,29 @@ pub fn run_sdk_script(python: &Path, script: &str, args: &[&str]) -> serde_json:
     serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stdout}"))
 }
+
+/// The shared Redis the tests use: `REDIS_URL`, or the local default.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Deletes `user`'s keys (hash-tagged by user) from the shared Redis.
+pub fn redis_cleanup(user: &str) {
+    let url = redis_url();
+    let keys = Command::new("redis-cli")
+        .args([
+            "-u",
+            &url,
+            "--scan",
+            "--pattern",
+            &format!("*{{u:{user}}}*"),
+        ])
+        .output()
+        .unwrap();
+    for key in String::from_utf8_lossy(&keys.stdout).lines() {
+        Command::new("redis-cli")
+            .args(["-u", &url, "del", key])
+            .output()
+            .unwrap();
+    }
+}
