@@ -51,6 +51,16 @@ impl Default for DbOptions {
 }
 
 impl Db {
+    /// The statement beginning a read-only transaction whose statements all read one snapshot.
+    /// A deferred SQLite transaction in WAL mode does so from its first read; PostgreSQL's
+    /// default (read committed) takes a new snapshot for every statement.
+    pub(crate) fn begin_snapshot(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "BEGIN",
+            Db::Postgres(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        }
+    }
+
     /// Connects to `url` (`sqlite://…` or `postgres://…`). A SQLite file is created if missing
     /// and put in WAL mode with full sync, so a committed batch survives a crash of the process
     /// and of the machine.

@@ -351,28 +351,51 @@ impl Ledger {
         first: &str,
         last: &str,
     ) -> Result<BTreeMap<(String, String), PeriodUsage>> {
-        let (summaries, providers) = on_db!(&self.db, pool => {
-            let summaries: Vec<SummaryRow> = sqlx::query_as(&format!(
-                "SELECT {SUMMARY_COLUMNS} FROM usage_summaries \
-                 WHERE user_id = $1 AND billing_period >= $2 AND billing_period <= $3"))
-                .bind(user_id)
-                .bind(first)
-                .bind(last)
-                .fetch_all(pool)
-                .await
-                .map_err(LedgerError::db("reading usage summaries"))?;
-            let providers: Vec<ProviderRow> = sqlx::query_as(&format!(
-                "SELECT {PROVIDER_COLUMNS} FROM usage_summary_providers \
-                 WHERE user_id = $1 AND billing_period >= $2 AND billing_period <= $3"))
-                .bind(user_id)
-                .bind(first)
-                .bind(last)
-                .fetch_all(pool)
-                .await
-                .map_err(LedgerError::db("reading provider summaries"))?;
-            (summaries, providers)
-        });
+        let (summaries, providers) = self
+            .summary_rows(
+                "user_id = $1 AND billing_period >= $2 AND billing_period <= $3",
+                &[user_id, first, last],
+                "reading usage summaries",
+            )
+            .await?;
         Ok(assemble(summaries, providers))
+    }
+
+    /// The summary rows matching `filter` (a condition on `user_id` and `billing_period`, its
+    /// `$n` bound to `args` in order) and their per-provider rows, read in one snapshot: a batch
+    /// committed between the two reads would otherwise be in the per-provider counts and not in
+    /// the totals, and counters rebuilt from them would disagree with each other.
+    async fn summary_rows(
+        &self,
+        filter: &str,
+        args: &[&str],
+        context: &'static str,
+    ) -> Result<(Vec<SummaryRow>, Vec<ProviderRow>)> {
+        let summaries_sql = format!("SELECT {SUMMARY_COLUMNS} FROM usage_summaries WHERE {filter}");
+        let providers_sql =
+            format!("SELECT {PROVIDER_COLUMNS} FROM usage_summary_providers WHERE {filter}");
+        Ok(on_db!(&self.db, pool => {
+            let mut tx = pool
+                .begin_with(self.db.begin_snapshot())
+                .await
+                .map_err(LedgerError::db(context))?;
+            let mut summaries = sqlx::query_as(&summaries_sql);
+            let mut providers = sqlx::query_as(&providers_sql);
+            for arg in args {
+                summaries = summaries.bind(*arg);
+                providers = providers.bind(*arg);
+            }
+            let summaries: Vec<SummaryRow> = summaries
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(LedgerError::db(context))?;
+            let providers: Vec<ProviderRow> = providers
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(LedgerError::db(context))?;
+            tx.commit().await.map_err(LedgerError::db(context))?;
+            (summaries, providers)
+        }))
     }
 
     /// Every day of `period` (from its start to its end, UTC), with the calls made that day.
@@ -455,21 +478,9 @@ impl Ledger {
     /// Every user's usage in the period keyed `period`, with the per-provider breakdown: what
     /// the counter store is rebuilt from.
     pub async fn current_period_totals(&self, period: &str) -> Result<Vec<PeriodUsage>> {
-        let (summaries, providers) = on_db!(&self.db, pool => {
-            let summaries: Vec<SummaryRow> = sqlx::query_as(&format!(
-                "SELECT {SUMMARY_COLUMNS} FROM usage_summaries WHERE billing_period = $1"))
-                .bind(period)
-                .fetch_all(pool)
-                .await
-                .map_err(LedgerError::db("reading period totals"))?;
-            let providers: Vec<ProviderRow> = sqlx::query_as(&format!(
-                "SELECT {PROVIDER_COLUMNS} FROM usage_summary_providers WHERE billing_period = $1"))
-                .bind(period)
-                .fetch_all(pool)
-                .await
-                .map_err(LedgerError::db("reading provider period totals"))?;
-            (summaries, providers)
-        });
+        let (summaries, providers) = self
+            .summary_rows("billing_period = $1", &[period], "reading period totals")
+            .await?;
         Ok(assemble(summaries, providers).into_values().collect())
     }
 }

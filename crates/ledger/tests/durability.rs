@@ -81,6 +81,47 @@ async fn postgres_ten_thousand_concurrent_events_stored_exactly_once() {
 
 /// Replaying a committed batch (as after a crash between commit and spool removal) changes
 /// nothing; a batch partly stored adds only its new events.
+/// A user's totals read while batches keep being committed: every read agrees with its own
+/// per-provider breakdown (the counters are rebuilt from both, and must agree with each other).
+async fn totals_read_under_writes_agree(backend: &str) {
+    let db = TestDb::of(backend).await;
+    let (ledger, handle) = open(db.config()).await;
+    let writer = tokio::spawn(async move {
+        for n in 0..300u64 {
+            handle.record(event(format!("ev-{n:05}"), n * 5)).unwrap();
+            handle.flush().await.unwrap();
+        }
+        handle.shutdown().await.unwrap();
+    });
+    let mut reads = 0;
+    while !writer.is_finished() {
+        let user = ledger.usage_for_period("user-0", "2026-11").await.unwrap();
+        let period = ledger.current_period_totals("2026-11").await.unwrap();
+        for usage in period.iter().chain([&user]) {
+            let calls: u64 = usage.per_provider.values().map(|p| p.calls).sum();
+            let cost: u64 = usage.per_provider.values().map(|p| p.cost_nanousd).sum();
+            assert_eq!(
+                (calls, cost),
+                (usage.totals.calls, usage.totals.cost_nanousd),
+                "read {reads}: totals and their breakdown from different commits"
+            );
+        }
+        reads += 1;
+    }
+    writer.await.unwrap();
+    assert!(reads > 10, "only {reads} reads while writing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_totals_read_under_writes_agree_with_their_breakdown() {
+    totals_read_under_writes_agree("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_totals_read_under_writes_agree_with_their_breakdown() {
+    totals_read_under_writes_agree("postgres").await;
+}
+
 #[tokio::test]
 async fn replaying_a_batch_is_a_no_op() {
     for backend in ["sqlite", "postgres"] {
