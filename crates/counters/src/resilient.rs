@@ -175,11 +175,15 @@ impl ResilientStore {
         }
     }
 
-    async fn reserve_policy(
+    /// As [`CounterStore::reserve_with`], and with the user-period's totals from the ledger
+    /// when this call rebuilt its counters in Redis (the period's first call here, or Redis lost
+    /// them): use counted while Redis was away, or by an instance that crashed, may have crossed
+    /// alert thresholds no settle will report.
+    pub async fn reserve_seeding(
         &self,
         request: ReserveRequest<'_>,
         policy: UnreachablePolicy,
-    ) -> Result<Reserved, CounterError> {
+    ) -> Result<(Reserved, Option<Vec<(LimitKey, u64)>>), CounterError> {
         let shared = &self.shared;
         let why = if shared.degraded.load(Ordering::SeqCst) {
             CounterError::Unreachable("redis is unreachable; waiting for it to return".into())
@@ -195,6 +199,18 @@ impl ResilientStore {
                 other => return other,
             }
         };
+        self.reserve_unshared(request, policy, why)
+            .map(|reserved| (reserved, None))
+    }
+
+    /// A reservation while Redis cannot answer it (`why`), by `policy`.
+    fn reserve_unshared(
+        &self,
+        request: ReserveRequest<'_>,
+        policy: UnreachablePolicy,
+        why: CounterError,
+    ) -> Result<Reserved, CounterError> {
+        let shared = &self.shared;
         match policy {
             UnreachablePolicy::FailClosed => {
                 shared
@@ -281,34 +297,45 @@ enum Counted {
 
 impl Shared {
     /// Reserves in Redis, seeding the user-period from the ledger first if Redis has no totals.
-    async fn reserve_seeded(&self, request: ReserveRequest<'_>) -> Result<Reserved, CounterError> {
-        let mut seeded = false;
+    /// Also answers the totals it seeded Redis with, if it did.
+    async fn reserve_seeded(
+        &self,
+        request: ReserveRequest<'_>,
+    ) -> Result<(Reserved, Option<Vec<(LimitKey, u64)>>), CounterError> {
+        let mut seeded = None;
+        let mut tried = false;
         loop {
             let sent = Instant::now();
             match self.redis.reserve_seen(request).await? {
                 ReserveOutcome::Admitted { reservation, seen } => {
                     lock(&self.state).remember(request.user, request.period, sent, seen);
-                    return Ok(Reserved::Admitted(reservation));
+                    return Ok((Reserved::Admitted(reservation), seeded));
                 }
                 ReserveOutcome::Denied { denial, seen } => {
                     lock(&self.state).remember(request.user, request.period, sent, seen);
-                    return Ok(Reserved::Denied(denial));
+                    return Ok((Reserved::Denied(denial), seeded));
                 }
                 // Seeded once and still uninitialised: Redis lost its data again meanwhile.
-                ReserveOutcome::NeedsSeed if seeded => {
+                ReserveOutcome::NeedsSeed if tried => {
                     return Err(CounterError::Unreachable(
                         "redis lost the counters right after they were seeded".into(),
                     ));
                 }
                 ReserveOutcome::NeedsSeed => {
-                    self.seed(request.user, request.period).await?;
-                    seeded = true;
+                    seeded = self.seed(request.user, request.period).await?;
+                    tried = true;
                 }
             }
         }
     }
 
-    async fn seed(&self, user: &str, period: BillingPeriod) -> Result<(), CounterError> {
+    /// Seeds the user-period from the ledger; answers the totals if this call wrote them (not
+    /// when another instance or request seeded it first).
+    async fn seed(
+        &self,
+        user: &str,
+        period: BillingPeriod,
+    ) -> Result<Option<Vec<(LimitKey, u64)>>, CounterError> {
         let needs_seed = |why: String| {
             tracing::warn!(user, period = %period, error = %why, "counters not seeded");
             CounterError::NeedsSeed {
@@ -322,10 +349,11 @@ impl Shared {
             Ok(Err(e)) => return Err(needs_seed(e)),
             Err(_) => return Err(needs_seed("the ledger did not answer in time".into())),
         };
-        if self.redis.seed(user, period, &totals).await? {
-            self.counts.seeded.fetch_add(1, Ordering::Relaxed);
+        if !self.redis.seed(user, period, &totals).await? {
+            return Ok(None);
         }
-        Ok(())
+        self.counts.seeded.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(totals))
     }
 
     /// Sends Redis what it is owed. On failure, keeps what is left for the next attempt.
@@ -433,7 +461,7 @@ async fn probe(shared: Weak<Shared>) {
 
 impl CounterStore for ResilientStore {
     async fn reserve(&self, request: ReserveRequest<'_>) -> Result<Reserved, CounterError> {
-        self.reserve_policy(request, self.shared.config.default_policy)
+        self.reserve_with(request, self.shared.config.default_policy)
             .await
     }
 
@@ -442,7 +470,9 @@ impl CounterStore for ResilientStore {
         request: ReserveRequest<'_>,
         on_unreachable: UnreachablePolicy,
     ) -> Result<Reserved, CounterError> {
-        self.reserve_policy(request, on_unreachable).await
+        self.reserve_seeding(request, on_unreachable)
+            .await
+            .map(|(reserved, _)| reserved)
     }
 
     /// Never fails: what cannot reach Redis now is owed to it and replayed on recovery. The

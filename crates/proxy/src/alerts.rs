@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tollgate_counters::SettledUse;
+use tollgate_counters::{SettledUse, Totals};
 use tollgate_domain::{Amount, BillingPeriod, Crossing, Limit, crossings};
 use tollgate_ledger::Ledger;
 
@@ -94,6 +94,31 @@ impl AlertRaiser {
         thresholds_pct: &[u8],
     ) {
         let crossings = crossed(limits, settled, actual, thresholds_pct);
+        if !crossings.is_empty() {
+            self.raise(user, period, crossings);
+        }
+    }
+
+    /// Queues every threshold of `limits` that `totals` (a user-period's settled use, as its
+    /// counters were started from the ledger) has reached. Use counted where no settle could
+    /// report its crossings (deferred while Redis was away and lost with its data, or settled
+    /// by an instance that stopped before storing the alert) is raised this way; thresholds
+    /// raised before are stored once all the same.
+    pub fn raise_reached(
+        &self,
+        user: &str,
+        period: BillingPeriod,
+        limits: &[Limit],
+        totals: &Totals,
+        thresholds_pct: &[u8],
+    ) {
+        let used = |key| {
+            totals
+                .iter()
+                .find_map(|&(k, used)| (k == key).then_some(used))
+                .unwrap_or(0)
+        };
+        let crossings = crossings(limits, |_| 0, used, thresholds_pct);
         if !crossings.is_empty() {
             self.raise(user, period, crossings);
         }

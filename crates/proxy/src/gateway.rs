@@ -357,6 +357,19 @@ impl Gateway {
             .on_counter_store_unreachable
             .unwrap_or(self.config.storage.on_counter_store_unreachable);
         let reserved = self.counters.reserve(request, policy).await;
+        let reserved = reserved.map(|(reserved, seeded)| {
+            // Counters started from the ledger: raise what the use they start from reached.
+            if let (Some(totals), Some(alerts)) = (seeded, &self.alerts) {
+                alerts.raise_reached(
+                    &identity.user,
+                    period,
+                    &plan.all_limits(),
+                    &totals,
+                    &self.config.alert_thresholds,
+                );
+            }
+            reserved
+        });
         match reserved {
             Ok(Reserved::Admitted(reservation)) => {
                 ctx.reservation = Some(reservation);

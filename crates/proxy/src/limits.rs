@@ -71,17 +71,20 @@ impl Counters {
         }
     }
 
+    /// Reserves; also answers the user-period's totals from the ledger when this call started
+    /// its counters from them (see [`ResilientStore::reserve_seeding`]).
     pub async fn reserve(
         &self,
         request: ReserveRequest<'_>,
         on_unreachable: UnreachablePolicy,
-    ) -> Result<Reserved, CounterError> {
+    ) -> Result<(Reserved, Option<Vec<(LimitKey, u64)>>), CounterError> {
         match self {
             Counters::Memory {
                 store,
                 ledger,
                 seeded,
             } => {
+                let mut started = None;
                 if let Some(ledger) = ledger {
                     let month = (request.period.year(), request.period.month());
                     let known = seeded
@@ -99,15 +102,16 @@ impl Counters {
                         let months = seeded.entry(request.user.to_owned()).or_default();
                         if months.insert(month) {
                             let period_key = request.period.key();
-                            for (key, used) in totals {
+                            for &(key, used) in &totals {
                                 store.seed_used(request.user, &period_key, key, used);
                             }
+                            started = Some(totals);
                         }
                     }
                 }
-                Ok(store.reserve_now(request))
+                Ok((store.reserve_now(request), started))
             }
-            Counters::Shared(store) => store.reserve_with(request, on_unreachable).await,
+            Counters::Shared(store) => store.reserve_seeding(request, on_unreachable).await,
         }
     }
 

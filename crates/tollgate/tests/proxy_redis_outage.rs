@@ -456,6 +456,55 @@ fn the_degraded_gauge_clears_without_traffic() {
     gw.stop();
 }
 
+/// Which thresholds of the OpenAI call limit have alerts.
+fn call_alerts(alerts: &[tollgate_ledger::Alert]) -> Vec<i64> {
+    let mut calls: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.limit_key == "openai_calls")
+        .map(|a| a.threshold_percentage)
+        .collect();
+    calls.sort_unstable();
+    calls
+}
+
+/// Redis dies while a `fail_open` user goes from 20 % to 90 % of a call limit, and comes back
+/// empty: the deferred use has nothing to be added to, and the counters are rebuilt from the
+/// ledger at the user's next call. The 80 % and 90 % thresholds the outage's calls crossed are
+/// raised then, with the 100 % the call itself reaches; each once.
+#[test]
+fn thresholds_crossed_in_an_outage_that_emptied_redis_alert_at_the_rebuild() {
+    let mut redis = RedisServer::start();
+    let (_mock, gw) = start_open(&redis, 10);
+    let call = || call_open(&gw);
+    for _ in 0..2 {
+        assert_eq!(call(), 200);
+    }
+    redis.kill();
+    for _ in 0..7 {
+        assert_eq!(call(), 200, "fail_open forwards while Redis is away");
+    }
+    assert_eq!(degraded(gw.admin_port), 1.0, "the outage was noticed");
+    redis.restart();
+    assert!(
+        wait_until(Duration::from_secs(10), || degraded(gw.admin_port) == 0.0),
+        "the gateway never saw Redis return"
+    );
+    assert!(common::ledger_alerts(&gw.ledger_url(), OPEN).is_empty());
+
+    // The tenth call: admitted against the rebuilt counters (9 of 10), and reaching 100 %.
+    assert_eq!(call(), 200);
+    let mut alerts = Vec::new();
+    let raised = wait_until(Duration::from_secs(10), || {
+        alerts = common::ledger_alerts(&gw.ledger_url(), OPEN);
+        call_alerts(&alerts) == [80, 90, 100]
+    });
+    assert!(raised, "{alerts:?}");
+    let counters = redis_counters(&redis, OPEN);
+    assert_eq!(counters.get("u:openai_calls"), Some(&10), "{counters:?}");
+    assert_eq!(call(), 429, "the limit holds on the rebuilt counters");
+    gw.stop();
+}
+
 /// Redis stalls (`CLIENT PAUSE`: unreachable within the timeout, its data kept) while a
 /// `fail_open` user goes from 20 % to 90 % of a call limit: the calls are forwarded and their
 /// use deferred; when Redis answers again the use is replayed and the 80 % and 90 % alerts the
@@ -478,25 +527,16 @@ fn thresholds_crossed_by_use_deferred_in_an_outage_alert_once_it_is_replayed() {
         "nothing can be raised before the use reaches Redis"
     );
 
-    let wanted = |alerts: &[tollgate_ledger::Alert]| {
-        let mut calls: Vec<_> = alerts
-            .iter()
-            .filter(|a| a.limit_key == "openai_calls")
-            .map(|a| a.threshold_percentage)
-            .collect();
-        calls.sort_unstable();
-        calls
-    };
     let mut alerts = Vec::new();
     let raised = wait_until(Duration::from_secs(10), || {
         alerts = common::ledger_alerts(&gw.ledger_url(), OPEN);
-        wanted(&alerts) == [80, 90]
+        call_alerts(&alerts) == [80, 90]
     });
     assert!(raised, "{alerts:?}");
     assert_eq!(degraded(gw.admin_port), 0.0);
     // The tenth call is the one that reaches 100 %.
     assert_eq!(call(), 200);
-    assert!(wait_until(Duration::from_secs(10), || wanted(
+    assert!(wait_until(Duration::from_secs(10), || call_alerts(
         &common::ledger_alerts(&gw.ledger_url(), OPEN)
     ) == [80, 90, 100]));
     gw.stop();
