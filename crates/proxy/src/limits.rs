@@ -61,6 +61,10 @@ pub fn ledger_seeder(ledger: Ledger, writer: LedgerHandle) -> Seeder {
     })
 }
 
+// The futures of Redis calls and ledger reads are large (kilobytes) and are boxed where they
+// are awaited: every future they would be inlined into — the gateway's hooks, which Pingora
+// boxes on every call — would otherwise be that large, and be allocated and copied per
+// request, also with in-process counters that never run them.
 impl Counters {
     /// In-process counters, started from the ledger's totals when one is given.
     pub fn memory(store: Arc<MemoryStore>, ledger: Option<Ledger>) -> Counters {
@@ -93,7 +97,7 @@ impl Counters {
                         .get(request.user)
                         .is_some_and(|months| months.contains(&month));
                     if !known {
-                        let totals = ledger_totals(ledger, request.user, request.period)
+                        let totals = Box::pin(ledger_totals(ledger, request.user, request.period))
                             .await
                             .map_err(CounterError::Unreachable)?;
                         // Two first requests may race here: seeding sets (not adds), so the
@@ -111,7 +115,9 @@ impl Counters {
                 }
                 Ok((store.reserve_now(request), started))
             }
-            Counters::Shared(store) => store.reserve_seeding(request, on_unreachable).await,
+            Counters::Shared(store) => {
+                Box::pin(store.reserve_seeding(request, on_unreachable)).await
+            }
         }
     }
 
@@ -120,7 +126,7 @@ impl Counters {
     pub async fn settle(&self, reservation: &Reservation, actual: Amount) -> Option<SettledUse> {
         let outcome = match self {
             Counters::Memory { store, .. } => Ok(Some(store.settle_now(reservation, actual))),
-            Counters::Shared(store) => store.settle(reservation, actual).await,
+            Counters::Shared(store) => Box::pin(store.settle(reservation, actual)).await,
         };
         outcome.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "settling a reservation");
@@ -134,7 +140,7 @@ impl Counters {
                 store.release_now(reservation);
                 Ok(())
             }
-            Counters::Shared(store) => store.release(reservation).await,
+            Counters::Shared(store) => Box::pin(store.release(reservation)).await,
         };
         if let Err(e) = outcome {
             tracing::warn!(error = %e, "releasing a reservation");
