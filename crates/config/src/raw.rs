@@ -56,6 +56,7 @@ pub struct Proxy {
     pub max_request_header_bytes: Option<i64>,
     pub max_request_body_bytes: Option<i64>,
     pub header_read_timeout_ms: Option<i64>,
+    pub body_read_timeout_ms: Option<i64>,
     pub upstream_connect_timeout_ms: Option<i64>,
     pub upstream_read_timeout_ms: Option<i64>,
     pub inject_stream_usage: Option<bool>,

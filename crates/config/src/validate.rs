@@ -94,6 +94,13 @@ fn proxy(p: &mut FileProblems, raw: &raw::Proxy) -> ProxySettings {
             10_000,
             1,
         ),
+        body_read_timeout_ms: count(
+            p,
+            &at("body_read_timeout_ms"),
+            raw.body_read_timeout_ms,
+            60_000,
+            1,
+        ),
         upstream_connect_timeout_ms: count(
             p,
             &at("upstream_connect_timeout_ms"),

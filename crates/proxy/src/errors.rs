@@ -30,6 +30,8 @@ pub enum GatewayError {
     HeadersTooLarge { max_bytes: u64 },
     #[error("request headers did not arrive in time")]
     HeadersTimeout,
+    #[error("request body did not arrive within {timeout_ms} ms")]
+    BodyTimeout { timeout_ms: u64 },
     #[error("request body is larger than {max_bytes} bytes")]
     BodyTooLarge { max_bytes: u64 },
     #[error("{0} is not configured on this gateway (no provider key)")]
@@ -55,7 +57,7 @@ impl GatewayError {
             GatewayError::UnpricedModel { .. } | GatewayError::BadRequest(_) => 400,
             GatewayError::UnknownRoute(_) => 404,
             GatewayError::HeadersTooLarge { .. } => 431,
-            GatewayError::HeadersTimeout => 408,
+            GatewayError::HeadersTimeout | GatewayError::BodyTimeout { .. } => 408,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::ProviderNotConfigured(_)
             | GatewayError::CounterStoreUnavailable
@@ -77,7 +79,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "invalid_request",
             GatewayError::UnknownRoute(_) => "unknown_route",
             GatewayError::HeadersTooLarge { .. } => "request_headers_too_large",
-            GatewayError::HeadersTimeout => "request_timeout",
+            GatewayError::HeadersTimeout | GatewayError::BodyTimeout { .. } => "request_timeout",
             GatewayError::BodyTooLarge { .. } => "request_too_large",
             GatewayError::ProviderNotConfigured(_) => "provider_not_configured",
             GatewayError::CounterStoreUnavailable => "limits_unavailable",
@@ -218,6 +220,7 @@ fn openai_type(error: &GatewayError) -> &'static str {
         | GatewayError::BadRequest(_)
         | GatewayError::HeadersTooLarge { .. }
         | GatewayError::HeadersTimeout
+        | GatewayError::BodyTimeout { .. }
         | GatewayError::BodyTooLarge { .. } => "invalid_request_error",
         _ => "server_error",
     }
@@ -233,7 +236,8 @@ fn anthropic_type(error: &GatewayError) -> &'static str {
         GatewayError::UnpricedModel { .. }
         | GatewayError::BadRequest(_)
         | GatewayError::HeadersTooLarge { .. }
-        | GatewayError::HeadersTimeout => "invalid_request_error",
+        | GatewayError::HeadersTimeout
+        | GatewayError::BodyTimeout { .. } => "invalid_request_error",
         GatewayError::ProviderNotConfigured(_)
         | GatewayError::CounterStoreUnavailable
         | GatewayError::KeyStoreUnavailable => "overloaded_error",
@@ -251,7 +255,9 @@ fn google_status(error: &GatewayError) -> &'static str {
         | GatewayError::BadRequest(_)
         | GatewayError::HeadersTooLarge { .. }
         | GatewayError::BodyTooLarge { .. } => "INVALID_ARGUMENT",
-        GatewayError::UpstreamTimeout(_) | GatewayError::HeadersTimeout => "DEADLINE_EXCEEDED",
+        GatewayError::UpstreamTimeout(_)
+        | GatewayError::HeadersTimeout
+        | GatewayError::BodyTimeout { .. } => "DEADLINE_EXCEEDED",
         GatewayError::ProviderNotConfigured(_)
         | GatewayError::CounterStoreUnavailable
         | GatewayError::KeyStoreUnavailable

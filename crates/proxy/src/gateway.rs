@@ -455,7 +455,10 @@ impl Gateway {
         if read_now {
             return self.admit_whole_body(session, ctx).await;
         }
-        if !ctx.hold_body {
+        if ctx.hold_body {
+            // The first read of a held body comes before `request_body_filter` does.
+            self.bound_body_read(session, ctx)?;
+        } else {
             let facts = match inspect(provider, &ctx.path, b"") {
                 Ok(facts) => facts,
                 Err(e) => return self.refuse(ctx, e),
@@ -481,7 +484,12 @@ impl Gateway {
         session.enable_retry_buffering();
         let max = self.config.proxy.max_request_body_bytes;
         let reading = Instant::now();
-        while let Some(chunk) = session.read_request_body().await? {
+        loop {
+            self.bound_body_read(session, ctx)?;
+            let read = session.read_request_body().await;
+            let Some(chunk) = read.map_err(|e| e.into_down())? else {
+                break;
+            };
             if (ctx.body.len() + chunk.len()) as u64 > max {
                 return self.refuse(ctx, GatewayError::BodyTooLarge { max_bytes: max });
             }
@@ -498,6 +506,24 @@ impl Gateway {
                 Ok(false)
             }
             Err(e) => self.refuse(ctx, e),
+        }
+    }
+
+    /// Bounds the next read of a body the gateway reads before admission by what is left of
+    /// `body_read_timeout_ms`, counted from the start of the request: Pingora's own timeout is
+    /// per read, which a client sending a byte at a time never meets. A read that outlasts it
+    /// fails as a downstream read timeout (`fail_to_proxy`: 408).
+    fn bound_body_read(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let timeout_ms = self.config.proxy.body_read_timeout_ms;
+        match Duration::from_millis(timeout_ms).checked_sub(ctx.started.elapsed()) {
+            Some(left) if !left.is_zero() => {
+                session.set_read_timeout(Some(left));
+                Ok(())
+            }
+            _ => {
+                ctx.refusal = Some(GatewayError::BodyTimeout { timeout_ms });
+                Err(refused())
+            }
         }
     }
 
@@ -691,7 +717,7 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
@@ -721,7 +747,7 @@ impl ProxyHttp for Gateway {
             // Held. An empty chunk, not `None`: Pingora takes a `None` body for the end of the
             // body and would finish the upstream request there, empty.
             *body = Some(Bytes::new());
-            return Ok(());
+            return self.bound_body_read(session, ctx);
         }
         let started = Instant::now();
         let outcome = self.admit_body(ctx).await;
@@ -813,6 +839,12 @@ impl ProxyHttp for Gateway {
                 return GatewayError::Internal;
             };
             match e.etype() {
+                // The client's body, read under `body_read_timeout_ms` (`bound_body_read`).
+                ErrorType::ReadTimedout if e.esource() == &pingora::ErrorSource::Downstream => {
+                    GatewayError::BodyTimeout {
+                        timeout_ms: self.config.proxy.body_read_timeout_ms,
+                    }
+                }
                 ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
                     GatewayError::UpstreamTimeout(provider)
                 }

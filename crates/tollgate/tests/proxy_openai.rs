@@ -60,7 +60,7 @@ anthropic = {{ calls = 0 }}
         key = common::key_entry("alice", "test", CLIENT_KEY),
     );
     Gateway::start(
-        "header_read_timeout_ms = 300",
+        "header_read_timeout_ms = 300\nbody_read_timeout_ms = 1000",
         &rest,
         &[
             ("TG_TEST_OPENAI_KEY", UPSTREAM_KEY),
@@ -389,6 +389,44 @@ fn a_slow_body_is_not_counted_as_gateway_overhead() {
     assert_eq!(count, 1.0);
     assert!(sum < 0.2, "overhead {sum} s includes the client's pause");
     gw.stop();
+}
+
+/// A body sent a few bytes at a time, each write well within Pingora's per-read timeout, is cut
+/// off by the total deadline (`body_read_timeout_ms` = 1000 here) with 408 in OpenAI's shape:
+/// a small body read before anything goes upstream, and a large one held for admission. The
+/// provider gets neither, and neither is billed.
+#[test]
+fn a_body_trickled_past_its_deadline_is_answered_408() {
+    let upstream = mock_openai();
+    let gw = start_gateway(upstream.port, 10);
+    for (length, sent_at_once) in [(200, 10), (100 * 1024, 70 * 1024)] {
+        let mut stream = send_head(gw.port, &bearer(), length, "");
+        let started = Instant::now();
+        stream.write_all(&vec![b' '; sent_at_once]).unwrap();
+        for _ in sent_at_once..length {
+            if stream.write_all(b" ").is_err() || started.elapsed() > Duration::from_secs(4) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let took = started.elapsed();
+        let response = read_answer(stream);
+        assert_eq!(response.status, 408, "{length} B: {}", response.text());
+        let error: serde_json::Value = serde_json::from_str(&response.text()).unwrap();
+        assert_eq!(error["error"]["code"], "request_timeout", "{error}");
+        assert!(error["error"]["message"].is_string(), "{error}");
+        assert!(
+            took < Duration::from_secs(3),
+            "{length} B: cut off after {took:?}"
+        );
+    }
+    assert!(
+        upstream.seen().iter().all(|s| s.body.is_empty()),
+        "a body reached the provider"
+    );
+    let dir = gw.stop();
+    let db = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    assert!(common::ledger_rows(&db, "alice").is_empty());
 }
 
 /// Opens a connection and sends only the head of a chat completion whose body of
