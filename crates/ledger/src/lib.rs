@@ -24,6 +24,8 @@ mod spool;
 mod store;
 mod writer;
 
+#[cfg(feature = "test-support")]
+pub mod test_database;
 #[cfg(test)]
 mod testing;
 

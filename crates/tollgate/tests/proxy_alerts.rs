@@ -10,9 +10,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{Gateway, Mock, PgDatabase, Reply, Seen, key_entry, ledger_alerts};
+use common::{Gateway, Mock, Reply, Seen, key_entry, ledger_alerts};
 use tollgate_admin::WebhookSigner;
 use tollgate_ledger::Alert;
+use tollgate_ledger::test_database::TestDatabase;
 
 const UPSTREAM_KEY: &str = "sk-upstream-secret";
 const WEBHOOK_SECRET: &str = "whsec-alerts-e2e";
@@ -222,7 +223,7 @@ fn two_gateways_sharing_redis_and_postgres_alert_and_deliver_once() {
     let upstream = openai_upstream();
     let webhook = Mock::start();
     webhook.script(WEBHOOK_PATH, Reply::json("{}"));
-    let database = PgDatabase::create("alerts");
+    let database = TestDatabase::create("alerts");
     let user = unique("alerts-two");
     let key = format!("tg_{user}");
     let storage = format!(

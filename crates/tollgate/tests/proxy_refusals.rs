@@ -10,8 +10,9 @@ mod common;
 
 use std::sync::{Mutex, OnceLock};
 
-use common::{Gateway, Mock, PgDatabase, Reply, Response};
+use common::{Gateway, Mock, Reply, Response};
 use serde_json::Value;
+use tollgate_ledger::test_database::TestDatabase;
 
 const USER: &str = "refusal-user";
 const KEY: &str = "tg_refusal_user_key_0123456789";
@@ -338,7 +339,7 @@ fn without_a_key_cache_a_revocation_reaches_every_instance_at_once() {
             r#"{"id":"c1","object":"chat.completion","model":"gpt-4o","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#,
         ),
     );
-    let database = PgDatabase::create("revoke");
+    let database = TestDatabase::create("revoke");
     let rest = format!(
         r#"
 [providers.openai]

@@ -8,62 +8,42 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::Connection;
 use tokio::sync::oneshot;
 use tollgate_admin::{AdminState, AdminTokens};
 use tollgate_config::Config;
 use tollgate_domain::{Cost, Provider, Usage};
+use tollgate_ledger::test_database::TestDatabase;
 use tollgate_ledger::{DbOptions, Ledger, UsageEvent};
 
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 pub const STATIC_KEY: &str = "tg_static_carol_key";
 pub const WEBHOOK_SECRET: &str = "whsec_test_secret";
 
-const PG_ADMIN_URLS: [&str; 2] = [
-    "postgres://postgres@127.0.0.1:5432/test",
-    "postgres://root@127.0.0.1:5432/test",
-];
-
 /// A database for one test, removed when dropped.
 pub struct TestDb {
     pub url: String,
     pub dir: tempfile::TempDir,
-    pg: Option<(String, String)>,
+    _pg: Option<TestDatabase>,
 }
 
 impl TestDb {
     pub fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
-        TestDb { url, dir, pg: None }
+        TestDb {
+            url,
+            dir,
+            _pg: None,
+        }
     }
 
     pub async fn postgres() -> TestDb {
-        let candidates: Vec<String> = match std::env::var("DATABASE_URL") {
-            Ok(url) if url.starts_with("postgres") => vec![url],
-            _ => PG_ADMIN_URLS.iter().map(|s| s.to_string()).collect(),
-        };
-        let name = format!(
-            "tollgate_admin_test_{}",
-            UsageEvent::new_id().replace('-', "")
-        );
-        for admin in candidates {
-            let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await else {
-                continue;
-            };
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            conn.close().await.unwrap();
-            let url = replace_db(&admin, &name);
-            return TestDb {
-                url,
-                dir: tempfile::tempdir().unwrap(),
-                pg: Some((admin, name)),
-            };
+        let pg = TestDatabase::create("admin");
+        TestDb {
+            url: pg.url.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            _pg: Some(pg),
         }
-        panic!("no PostgreSQL reachable at DATABASE_URL or {PG_ADMIN_URLS:?}");
     }
 
     pub async fn connect(&self) -> Ledger {
@@ -71,42 +51,6 @@ impl TestDb {
             .await
             .unwrap()
     }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some((admin, name)) = self.pg.take() {
-            // Drop may run inside a runtime: use a thread of its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                        let _ =
-                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                                .execute(&mut conn)
-                                .await;
-                        let _ = conn.close().await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
-
-fn replace_db(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let base = match base.rfind('/') {
-        Some(slash) if slash > "postgres://".len() => &base[..slash],
-        _ => base,
-    };
-    format!("{base}/{name}{query}")
 }
 
 pub fn sha256_hex(text: &str) -> String {

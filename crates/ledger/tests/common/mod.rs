@@ -9,22 +9,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::Connection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tollgate_domain::{Cost, Provider, Usage};
+use tollgate_ledger::test_database::TestDatabase;
 use tollgate_ledger::{Ledger, LedgerConfig, LedgerHandle, UsageEvent};
-
-pub const PG_ADMIN_URLS: [&str; 2] = [
-    "postgres://postgres@127.0.0.1:5432/test",
-    "postgres://root@127.0.0.1:5432/test",
-];
 
 /// A database for one test, removed when dropped.
 pub struct TestDb {
     pub url: String,
     pub dir: tempfile::TempDir,
-    pg: Option<(String, String)>, // (admin url, database name)
+    pg: Option<TestDatabase>,
 }
 
 impl TestDb {
@@ -35,28 +30,12 @@ impl TestDb {
     }
 
     pub async fn postgres() -> TestDb {
-        let candidates: Vec<String> = match std::env::var("DATABASE_URL") {
-            Ok(url) if url.starts_with("postgres") => vec![url],
-            _ => PG_ADMIN_URLS.iter().map(|s| s.to_string()).collect(),
-        };
-        let name = format!("tollgate_test_{}", uuid_like());
-        for admin in candidates {
-            let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await else {
-                continue;
-            };
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            conn.close().await.unwrap();
-            let url = replace_db(&admin, &name);
-            return TestDb {
-                url,
-                dir: tempfile::tempdir().unwrap(),
-                pg: Some((admin, name)),
-            };
+        let pg = TestDatabase::create("ledger");
+        TestDb {
+            url: pg.url.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            pg: Some(pg),
         }
-        panic!("no PostgreSQL reachable at DATABASE_URL or {PG_ADMIN_URLS:?}");
     }
 
     pub async fn of(backend: &str) -> TestDb {
@@ -78,48 +57,10 @@ impl TestDb {
         c
     }
 
-    /// The PostgreSQL database's port-independent parts, for pointing a URL through a proxy.
+    /// The PostgreSQL database's URL through `addr` (a proxy in front of the server).
     pub fn url_via(&self, addr: SocketAddr) -> String {
-        let (admin, name) = self.pg.as_ref().unwrap();
-        let via = admin.replace("127.0.0.1:5432", &addr.to_string());
-        replace_db(&via, name)
+        self.pg.as_ref().unwrap().url_via(addr)
     }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some((admin, name)) = self.pg.take() {
-            // Drop runs outside any runtime (or during unwinding): use a thread of its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                        let _ =
-                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                                .execute(&mut conn)
-                                .await;
-                        let _ = conn.close().await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
-
-fn replace_db(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let base = match base.rfind('/') {
-        Some(slash) if slash > "postgres://".len() => &base[..slash],
-        _ => base,
-    };
-    format!("{base}/{name}{query}")
 }
 
 pub fn uuid_like() -> String {
