@@ -41,7 +41,7 @@ pub struct ProxySettings {
     pub max_request_header_bytes: u64,
     pub max_request_body_bytes: u64,
     pub header_read_timeout_ms: u64,
-    /// Total time a client has to send a request body, from the start of the request.
+    /// Total time a client has to send a request body, from when its headers have arrived.
     pub body_read_timeout_ms: u64,
     pub upstream_connect_timeout_ms: u64,
     pub upstream_read_timeout_ms: u64,

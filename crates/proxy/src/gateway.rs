@@ -510,7 +510,7 @@ impl Gateway {
     }
 
     /// Bounds the next read of a body the gateway reads before admission by what is left of
-    /// `body_read_timeout_ms`, counted from the start of the request: Pingora's own timeout is
+    /// `body_read_timeout_ms`, counted from when the headers arrived: Pingora's own timeout is
     /// per read, which a client sending a byte at a time never meets. A read that outlasts it
     /// fails as a downstream read timeout (`fail_to_proxy`: 408).
     fn bound_body_read(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
