@@ -185,11 +185,8 @@ impl MemoryStore {
     }
 
     /// Sets a counter's settled use, e.g. rebuilt from the ledger at start.
-    pub fn seed_used(&self, user: &str, period_key: &str, key: LimitKey, used: u64) {
-        let Some(month) = month_of_key(period_key) else {
-            return;
-        };
-        let counters = self.counters(user, month);
+    pub fn seed_used(&self, user: &str, period: BillingPeriod, key: LimitKey, used: u64) {
+        let counters = self.counters(user, month(period));
         lock(&counters).standing.entry(key).or_default().used = used;
     }
 
@@ -399,7 +396,7 @@ mod tests {
         ));
         store.seed_used(
             "u",
-            "2026-11",
+            BillingPeriod::containing(now(), AnchorDay::default()),
             LimitKey::ProviderTokens(Provider::OpenAi),
             0,
         );

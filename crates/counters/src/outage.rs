@@ -123,7 +123,8 @@ impl State {
                 }
             }
             for (key, used) in highest {
-                self.local.seed_used(request.user, &scope.1, key, used);
+                self.local
+                    .seed_used(request.user, request.period, key, used);
             }
             self.seeded.insert(scope);
         }

@@ -93,10 +93,11 @@ impl AlertRaiser {
         actual: Amount,
         thresholds_pct: &[u8],
     ) {
-        let crossings = crossed(limits, settled, actual, thresholds_pct);
-        if !crossings.is_empty() {
-            self.raise(user, period, crossings);
-        }
+        self.raise(
+            user,
+            period,
+            crossed(limits, settled, actual, thresholds_pct),
+        );
     }
 
     /// Queues every threshold of `limits` that `totals` (a user-period's settled use, as its
@@ -118,14 +119,14 @@ impl AlertRaiser {
                 .find_map(|&(k, used)| (k == key).then_some(used))
                 .unwrap_or(0)
         };
-        let crossings = crossings(limits, |_| 0, used, thresholds_pct);
-        if !crossings.is_empty() {
-            self.raise(user, period, crossings);
-        }
+        self.raise(user, period, crossings(limits, |_| 0, used, thresholds_pct));
     }
 
-    /// Queues a call's crossings for storing, without waiting.
+    /// Queues a call's crossings for storing, without waiting; none, nothing to do.
     pub fn raise(&self, user: &str, period: BillingPeriod, crossings: Vec<Crossing>) {
+        if crossings.is_empty() {
+            return;
+        }
         let count = crossings.len();
         let msg = Msg::Raise {
             user: user.to_owned(),

@@ -105,9 +105,8 @@ impl Counters {
                         let mut seeded = seeded.lock().unwrap_or_else(PoisonError::into_inner);
                         let months = seeded.entry(request.user.to_owned()).or_default();
                         if months.insert(month) {
-                            let period_key = request.period.key();
                             for &(key, used) in &totals {
-                                store.seed_used(request.user, &period_key, key, used);
+                                store.seed_used(request.user, request.period, key, used);
                             }
                             started = Some(totals);
                         }

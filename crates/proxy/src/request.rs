@@ -37,7 +37,7 @@ pub fn inspect(provider: Provider, path: &str, body: &[u8]) -> Result<RequestFac
             input_tokens_bound,
         });
     }
-    match peek(body, path_model.clone(), stream, input_tokens_bound) {
+    match peek(body, path_model.as_deref(), stream, input_tokens_bound) {
         Some(facts) => Ok(facts),
         None => parse(body, path_model, stream, input_tokens_bound),
     }
@@ -107,7 +107,7 @@ struct PeekGenerationConfig<'a> {
 /// twice): the full parse then gives the same facts, or the error, as before.
 fn peek(
     body: &[u8],
-    path_model: Option<String>,
+    path_model: Option<&str>,
     stream: bool,
     input_tokens_bound: u64,
 ) -> Option<RequestFacts> {
@@ -127,7 +127,7 @@ fn peek(
         .or_else(|| number(peek.max_tokens))
         .or_else(|| number(peek.max_output_tokens))
         .or(nested);
-    let model = path_model.or_else(|| {
+    let model = path_model.map(str::to_owned).or_else(|| {
         peek.model
             .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
     });

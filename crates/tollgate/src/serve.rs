@@ -125,9 +125,9 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The counters the configuration asks for. A Redis store's connection and probe tasks live on
-/// the ledger's runtime, which outlives the proxy.
-/// The gateway's counters, and the shared store behind them (Redis) when there is one.
+/// The counters the configuration asks for, and the shared store behind them (Redis) when there
+/// is one. A Redis store's connection and probe tasks live on the ledger's runtime, which
+/// outlives the proxy.
 fn counters(
     config: &Config,
     ledger: &tollgate_ledger::Ledger,

@@ -211,16 +211,7 @@ fn redis_killed_under_load_each_policy_holds_and_recovers() {
         k2 = key_entry(OPEN, "open", &key(OPEN)),
         k3 = key_entry(LOCAL, "local", &key(LOCAL)),
     );
-    let storage = format!(
-        "counters = \"redis\"\nredis_url = \"{}\"\nredis_timeout_ms = {REDIS_TIMEOUT_MS}",
-        redis.url()
-    );
-    let gw = Gateway::start_with_storage(
-        "threads = 2",
-        &storage,
-        &rest,
-        &[("TG_TEST_OPENAI_KEY", "sk-upstream"), ("RUST_LOG", "warn")],
-    );
+    let gw = start_on_redis(&redis, "threads = 2", &rest);
 
     let t0 = Instant::now();
     let gauge = Gauge::start(gw.admin_port, t0);
@@ -397,17 +388,22 @@ fn start_open(redis: &RedisServer, calls: u64) -> (Mock, Gateway) {
         mock.port,
         key_entry(OPEN, "open", &key(OPEN)),
     );
+    (mock, start_on_redis(redis, "", &rest))
+}
+
+/// A gateway counting in `redis` (with the test's short timeout), with `proxy` settings and
+/// the rest of its configuration.
+fn start_on_redis(redis: &RedisServer, proxy: &str, rest: &str) -> Gateway {
     let storage = format!(
         "counters = \"redis\"\nredis_url = \"{}\"\nredis_timeout_ms = {REDIS_TIMEOUT_MS}",
         redis.url()
     );
-    let gw = Gateway::start_with_storage(
-        "",
+    Gateway::start_with_storage(
+        proxy,
         &storage,
-        &rest,
+        rest,
         &[("TG_TEST_OPENAI_KEY", "sk-upstream"), ("RUST_LOG", "warn")],
-    );
-    (mock, gw)
+    )
 }
 
 /// One chat completion of `OPEN`; its status.
