@@ -37,6 +37,8 @@ impl fmt::Display for Secret {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxySettings {
     pub listen: SocketAddr,
+    /// Worker threads of the proxy service; 0: one per CPU the process may run on
+    /// ([`ProxySettings::worker_threads`]).
     pub threads: usize,
     pub max_request_header_bytes: u64,
     pub max_request_body_bytes: u64,
@@ -49,6 +51,17 @@ pub struct ProxySettings {
     pub graceful_shutdown_secs: u64,
     /// How long a key read from the ledger's key table is trusted before it is read again.
     pub key_cache_ttl_ms: u64,
+}
+
+impl ProxySettings {
+    /// The proxy's worker threads: `threads`, or for 0 the CPUs this process may run on (its
+    /// affinity mask and cgroup quota, as nginx's `worker_processes auto`), at least one.
+    pub fn worker_threads(&self) -> usize {
+        if self.threads > 0 {
+            return self.threads;
+        }
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

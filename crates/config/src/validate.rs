@@ -72,7 +72,7 @@ fn proxy(p: &mut FileProblems, raw: &raw::Proxy) -> ProxySettings {
     let at = |key| ["proxy", key];
     ProxySettings {
         listen: listen(p, &at("listen"), raw.listen.as_deref(), "0.0.0.0:8080"),
-        threads: count(p, &at("threads"), raw.threads, 2, 1) as usize,
+        threads: count(p, &at("threads"), raw.threads, 0, 0) as usize,
         max_request_header_bytes: count(
             p,
             &at("max_request_header_bytes"),

@@ -103,7 +103,7 @@ fn every_gateway_mistake_is_reported_at_once() {
     let text = r#"default_plan = "gold"
 [proxy]
 listen = "nowhere"
-threads = 0
+threads = -1
 [storage]
 counters = "etcd"
 database_url = "mysql://x"
@@ -132,7 +132,7 @@ anchor_day = 40
     for expected in [
         ":1: error: default_plan: plan \"gold\" is not defined (defined: a)",
         ":3: error: proxy.listen: \"nowhere\" is not an address",
-        ":4: error: proxy.threads: 0 is out of range",
+        ":4: error: proxy.threads: -1 is out of range",
         ":6: error: storage.counters: unknown counter store \"etcd\"",
         ":7: error: storage.database_url: \"mysql://x\" is neither",
         ":9: error: alerts.thresholds.1: 80 is not a percentage above the previous one",

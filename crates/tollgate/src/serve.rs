@@ -51,7 +51,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let keys = gateway.keys().clone();
 
     let server_conf = ServerConf {
-        threads: config.proxy.threads,
+        threads: config.proxy.worker_threads(),
         grace_period_seconds: Some(config.proxy.graceful_shutdown_secs),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()

@@ -20,8 +20,9 @@ struct Args {
     /// The upstream, as ip:port (plain HTTP).
     #[arg(long)]
     upstream: SocketAddr,
-    /// Worker threads of the proxy service (the gateway's default is 2).
-    #[arg(long, default_value_t = 2)]
+    /// Worker threads of the proxy service; 0 (the gateway's default): one per CPU the process
+    /// may run on.
+    #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Pingora's work stealing between the worker threads (its default, and the gateway's).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -52,7 +53,10 @@ impl ProxyHttp for PassThrough {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let conf = ServerConf {
-        threads: args.threads,
+        threads: match args.threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        },
         work_stealing: args.work_stealing,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
