@@ -35,7 +35,12 @@ pub struct UsageEvent {
 impl UsageEvent {
     /// A fresh, time-ordered event id (UUID v7).
     pub fn new_id() -> String {
-        uuid::Uuid::now_v7().to_string()
+        // Encoded directly rather than through `Display`: one is made for every call.
+        let mut text = uuid::Uuid::encode_buffer();
+        uuid::Uuid::now_v7()
+            .hyphenated()
+            .encode_lower(&mut text)
+            .to_owned()
     }
 
     /// The calendar-month period key of an instant, for callers without an anchor day.
