@@ -21,6 +21,9 @@ pub struct RequestFacts {
     pub stream: bool,
     /// Upper bound on input tokens.
     pub input_tokens_bound: u64,
+    /// The body is a JSON object with no top-level `stream_options`: the key can be spliced in
+    /// without parsing the body again.
+    pub lacks_stream_options: bool,
 }
 
 /// Reads the facts of a request to `provider` at `path` with a JSON (or empty) body. A body that
@@ -35,6 +38,7 @@ pub fn inspect(provider: Provider, path: &str, body: &[u8]) -> Result<RequestFac
             max_output_tokens: None,
             stream,
             input_tokens_bound,
+            lacks_stream_options: false,
         });
     }
     match peek(body, path_model.as_deref(), stream, input_tokens_bound) {
@@ -75,6 +79,7 @@ fn parse(
         max_output_tokens,
         stream: stream || object.get("stream").and_then(Value::as_bool) == Some(true),
         input_tokens_bound,
+        lacks_stream_options: !object.contains_key("stream_options"),
     })
 }
 
@@ -94,6 +99,8 @@ struct Peek<'a> {
     stream: Option<&'a RawValue>,
     #[serde(borrow, rename = "generationConfig")]
     generation_config: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream_options: Option<&'a RawValue>,
 }
 
 #[derive(serde::Deserialize)]
@@ -136,6 +143,7 @@ fn peek(
         max_output_tokens,
         stream: stream || peek.stream.is_some_and(|v| v.get() == "true"),
         input_tokens_bound,
+        lacks_stream_options: peek.stream_options.is_none(),
     })
 }
 
@@ -203,6 +211,9 @@ pub fn rewrite_body(
     {
         return None;
     }
+    if provider == Provider::OpenAi && facts.lacks_stream_options {
+        return Some(splice_stream_usage(body));
+    }
     let mut json: Value = serde_json::from_slice(body).ok()?;
     let object = json.as_object_mut()?;
     let changed = match provider {
@@ -222,6 +233,20 @@ pub fn rewrite_body(
     } else {
         None
     }
+}
+
+/// A streaming chat request without `stream_options`, as it came with the key inserted first:
+/// `{"stream_options":{"include_usage":true},` then the rest of the object. The object has a
+/// member (its `stream`), so the comma always separates two, and the client's bytes, order and
+/// spacing are kept.
+fn splice_stream_usage(body: &[u8]) -> Vec<u8> {
+    const MEMBER: &[u8] = br#""stream_options":{"include_usage":true},"#;
+    let open = body.iter().position(|&b| b == b'{').map_or(0, |i| i + 1);
+    let mut out = Vec::with_capacity(body.len() + MEMBER.len());
+    out.extend_from_slice(&body[..open]);
+    out.extend_from_slice(MEMBER);
+    out.extend_from_slice(&body[open..]);
+    out
 }
 
 /// Adds `stream_options.include_usage: true` to a streaming request that lacks it; answers
@@ -348,9 +373,12 @@ mod tests {
             rewrite("/v1/chat/completions", body.as_bytes(), true)
                 .map(|b| String::from_utf8(b).unwrap())
         };
-        let out = add(r#"{"model":"gpt-4o","stream":true}"#).unwrap();
-        let v: Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v["stream_options"]["include_usage"], true);
+        // Spliced in: the client's bytes stay as they were around it.
+        let out = add(" {\"model\": \"gpt-4o\",\n \"stream\": true}\n").unwrap();
+        assert_eq!(
+            out,
+            " {\"stream_options\":{\"include_usage\":true},\"model\": \"gpt-4o\",\n \"stream\": true}\n"
+        );
         let out = add(r#"{"stream":true,"stream_options":{"include_obfuscation":false}}"#).unwrap();
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["stream_options"]["include_obfuscation"], false);
