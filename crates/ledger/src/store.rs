@@ -87,7 +87,7 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
         return Ok(BatchOutcome::default());
     }
     let now = Utc::now();
-    let inserted: HashSet<String> = on_db!(db, pool => {
+    let inserted: HashSet<&str> = on_db!(db, pool => {
         let mut tx = pool.begin().await.map_err(LedgerError::db("beginning a batch"))?;
         let mut inserted = HashSet::with_capacity(unique.len());
         let log_rows = |chunk: &[&UsageEvent]| {
@@ -143,7 +143,7 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
                 .rows_affected();
             if usize::try_from(stored).is_ok_and(|n| n == chunk.len()) {
                 attempt.commit().await.map_err(LedgerError::db("inserting usage logs"))?;
-                inserted.extend(chunk.iter().map(|e| e.event_id.clone()));
+                inserted.extend(chunk.iter().map(|e| e.event_id.as_str()));
                 continue;
             }
             attempt.rollback().await.map_err(LedgerError::db("inserting usage logs"))?;
@@ -154,10 +154,16 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(LedgerError::db("inserting usage logs"))?;
-            inserted.extend(ids.into_iter().map(|(id,)| id));
+            let ids: HashSet<String> = ids.into_iter().map(|(id,)| id).collect();
+            inserted.extend(
+                chunk
+                    .iter()
+                    .filter(|e| ids.contains(&e.event_id))
+                    .map(|e| e.event_id.as_str()),
+            );
         }
 
-        let (summaries, providers) = deltas(unique.iter().copied().filter(|e| inserted.contains(&e.event_id)));
+        let (summaries, providers) = deltas(unique.iter().copied().filter(|e| inserted.contains(e.event_id.as_str())));
         // BTreeMap order: every writer takes row locks in the same order, so two concurrent
         // batches cannot deadlock on summary rows.
         for ((user, period), d) in &summaries {
@@ -208,19 +214,22 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
     })
 }
 
-type SummaryDeltas = BTreeMap<(String, String), Delta>;
-type ProviderDeltas = BTreeMap<(String, String, Provider), Delta>;
+/// Per user and period, keyed by the events' own strings (a batch is mostly one user's calls).
+type SummaryDeltas<'a> = BTreeMap<(&'a str, &'a str), Delta>;
+type ProviderDeltas<'a> = BTreeMap<(&'a str, &'a str, Provider), Delta>;
 
-fn deltas<'a>(events: impl Iterator<Item = &'a UsageEvent>) -> (SummaryDeltas, ProviderDeltas) {
+fn deltas<'a>(
+    events: impl Iterator<Item = &'a UsageEvent>,
+) -> (SummaryDeltas<'a>, ProviderDeltas<'a>) {
     let mut summaries = SummaryDeltas::new();
     let mut providers = ProviderDeltas::new();
     for e in events {
         summaries
-            .entry((e.user_id.clone(), e.billing_period.clone()))
+            .entry((e.user_id.as_str(), e.billing_period.as_str()))
             .or_default()
             .add(e);
         providers
-            .entry((e.user_id.clone(), e.billing_period.clone(), e.provider))
+            .entry((e.user_id.as_str(), e.billing_period.as_str(), e.provider))
             .or_default()
             .add(e);
     }
