@@ -147,38 +147,8 @@ impl PriceMatch<'_> {
     /// A short label of the exact price used, recorded with each usage event so that a bill can
     /// be explained after prices change: `openai/gpt-4o@2024-05-13`.
     pub fn version(&self) -> String {
-        use chrono::Datelike;
-        // Built by hand: it is formatted for every call, and `format!` with the date's
-        // `Display` costs several times as much.
-        let provider = self.provider.as_str();
-        let mut label = String::with_capacity(provider.len() + self.model.len() + 12);
-        label.push_str(provider);
-        label.push('/');
-        label.push_str(self.model);
-        label.push('@');
-        let date = self.price.effective;
-        push_padded(&mut label, date.year(), 4);
-        label.push('-');
-        push_padded(&mut label, date.month() as i32, 2);
-        label.push('-');
-        push_padded(&mut label, date.day() as i32, 2);
-        label
+        format!("{}/{}@{}", self.provider, self.model, self.price.effective)
     }
-}
-
-/// `n` in decimal, zero-padded to `width` digits (a year before 1 or past 9999 as `Display`).
-fn push_padded(out: &mut String, n: i32, width: usize) {
-    if !(0..10_i32.pow(width as u32)).contains(&n) {
-        out.push_str(&n.to_string());
-        return;
-    }
-    let mut digits = [b'0'; 4];
-    let mut rest = n;
-    for slot in digits[..width].iter_mut().rev() {
-        *slot = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    out.extend(digits[..width].iter().map(|&d| char::from(d)));
 }
 
 /// Every provider's prices.
