@@ -207,6 +207,9 @@ pub struct RequestCtx {
     limits: Vec<Limit>,
     reservation: Option<Reservation>,
     refusal: Option<GatewayError>,
+    /// Why the gateway ended a call the provider already had (an upload cut off by its
+    /// deadline), recorded with its usage event instead of Pingora's generic error.
+    ended_by_gateway: Option<String>,
     scanner: Option<Scanner>,
     status: u16,
     response_bytes: u64,
@@ -467,6 +470,12 @@ impl Gateway {
                 return self.refuse(ctx, e);
             }
             ctx.facts = facts;
+            if has_body(header) {
+                // A body streamed through (a Stability upload) is under the same total deadline
+                // as a held one: a client trickling it would otherwise hold the provider's
+                // connection for as long as each read meets Pingora's per-read timeout.
+                self.bound_body_read(session, ctx)?;
+            }
         }
         Ok(false)
     }
@@ -619,6 +628,7 @@ impl ProxyHttp for Gateway {
             limits: Vec::new(),
             reservation: None,
             refusal: None,
+            ended_by_gateway: None,
             scanner: None,
             status: 0,
             response_bytes: 0,
@@ -733,7 +743,10 @@ impl ProxyHttp for Gateway {
             if let Some(chunk) = body.as_ref() {
                 ctx.request_bytes += chunk.len() as u64;
             }
-            return Ok(());
+            if end_of_stream {
+                return Ok(());
+            }
+            return self.bound_body_read(session, ctx);
         }
         if let Some(chunk) = body.take() {
             let max = self.config.proxy.max_request_body_bytes;
@@ -862,17 +875,20 @@ impl ProxyHttp for Gateway {
         if let GatewayError::LimitExceeded(denial) = &error {
             self.metrics.refused_by_limit(denial.limit.key);
         }
-        if refused || ctx.upstream_sent.is_none() {
+        if ctx.upstream_sent.is_none() {
             // A refusal, or a failure before anything reached the provider, gives its hold back
             // at once: the provider did no work.
             if let Some(reservation) = ctx.reservation.take() {
                 self.counters.release(&reservation).await;
             }
         } else if ctx.status == 0 {
-            // The provider had the request (it timed out, or failed mid-response): `logging`
-            // settles the call with whatever usage was scanned and records it, as for any
-            // admitted call.
+            // The provider had the request (it timed out, failed mid-response, or an admitted
+            // upload was cut off by its deadline): `logging` settles the call with whatever usage
+            // was scanned and records it, as for any admitted call.
             ctx.status = error.status();
+            if refused {
+                ctx.ended_by_gateway = Some(error.to_string());
+            }
         }
         if session.response_written().is_some() {
             // The provider's status and part of its body are already with the client: an error
@@ -912,7 +928,10 @@ impl ProxyHttp for Gateway {
                 facts: &ctx.facts,
                 status: ctx.status,
                 scanned,
-                transport_error: error.map(|e| e.to_string()),
+                transport_error: ctx
+                    .ended_by_gateway
+                    .take()
+                    .or_else(|| error.map(|e| e.to_string())),
                 request_bytes: ctx.request_bytes,
                 response_bytes: ctx.response_bytes,
                 latency_ms: u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),

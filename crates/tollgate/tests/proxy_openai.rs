@@ -45,27 +45,43 @@ fn mock_openai() -> Mock {
 }
 
 fn start_gateway(upstream_port: u16, openai_calls: u64) -> Gateway {
+    start_gateway_for(
+        "openai",
+        upstream_port,
+        &format!("openai = {{ calls = {openai_calls} }}\nanthropic = {{ calls = 0 }}"),
+        &[
+            ("TG_TEST_PROVIDER_KEY", UPSTREAM_KEY),
+            ("ANTHROPIC_API_KEY", "sk-ant-unused"),
+        ],
+    )
+}
+
+/// The gateway with `provider` at the mock on `upstream_port` (its key from
+/// `TG_TEST_PROVIDER_KEY`), alice's key on plan `test` with `limits` (lines of
+/// `[plans.test.providers]`), and short header and body deadlines.
+fn start_gateway_for(
+    provider: &str,
+    upstream_port: u16,
+    limits: &str,
+    env: &[(&str, &str)],
+) -> Gateway {
     let rest = format!(
         r#"
-[providers.openai]
+[providers.{provider}]
 base_url = "http://127.0.0.1:{upstream_port}"
-key_env = "TG_TEST_OPENAI_KEY"
+key_env = "TG_TEST_PROVIDER_KEY"
 [plans.test]
 name = "Test"
 tier = "pro"
 [plans.test.providers]
-openai = {{ calls = {openai_calls} }}
-anthropic = {{ calls = 0 }}
+{limits}
 {key}"#,
         key = common::key_entry("alice", "test", CLIENT_KEY),
     );
     Gateway::start(
         "header_read_timeout_ms = 300\nbody_read_timeout_ms = 1000",
         &rest,
-        &[
-            ("TG_TEST_OPENAI_KEY", UPSTREAM_KEY),
-            ("ANTHROPIC_API_KEY", "sk-ant-unused"),
-        ],
+        env,
     )
 }
 
@@ -400,17 +416,8 @@ fn a_body_trickled_past_its_deadline_is_answered_408() {
     let upstream = mock_openai();
     let gw = start_gateway(upstream.port, 10);
     for (length, sent_at_once) in [(200, 10), (100 * 1024, 70 * 1024)] {
-        let mut stream = send_head(gw.port, &bearer(), length, "");
-        let started = Instant::now();
-        stream.write_all(&vec![b' '; sent_at_once]).unwrap();
-        for _ in sent_at_once..length {
-            if stream.write_all(b" ").is_err() || started.elapsed() > Duration::from_secs(4) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let took = started.elapsed();
-        let response = read_answer(stream);
+        let stream = send_head(gw.port, &bearer(), length, "");
+        let (took, response) = trickle(stream, length, sent_at_once);
         assert_eq!(response.status, 408, "{length} B: {}", response.text());
         let error: serde_json::Value = serde_json::from_str(&response.text()).unwrap();
         assert_eq!(error["error"]["code"], "request_timeout", "{error}");
@@ -429,6 +436,51 @@ fn a_body_trickled_past_its_deadline_is_answered_408() {
     assert!(common::ledger_rows(&db, "alice").is_empty());
 }
 
+/// A body streamed through to the provider rather than held (a Stability upload: admission
+/// needs only its path) is under the same total deadline: trickled past it, the client gets 408
+/// in Stability's shape, the provider's request is abandoned unanswered, and the admitted call
+/// leaves exactly one usage event, unbilled.
+#[test]
+fn an_upload_streamed_through_is_cut_off_at_its_deadline() {
+    let upstream = mock_openai();
+    let gw = start_gateway_for(
+        "stability",
+        upstream.port,
+        "stability = { calls = 10 }",
+        &[("TG_TEST_PROVIDER_KEY", "sk-stability-secret")],
+    );
+    let length = 64 * 1024;
+    let mut stream = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /stability/v2beta/stable-image/generate/core HTTP/1.1\r\nhost: localhost\r\n\
+         authorization: {auth}\r\ncontent-type: multipart/form-data; boundary=x\r\n\
+         content-length: {length}\r\nconnection: close\r\n\r\n",
+        auth = bearer(),
+    )
+    .unwrap();
+    let (took, response) = trickle(stream, length, 1024);
+    assert_eq!(response.status, 408, "{}", response.text());
+    let error: serde_json::Value = serde_json::from_str(&response.text()).unwrap();
+    assert!(error["errors"].is_array(), "{error}");
+    assert!(took < Duration::from_secs(3), "cut off after {took:?}");
+    assert!(
+        upstream.seen().is_empty(),
+        "the provider answered a request whose body never completed"
+    );
+    let dir = gw.stop();
+    let db = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let rows = common::ledger_rows(&db, "alice");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].provider, "stability");
+    assert_eq!(rows[0].status_code, 408);
+    assert_eq!(rows[0].cost_total_nanousd, 0);
+    assert!(rows[0].error_message.is_some(), "{:?}", rows[0]);
+}
+
 /// Opens a connection and sends only the head of a chat completion whose body of
 /// `content_length` bytes the caller sends (or not) itself; `extra` are more header lines.
 fn send_head(port: u16, authorization: &str, content_length: usize, extra: &str) -> TcpStream {
@@ -444,6 +496,20 @@ fn send_head(port: u16, authorization: &str, content_length: usize, extra: &str)
     )
     .unwrap();
     stream
+}
+
+/// Sends a body of `length` bytes after its head: `at_once` of them, then one every 50 ms for
+/// at most 4 s or until the gateway stops taking them; how long that went on, and the answer.
+fn trickle(mut stream: TcpStream, length: usize, at_once: usize) -> (Duration, common::Response) {
+    let started = Instant::now();
+    stream.write_all(&vec![b' '; at_once]).unwrap();
+    for _ in at_once..length {
+        if stream.write_all(b" ").is_err() || started.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (started.elapsed(), read_answer(stream))
 }
 
 /// Everything the gateway answers until it closes the connection.
