@@ -206,10 +206,9 @@ pub struct RequestCtx {
     /// The limits the reservation was checked against, for the alerts of its settle.
     limits: Vec<Limit>,
     reservation: Option<Reservation>,
+    /// Why the gateway refused the request; kept after `fail_to_proxy` renders it, so that a
+    /// call the provider already had (an upload cut off by its deadline) is recorded with it.
     refusal: Option<GatewayError>,
-    /// Why the gateway ended a call the provider already had (an upload cut off by its
-    /// deadline), recorded with its usage event instead of Pingora's generic error.
-    ended_by_gateway: Option<String>,
     scanner: Option<Scanner>,
     status: u16,
     response_bytes: u64,
@@ -628,7 +627,6 @@ impl ProxyHttp for Gateway {
             limits: Vec::new(),
             reservation: None,
             refusal: None,
-            ended_by_gateway: None,
             scanner: None,
             status: 0,
             response_bytes: 0,
@@ -846,8 +844,7 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let refused = ctx.refusal.is_some();
-        let error = ctx.refusal.take().unwrap_or_else(|| {
+        let error = ctx.refusal.clone().unwrap_or_else(|| {
             let Some(provider) = ctx.provider else {
                 return GatewayError::Internal;
             };
@@ -886,9 +883,6 @@ impl ProxyHttp for Gateway {
             // upload was cut off by its deadline): `logging` settles the call with whatever usage
             // was scanned and records it, as for any admitted call.
             ctx.status = error.status();
-            if refused {
-                ctx.ended_by_gateway = Some(error.to_string());
-            }
         }
         if session.response_written().is_some() {
             // The provider's status and part of its body are already with the client: an error
@@ -929,8 +923,9 @@ impl ProxyHttp for Gateway {
                 status: ctx.status,
                 scanned,
                 transport_error: ctx
-                    .ended_by_gateway
-                    .take()
+                    .refusal
+                    .as_ref()
+                    .map(ToString::to_string)
                     .or_else(|| error.map(|e| e.to_string())),
                 request_bytes: ctx.request_bytes,
                 response_bytes: ctx.response_bytes,
