@@ -9,6 +9,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use tollgate_domain::{Denial, LimitKey, Measure, Provider, format_usd};
 
+/// Why the gateway cannot start (or take a new configuration): what setting is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("provider base URL {url:?}: {reason}")]
+    BadUpstream { url: String, reason: &'static str },
+}
+
 /// Why the gateway answered instead of the provider.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {

@@ -33,15 +33,14 @@ pub struct Identity {
     pub anchor_day: AnchorDay,
 }
 
-/// Every key the gateway accepts.
+/// The static `[[keys]]` of gateway.toml, by hash: part of the configuration snapshot.
 #[derive(Clone, Debug, Default)]
-pub struct KeyRing {
+pub struct StaticKeys {
     by_hash: HashMap<[u8; 32], Arc<Identity>>,
-    stored: Option<Arc<StoredKeys>>,
 }
 
-impl KeyRing {
-    pub fn from_static(keys: &[StaticKey]) -> KeyRing {
+impl StaticKeys {
+    pub fn new(keys: &[StaticKey]) -> StaticKeys {
         let by_hash = keys
             .iter()
             .map(|k| {
@@ -56,13 +55,10 @@ impl KeyRing {
                 )
             })
             .collect();
-        KeyRing {
-            by_hash,
-            stored: None,
-        }
+        StaticKeys { by_hash }
     }
 
-    /// A static key's owner (stored keys need [`KeyRing::resolve`]).
+    /// A static key's owner.
     pub fn lookup(&self, presented: &str) -> Option<&Identity> {
         self.by_hash.get(&hash(presented)).map(|i| &**i)
     }
@@ -74,6 +70,14 @@ impl KeyRing {
     pub fn is_empty(&self) -> bool {
         self.by_hash.is_empty()
     }
+}
+
+/// How a presented key is resolved: the snapshot's static keys first, then (when the gateway
+/// has a ledger) the keys issued through the admin API, cached for a short time. Cheap to
+/// clone; clones share the cache, so a revocation through one clears it for all.
+#[derive(Clone, Debug, Default)]
+pub struct KeyRing {
+    stored: Option<Arc<StoredKeys>>,
 }
 
 /// The SHA-256 of a key, as stored.
@@ -116,9 +120,13 @@ impl KeyRing {
     }
 
     /// Who the presented key belongs to: `None` for an unknown or revoked key.
-    pub async fn resolve(&self, presented: &str) -> Result<Option<Arc<Identity>>, LedgerError> {
+    pub async fn resolve(
+        &self,
+        statics: &StaticKeys,
+        presented: &str,
+    ) -> Result<Option<Arc<Identity>>, LedgerError> {
         let digest = hash(presented);
-        if let Some(identity) = self.by_hash.get(&digest) {
+        if let Some(identity) = statics.by_hash.get(&digest) {
             return Ok(Some(Arc::clone(identity)));
         }
         let Some(stored) = &self.stored else {
@@ -205,7 +213,7 @@ mod tests {
 
     #[test]
     fn keys_are_found_by_hash_only() {
-        let ring = KeyRing::from_static(&[StaticKey {
+        let ring = StaticKeys::new(&[StaticKey {
             user: "alice".into(),
             plan: "pro".into(),
             sha256: hash("tg_alice"),
@@ -238,15 +246,16 @@ mod tests {
             })
             .await
             .unwrap();
+        let none = StaticKeys::default();
         let ring = KeyRing::default().with_stored_keys(
             ledger.clone(),
             Duration::from_secs(60),
             Some("free".into()),
         );
         // No subscription yet: the default plan.
-        let bob = ring.resolve("tg_bob").await.unwrap().unwrap();
+        let bob = ring.resolve(&none, "tg_bob").await.unwrap().unwrap();
         assert_eq!((bob.user.as_str(), bob.plan.as_str()), ("bob", "free"));
-        assert!(ring.resolve("tg_nobody").await.unwrap().is_none());
+        assert!(ring.resolve(&none, "tg_nobody").await.unwrap().is_none());
 
         ledger
             .upsert_subscription(&NewSubscription {
@@ -264,9 +273,9 @@ mod tests {
             .await
             .unwrap();
         // Cached for the TTL, until the cache is cleared (as a revocation here does).
-        assert!(ring.resolve("tg_bob").await.unwrap().is_some());
+        assert!(ring.resolve(&none, "tg_bob").await.unwrap().is_some());
         ring.invalidate();
-        assert!(ring.resolve("tg_bob").await.unwrap().is_none());
+        assert!(ring.resolve(&none, "tg_bob").await.unwrap().is_none());
 
         // With no cache every request reads the table.
         ledger
@@ -280,13 +289,13 @@ mod tests {
             .await
             .unwrap();
         let uncached = KeyRing::default().with_stored_keys(ledger.clone(), Duration::ZERO, None);
-        let bob = uncached.resolve("tg_bob_2").await.unwrap().unwrap();
+        let bob = uncached.resolve(&none, "tg_bob_2").await.unwrap().unwrap();
         assert_eq!((bob.plan.as_str(), bob.anchor_day.get()), ("pro", 15));
         ledger
             .revoke_api_key("k2", chrono::Utc::now())
             .await
             .unwrap();
-        assert!(uncached.resolve("tg_bob_2").await.unwrap().is_none());
+        assert!(uncached.resolve(&none, "tg_bob_2").await.unwrap().is_none());
         handle.shutdown().await.unwrap();
     }
 }

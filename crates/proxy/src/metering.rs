@@ -7,17 +7,37 @@
 //! and bills nothing beyond what the provider reported.
 
 use chrono::Utc;
-use tollgate_config::{Config, UnpricedPolicy};
+use pingora::http::ResponseHeader;
+use tollgate_config::Config;
 use tollgate_domain::{Amount, BillingPeriod, Cost, Provider, Usage, cost};
 use tollgate_ledger::UsageEvent;
-use tollgate_usage::Scanned;
+use tollgate_usage::{RequestFacts, RequestInfo, Scanned, Scanner, priced_name};
 
+use crate::context::RequestCtx;
 use crate::keys::Identity;
-use crate::request::{RequestFacts, endpoint_name};
+use crate::pricing;
 
 /// Bytes per token assumed when usage must be estimated: generous for English text, so an
 /// estimate errs towards the provider's own count rather than far below it.
 const BYTES_PER_TOKEN: u64 = 4;
+
+/// The scanner for a response whose head just arrived: the provider's usage format, chosen by
+/// the request (provider, path, facts) and the response's status, type and encoding.
+pub fn scanner_for(ctx: &RequestCtx, method: &str, response: &ResponseHeader) -> Option<Scanner> {
+    let provider = ctx.provider?;
+    let header =
+        |name: http::header::HeaderName| response.headers.get(name).and_then(|v| v.to_str().ok());
+    Some(tollgate_usage::scanner(&RequestInfo {
+        provider,
+        method,
+        path: &ctx.path,
+        query: ctx.query.as_deref(),
+        request: &ctx.facts,
+        response_status: response.status.as_u16(),
+        response_content_type: header(http::header::CONTENT_TYPE),
+        response_content_encoding: header(http::header::CONTENT_ENCODING),
+    }))
+}
 
 /// What the proxy knows about a finished call.
 #[derive(Debug)]
@@ -41,11 +61,10 @@ pub struct CallRecord<'a> {
 pub fn settle_call(config: &Config, call: CallRecord<'_>) -> (UsageEvent, Amount) {
     let mut scanned = call.scanned.unwrap_or_default();
     let success = (200..300).contains(&call.status);
-    let model = scanned
-        .model
-        .take()
-        .or_else(|| call.facts.model.clone())
-        .unwrap_or_else(|| endpoint_name(call.provider, call.path));
+    let model = match scanned.model.take() {
+        Some(model) => model,
+        None => priced_name(call.provider, call.path, call.facts.model.as_deref()),
+    };
     let (usage, estimated) = if scanned.usage_found {
         (scanned.usage, scanned.units_from_tariff)
     } else if success && call.provider.is_token_billed() {
@@ -53,13 +72,8 @@ pub fn settle_call(config: &Config, call: CallRecord<'_>) -> (UsageEvent, Amount
     } else {
         (Usage::default(), false)
     };
-    let found = config.prices.lookup(call.provider, &model);
-    let (price, price_version) = match (found, &config.pricing.unpriced) {
-        (Some(m), _) => (Some(m.price), m.version()),
-        (None, UnpricedPolicy::Allow(default)) => (Some(default), "unpriced-default".to_owned()),
-        (None, UnpricedPolicy::Reject) => (None, "unpriced".to_owned()),
-    };
-    let cost = price.map_or(Cost::default(), |p| cost(p, &usage));
+    let price = pricing::resolve(config, call.provider, &model);
+    let cost = price.price().map_or(Cost::default(), |p| cost(p, &usage));
     let billed = success || scanned.usage_found;
     let actual = Amount {
         calls: u64::from(billed),
@@ -81,7 +95,7 @@ pub fn settle_call(config: &Config, call: CallRecord<'_>) -> (UsageEvent, Amount
         status: call.status,
         usage,
         cost,
-        price_version,
+        price_version: price.version(),
         estimated,
         latency_ms: call.latency_ms,
         request_bytes: call.request_bytes,

@@ -1,10 +1,21 @@
-//! Where a provider's requests go: its configured base URL, parsed once at load, and its
-//! address, resolved asynchronously and cached for a short time.
+//! Where a provider's requests go: its configured base URL, parsed once at load, its address,
+//! resolved asynchronously and cached for a short time, and the head each request carries.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use pingora::http::RequestHeader;
+use pingora::prelude::HttpPeer;
+use pingora::{Error, ErrorType};
+use tollgate_config::ProxySettings;
+
+use crate::context::{BodyState, RequestCtx};
+use crate::credentials::CREDENTIAL_HEADERS;
+use crate::errors::ProxyError;
+use crate::route::upstream_target;
+use crate::snapshot::ProviderRoute;
 
 /// How long a resolved upstream address is reused before it is looked up again.
 const ADDRESS_TTL: Duration = Duration::from_secs(30);
@@ -26,8 +37,11 @@ pub struct Upstream {
 
 impl Upstream {
     /// Parses `https://api.openai.com`, `http://127.0.0.1:8001/prefix`, `http://[::1]:9000`.
-    pub fn parse(base_url: &str) -> Result<Upstream, String> {
-        let bad = || format!("{base_url:?} is not an http:// or https:// URL with a host");
+    pub fn parse(base_url: &str) -> Result<Upstream, ProxyError> {
+        let bad = || ProxyError::BadUpstream {
+            url: base_url.to_owned(),
+            reason: "not an http:// or https:// URL with a host",
+        };
         let (tls, rest) = if let Some(rest) = base_url.strip_prefix("https://") {
             (true, rest)
         } else if let Some(rest) = base_url.strip_prefix("http://") {
@@ -103,6 +117,68 @@ impl AddressCache {
             .insert(address.to_owned(), (resolved, Instant::now()));
         Some(resolved)
     }
+}
+
+/// The Pingora peer for a provider's request, with the snapshot's timeouts.
+pub async fn peer(
+    addresses: &AddressCache,
+    upstream: &Upstream,
+    proxy: &ProxySettings,
+) -> pingora::Result<Box<HttpPeer>> {
+    let address = addresses.resolve(&upstream.address).await.ok_or_else(|| {
+        Error::explain(
+            ErrorType::ConnectNoRoute,
+            format!("cannot resolve {}", upstream.host),
+        )
+    })?;
+    let mut peer = HttpPeer::new(address, upstream.tls, upstream.host.clone());
+    peer.options.connection_timeout =
+        Some(Duration::from_millis(proxy.upstream_connect_timeout_ms));
+    peer.options.read_timeout = Some(Duration::from_millis(proxy.upstream_read_timeout_ms));
+    Ok(Box::new(peer))
+}
+
+/// The request head as it goes to the provider: its target under the upstream's base path, its
+/// `Host`, the client's credential removed from every slot and the real key injected, and
+/// `Accept-Encoding: identity` (the body is scanned for usage; an uncompressed response keeps
+/// that cheap and exact). A body read and admitted whole goes with its exact length; one that
+/// may be rewritten goes chunked.
+pub fn prepare_request(
+    route: &ProviderRoute,
+    ctx: &RequestCtx,
+    request: &mut RequestHeader,
+) -> pingora::Result<()> {
+    let (name, value) = route
+        .credential
+        .clone()
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "provider key"))?;
+    let target = upstream_target(&route.upstream.base_path, &ctx.path, ctx.query.as_deref());
+    let uri = http::Uri::try_from(target)
+        .map_err(|e| Error::because(ErrorType::InternalError, "upstream target", e))?;
+    request.set_uri(uri);
+    request.insert_header(http::header::HOST, route.host.clone())?;
+    // Through RequestHeader, not its HeaderMap, so that its header-case map stays in step.
+    for name in &CREDENTIAL_HEADERS {
+        request.remove_header(name);
+    }
+    request.insert_header(name, value)?;
+    request.insert_header(
+        http::header::ACCEPT_ENCODING,
+        http::HeaderValue::from_static("identity"),
+    )?;
+    match &ctx.body {
+        BodyState::Admitted(body) => {
+            let length = http::HeaderValue::from(body.len());
+            request.insert_header(http::header::CONTENT_LENGTH, length)?;
+            request.remove_header(&http::header::EXPECT);
+        }
+        BodyState::Held { chunked: true, .. } => {
+            request.remove_header(&http::header::CONTENT_LENGTH);
+            request.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        }
+        BodyState::Held { .. } | BodyState::PassThrough => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]

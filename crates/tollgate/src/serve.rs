@@ -42,13 +42,14 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
 
     let (counters, shared_counters) = counters(&config, &ledger, &handle, &ledger_runtime)?;
     let gateway = Gateway::new(Arc::clone(&config), counters, handle.clone())
-        .map_err(anyhow::Error::msg)?
+        .context("building the gateway from its configuration")?
         .with_stored_keys(ledger.clone());
     // Alerts are written on the ledger's runtime too: a call only queues its crossings.
     let alerts = AlertRaiser::start(ledger.clone(), ledger_runtime.handle(), gateway.metrics());
     let gateway = gateway.with_alerts(alerts.clone());
     // Shares the gateway's key cache, so that a revocation through the admin API clears it.
     let keys = gateway.keys().clone();
+    let snapshots = gateway.snapshots();
 
     let server_conf = ServerConf {
         threads: config.proxy.worker_threads(),
@@ -73,10 +74,8 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     server.add_service(proxy);
     tracing::info!(listen = %config.proxy.listen, "tollgate proxy listening");
     let admin = crate::admin_server::start(
-        {
-            let config = Arc::clone(&config);
-            Arc::new(move || Arc::clone(&config))
-        },
+        // The admin API reads the configuration the proxy's new requests start with.
+        Arc::new(move || Arc::clone(&snapshots.load().config)),
         ledger,
         {
             let handle = handle.clone();

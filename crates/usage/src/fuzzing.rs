@@ -9,7 +9,7 @@
 
 use tollgate_domain::Provider;
 
-use crate::{RequestInfo, Scanned, scanner};
+use crate::{RequestFacts, RequestInfo, Scanned, scanner};
 
 /// One call shape the fuzzer can pick.
 #[derive(Clone, Copy, Debug)]
@@ -112,13 +112,15 @@ const ENCODINGS: &[Option<&str>] = &[
 
 /// Feeds `body` to a scanner for `call` in chunks of `chunk` bytes (0: whole).
 pub fn scan(call: &Call, encoding: Option<&str>, body: &[u8], chunk: usize) -> Scanned {
+    let facts = call.request_body.map_or_else(RequestFacts::default, |b| {
+        RequestFacts::read(call.provider, call.path, b.as_bytes()).unwrap_or_default()
+    });
     let mut s = scanner(&RequestInfo {
         provider: call.provider,
         method: "POST",
         path: call.path,
         query: call.query,
-        request_body: call.request_body.map(str::as_bytes),
-        request_model: None,
+        request: &facts,
         response_status: call.status,
         response_content_type: call.content_type,
         response_content_encoding: encoding,

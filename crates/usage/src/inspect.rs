@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use tollgate_domain::Provider;
 use tollgate_domain::money::nanousd_to_usd_f64;
 
-use crate::{RequestInfo, Scanned, scanner};
+use crate::{RequestFacts, RequestInfo, Scanned, scanner};
 
 /// What to inspect. `endpoint` is the path after the provider prefix and may carry a query
 /// (`/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse`).
@@ -40,13 +40,16 @@ pub fn inspect(opts: &InspectOptions, body: &mut impl Read) -> Result<Value, Ins
         Some((p, q)) => (p, Some(q)),
         None => (opts.endpoint.as_str(), None),
     };
+    let facts = match &opts.request_body {
+        Some(body) => RequestFacts::read(opts.provider, path, body).unwrap_or_default(),
+        None => RequestFacts::default(),
+    };
     let mut s = scanner(&RequestInfo {
         provider: opts.provider,
         method: "POST",
         path,
         query,
-        request_body: opts.request_body.as_deref(),
-        request_model: None,
+        request: &facts,
         response_status: opts.status,
         response_content_type: opts.content_type.as_deref(),
         response_content_encoding: opts.content_encoding.as_deref(),

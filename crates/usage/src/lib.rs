@@ -50,7 +50,7 @@ use tollgate_domain::{Provider, Usage};
 use crate::decode::{Body, Encoding};
 use crate::handler::{Ctx, ErrorsOnly, Handler};
 use crate::json_scan::JsonScan;
-use crate::request::RequestFacts;
+pub use crate::request::{RequestError, RequestFacts, path_model};
 use crate::sse::SseFramer;
 
 /// What the scanner needs to know about a call, all of it available when the response headers
@@ -63,13 +63,9 @@ pub struct RequestInfo<'a> {
     /// `/v1beta/models/gemini-2.5-pro:streamGenerateContent`.
     pub path: &'a str,
     pub query: Option<&'a str>,
-    /// The request body when the gateway read it (JSON, or Stability's multipart form): the
-    /// model, Tavily's depths and Stability's `model` come from here. Only the providers of
-    /// [`reads_request_body`] need it when `request_model` is given.
-    pub request_body: Option<&'a [u8]>,
-    /// The request's model when the caller has read it already, so that the body need not be
-    /// scanned again for it (a body's model, when both are given, wins).
-    pub request_model: Option<&'a str>,
+    /// What the request said, read once by [`RequestFacts::read`] for admission: the model,
+    /// Tavily's depths, Stability's `model`.
+    pub request: &'a RequestFacts,
     pub response_status: u16,
     pub response_content_type: Option<&'a str>,
     pub response_content_encoding: Option<&'a str>,
@@ -253,16 +249,27 @@ pub fn cumulative_job<'a>(provider: Provider, method: &str, path: &'a str) -> Op
     segments.next().is_none().then_some(id)
 }
 
-/// Whether the scanner for `provider` reads more from the request body than its model:
-/// Stability's form, the search providers' depths and URLs. For the token-billed providers a
-/// caller that knows the model passes it as [`RequestInfo::request_model`] and no body.
-pub fn reads_request_body(provider: Provider) -> bool {
-    !provider.is_token_billed()
+/// The name a call is priced under: the model its request names, else the name of its path
+/// ([`path_priced_name`]: a per-call endpoint, a Stability model), else the path's last segment
+/// lower-cased (an endpoint that is not billed per call, priced by the provider's `"*"` entry if
+/// it has one). Admission reserves under this name and settlement prices under it unless the
+/// response names the model.
+pub fn priced_name(provider: Provider, path: &str, request_model: Option<&str>) -> String {
+    if let Some(model) = request_model {
+        return model.to_owned();
+    }
+    path_priced_name(provider, path).unwrap_or_else(|| {
+        path.trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    })
 }
 
 /// The scanner for one call.
 pub fn scanner(req: &RequestInfo<'_>) -> Scanner {
-    let facts = RequestFacts::read(req.request_body);
+    let facts = req.request;
     let (handler, path_model) = match req.provider {
         Provider::OpenAi => (openai::handler(req.path), None),
         Provider::Mistral => (mistral::handler(req.path), None),
@@ -313,7 +320,7 @@ pub fn scanner(req: &RequestInfo<'_>) -> Scanner {
         body,
         ctx: Ctx {
             status: req.response_status,
-            request_model: facts.model.or_else(|| req.request_model.map(str::to_owned)),
+            request_model: facts.model.clone(),
         },
         path_model,
         decode_error,
@@ -345,8 +352,7 @@ mod tests {
             method: "POST",
             path,
             query: None,
-            request_body: None,
-            request_model: None,
+            request: RequestFacts::none(),
             response_status: 200,
             response_content_type: None,
             response_content_encoding: None,
@@ -373,26 +379,23 @@ mod tests {
     }
 
     #[test]
-    fn the_request_model_comes_from_the_caller_or_the_body() {
+    fn the_request_model_is_the_fallback_for_the_responses() {
         let response = b"{\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}";
-        let model = |req: RequestInfo<'_>| {
-            let mut s = scanner(&req);
-            s.feed(response);
-            s.finish().model
-        };
-        let base = info(Provider::OpenAi, "/v1/chat/completions");
-        let told = RequestInfo {
-            request_model: Some("gpt-4o"),
-            ..base
-        };
-        assert_eq!(model(told).as_deref(), Some("gpt-4o"));
-        let read = RequestInfo {
-            request_body: Some(br#"{"model":"gpt-4o-mini"}"#),
-            ..base
-        };
-        assert_eq!(model(read).as_deref(), Some("gpt-4o-mini"));
-        assert!(!reads_request_body(Provider::OpenAi));
-        assert!(reads_request_body(Provider::Tavily));
+        let path = "/v1/chat/completions";
+        let facts = RequestFacts::read(Provider::OpenAi, path, br#"{"model":"gpt-4o-mini"}"#);
+        let facts = facts.unwrap();
+        let mut s = scanner(&RequestInfo {
+            request: &facts,
+            ..info(Provider::OpenAi, path)
+        });
+        s.feed(response);
+        assert_eq!(s.finish().model.as_deref(), Some("gpt-4o-mini"));
+        assert_eq!(
+            priced_name(Provider::Exa, "/findSimilar", None),
+            "findsimilar"
+        );
+        assert_eq!(priced_name(Provider::Tavily, "/usage", None), "usage");
+        assert_eq!(priced_name(Provider::OpenAi, path, Some("o3")), "o3");
     }
 
     #[test]

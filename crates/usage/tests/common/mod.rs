@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use tollgate_domain::{Provider, Usage};
-use tollgate_usage::{RequestInfo, Scanned, scanner};
+use tollgate_usage::{RequestFacts, RequestInfo, Scanned, scanner};
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -39,14 +39,23 @@ impl Case {
     pub fn is_sse(&self) -> bool {
         self.file.ends_with(".sse")
     }
-    pub fn info<'a>(&'a self, encoding: Option<&'a str>) -> RequestInfo<'a> {
+    /// What the gateway reads from the case's request body, as it does before admission.
+    pub fn facts(&self) -> RequestFacts {
+        self.request.map_or_else(RequestFacts::default, |body| {
+            RequestFacts::read(self.provider, self.path, body.as_bytes()).unwrap()
+        })
+    }
+    pub fn info<'a>(
+        &'a self,
+        facts: &'a RequestFacts,
+        encoding: Option<&'a str>,
+    ) -> RequestInfo<'a> {
         RequestInfo {
             provider: self.provider,
             method: "POST",
             path: self.path,
             query: self.query,
-            request_body: self.request.map(str::as_bytes),
-            request_model: None,
+            request: facts,
             response_status: self.status,
             response_content_type: self.content_type,
             response_content_encoding: encoding,
@@ -56,7 +65,7 @@ impl Case {
 
 /// Feeds `body` in chunks of `chunk` bytes (0: whole).
 pub fn scan_chunks(case: &Case, body: &[u8], encoding: Option<&str>, chunk: usize) -> Scanned {
-    let mut s = scanner(&case.info(encoding));
+    let mut s = scanner(&case.info(&case.facts(), encoding));
     if chunk == 0 {
         s.feed(body);
     } else {
@@ -67,7 +76,7 @@ pub fn scan_chunks(case: &Case, body: &[u8], encoding: Option<&str>, chunk: usiz
 
 /// Feeds `body` split at the given (sorted) offsets.
 pub fn scan_splits(case: &Case, body: &[u8], encoding: Option<&str>, cuts: &[usize]) -> Scanned {
-    let mut s = scanner(&case.info(encoding));
+    let mut s = scanner(&case.info(&case.facts(), encoding));
     let mut from = 0;
     for &cut in cuts {
         s.feed(&body[from..cut]);

@@ -1,0 +1,158 @@
+//! Everything decided from the request head: the route, the provider enabled and keyed, the
+//! declared body size, the caller's key → user → plan, the provider in the plan, and how the
+//! body will be read.
+
+use pingora::http::RequestHeader;
+use tollgate_domain::Provider;
+
+use crate::context::RequestCtx;
+use crate::credentials::{CredentialError, client_key, strip_query_key};
+use crate::errors::GatewayError;
+use crate::keys::KeyRing;
+use crate::route::route;
+
+/// The largest request body read whole before the upstream request begins: Pingora's retry
+/// buffer holds up to 64 KiB, and it is what Pingora replays as the body it forwards.
+const READ_BEFORE_UPSTREAM_MAX: u64 = 64 * 1024;
+
+/// How the request's body is read before (or while) it goes upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyPlan {
+    /// No body, or one admission needs nothing from (Stability's uploads): admit now.
+    PassThrough,
+    /// A body of known length that fits Pingora's retry buffer: read it whole now, admit, and
+    /// send it with its exact length.
+    ReadNow,
+    /// A larger or chunked body: held in `request_body_filter` until complete.
+    Hold { chunked: bool },
+}
+
+/// Checks the head and fills in the context's provider, path, query and identity.
+pub async fn check(
+    keys: &KeyRing,
+    header: &RequestHeader,
+    ctx: &mut RequestCtx,
+) -> Result<BodyPlan, GatewayError> {
+    let target = header.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let route = route(target).map_err(|e| GatewayError::UnknownRoute(e.to_string()))?;
+    let provider = route.provider;
+    ctx.provider = Some(provider);
+    ctx.path = route.path.to_owned();
+    ctx.query = route.query.and_then(strip_query_key);
+    let snapshot = &ctx.snapshot;
+    let Some(upstream) = snapshot.providers.get(&provider) else {
+        return Err(GatewayError::UnknownRoute(format!(
+            "{provider} is not enabled on this gateway"
+        )));
+    };
+    if upstream.credential.is_none() {
+        return Err(GatewayError::ProviderNotConfigured(provider));
+    }
+    let proxy = &snapshot.config.proxy;
+    if content_length(header).is_some_and(|n| n > proxy.max_request_body_bytes) {
+        return Err(GatewayError::BodyTooLarge {
+            max_bytes: proxy.max_request_body_bytes,
+        });
+    }
+    let identity = match client_key(&header.headers, route.query) {
+        Ok(key) => keys.resolve(&snapshot.keys, key).await.map_err(|e| {
+            tracing::warn!(error = %e, "the key table cannot be read");
+            GatewayError::KeyStoreUnavailable
+        })?,
+        Err(CredentialError::Missing) => return Err(GatewayError::MissingKey),
+        Err(e @ CredentialError::Conflicting) => {
+            return Err(GatewayError::BadRequest(e.to_string()));
+        }
+    };
+    let identity = identity.ok_or(GatewayError::UnknownKey)?;
+    let plan = snapshot
+        .config
+        .plans
+        .get(&identity.plan)
+        .ok_or(GatewayError::Internal)?;
+    if !plan.includes(provider) {
+        let plan = plan.id.clone();
+        return Err(GatewayError::NotInPlan { provider, plan });
+    }
+    let inject_usage = proxy.inject_stream_usage;
+    ctx.identity = Some(identity);
+    Ok(body_plan(header, provider, &ctx.path, inject_usage))
+}
+
+/// How a request's body is read: admission needs it whole, except for Stability's multipart
+/// uploads (priced by their path).
+fn body_plan(header: &RequestHeader, provider: Provider, path: &str, inject: bool) -> BodyPlan {
+    if !has_body(header) || provider == Provider::Stability {
+        return BodyPlan::PassThrough;
+    }
+    let chunked = header.headers.contains_key(http::header::TRANSFER_ENCODING);
+    if !chunked && content_length(header).is_some_and(|n| n <= READ_BEFORE_UPSTREAM_MAX) {
+        return BodyPlan::ReadNow;
+    }
+    BodyPlan::Hold {
+        chunked: crate::request::may_rewrite(provider, path, inject),
+    }
+}
+
+pub fn content_length(header: &RequestHeader) -> Option<u64> {
+    header
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `Expect: 100-continue` on an HTTP/1.1 request (RFC 9110, 10.1.1).
+pub fn expects_continue(header: &RequestHeader) -> bool {
+    header.version == http::Version::HTTP_11
+        && header
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+pub fn has_body(header: &RequestHeader) -> bool {
+    content_length(header).is_some_and(|n| n > 0)
+        || header.headers.contains_key(http::header::TRANSFER_ENCODING)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut h = RequestHeader::build("POST", b"/openai/v1/chat/completions", None).unwrap();
+        for (name, value) in headers {
+            h.insert_header(name.to_string(), *value).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn small_bodies_are_read_now_and_large_or_chunked_ones_held() {
+        let chat = "/v1/chat/completions";
+        let plan =
+            |headers: &[(&str, &str)], provider| body_plan(&head(headers), provider, chat, true);
+        assert_eq!(plan(&[], Provider::OpenAi), BodyPlan::PassThrough);
+        assert_eq!(
+            plan(&[("content-length", "0")], Provider::OpenAi),
+            BodyPlan::PassThrough
+        );
+        assert_eq!(
+            plan(&[("content-length", "65536")], Provider::OpenAi),
+            BodyPlan::ReadNow
+        );
+        assert_eq!(
+            plan(&[("content-length", "65537")], Provider::OpenAi),
+            BodyPlan::Hold { chunked: true }
+        );
+        assert_eq!(
+            plan(&[("transfer-encoding", "chunked")], Provider::Anthropic),
+            BodyPlan::Hold { chunked: false }
+        );
+        assert_eq!(
+            plan(&[("content-length", "900000")], Provider::Stability),
+            BodyPlan::PassThrough
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! The end of every admitted call, exactly once: what it used (the scanner's report, a job
+//! poll's increase), what that costs, the reservation settled with the actual amounts, the
+//! thresholds it crossed raised as alerts, and its usage event handed to the ledger. Also the
+//! end of a call the gateway fails: a hold given back when nothing reached the provider.
+
+use pingora::{Error, ErrorSource, ErrorType};
+use tollgate_usage::Scanner;
+
+use crate::context::RequestCtx;
+use crate::errors::GatewayError;
+use crate::gateway::Gateway;
+use crate::metering::{CallRecord, settle_call};
+
+impl Gateway {
+    /// Settles and records an admitted call; nothing for a request that was never admitted.
+    pub(crate) async fn finish_call(
+        &self,
+        method: &str,
+        error: Option<&Error>,
+        ctx: &mut RequestCtx,
+    ) {
+        let (Some(admitted), Some(identity)) = (ctx.admitted.take(), ctx.identity.clone()) else {
+            return;
+        };
+        let provider = admitted.reservation.provider;
+        let mut scanned = ctx.scanner.take().map(Scanner::finish);
+        if let Some(scanned) = scanned.as_mut() {
+            let user = identity.user.as_str();
+            self.jobs
+                .bill_increase(provider, method, &ctx.path, user, scanned)
+                .await;
+        }
+        let record = CallRecord {
+            provider,
+            identity: &identity,
+            period: admitted.period,
+            method,
+            path: &ctx.path,
+            facts: &ctx.facts,
+            status: ctx.status,
+            scanned,
+            transport_error: ctx
+                .refusal
+                .as_ref()
+                .map(ToString::to_string)
+                .or_else(|| error.map(|e| e.to_string())),
+            request_bytes: ctx.request_bytes,
+            response_bytes: ctx.response_bytes,
+            latency_ms: u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
+        let config = &ctx.snapshot.config;
+        let (event, actual) = settle_call(config, record);
+        let settled = self.counters.settle(&admitted.reservation, actual).await;
+        match (settled, &self.alerts) {
+            (Some(settled), Some(raiser)) => raiser.raise_crossed(
+                &identity.user,
+                admitted.period,
+                &admitted.limits,
+                &settled,
+                actual,
+                &config.alert_thresholds,
+            ),
+            // Deferred until Redis is back: its alerts are raised when it is replayed.
+            (None, Some(_)) if self.counters.degraded() => {
+                self.deferred.remember(&identity.user, &identity.plan);
+            }
+            _ => {}
+        }
+        let cost = event.cost.total_nanousd;
+        self.metrics
+            .usage(provider, &event.usage, cost, event.estimated);
+        if let Err(e) = self.ledger.record(event) {
+            tracing::error!(error = %e, "usage event not recorded");
+        }
+    }
+
+    /// The refusal or failure `e` ended the request with, for `fail_to_proxy` to render. A call
+    /// that failed before anything reached the provider gives its hold back at once (the
+    /// provider did no work); one the provider already had (it timed out, failed mid-response,
+    /// an admitted upload was cut off by its deadline) is settled by `logging` with whatever
+    /// usage was scanned, as any admitted call.
+    pub(crate) async fn end_failed(&self, e: &Error, ctx: &mut RequestCtx) -> GatewayError {
+        let error = ctx.refusal.clone().unwrap_or_else(|| failure(e, ctx));
+        if let GatewayError::LimitExceeded(denial) = &error {
+            self.metrics.refused_by_limit(denial.limit.key);
+        }
+        if ctx.upstream_sent.is_none() {
+            if let Some(admitted) = ctx.admitted.take() {
+                self.counters.release(&admitted.reservation).await;
+            }
+        } else if ctx.status == 0 {
+            ctx.status = error.status();
+        }
+        error
+    }
+}
+
+/// A Pingora error as the gateway's: who was at fault, in the provider's terms.
+fn failure(e: &Error, ctx: &RequestCtx) -> GatewayError {
+    let Some(provider) = ctx.provider else {
+        return GatewayError::Internal;
+    };
+    match e.etype() {
+        // The client's body, read under `body_read_timeout_ms` (`body::bound_read`).
+        ErrorType::ReadTimedout if e.esource() == &ErrorSource::Downstream => {
+            GatewayError::BodyTimeout {
+                timeout_ms: ctx.snapshot.config.proxy.body_read_timeout_ms,
+            }
+        }
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            GatewayError::UpstreamTimeout(provider)
+        }
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectError
+        | ErrorType::ConnectNoRoute
+        | ErrorType::TLSHandshakeFailure
+        | ErrorType::ConnectProxyFailure => GatewayError::UpstreamConnect(provider),
+        _ if e.esource() == &ErrorSource::Upstream => GatewayError::UpstreamConnect(provider),
+        _ => GatewayError::Internal,
+    }
+}
