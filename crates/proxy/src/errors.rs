@@ -142,14 +142,32 @@ pub fn render(provider: Option<Provider>, error: &GatewayError) -> ErrorResponse
         }),
     };
     let mut headers = vec![("content-type", "application/json".to_owned())];
-    if let GatewayError::LimitExceeded(denial) = error {
-        headers.extend([
-            ("retry-after", denial.retry_after_secs.to_string()),
-            ("x-ratelimit-limit", denial.limit.max.to_string()),
-            ("x-ratelimit-remaining", denial.remaining().to_string()),
-            ("x-ratelimit-reset", denial.retry_after_secs.to_string()),
-            ("x-tollgate-limit", denial.limit.key.name()),
-        ]);
+    match error {
+        // A limit of the billing period: no retry can succeed before it resets, days away, so
+        // the SDKs are told not to retry (`x-should-retry`, honoured by the openai and anthropic
+        // SDKs) and get no `Retry-After` (which some would sleep for, however long). When it
+        // resets is in the message and the rate-limit headers.
+        GatewayError::LimitExceeded(denial) => {
+            let reset = match denial.limit.key.measure() {
+                Measure::Calls => "x-ratelimit-reset-requests",
+                Measure::Tokens => "x-ratelimit-reset-tokens",
+                Measure::CostNanousd => "x-ratelimit-reset-cost",
+            };
+            headers.extend([
+                ("x-should-retry", "false".to_owned()),
+                ("x-ratelimit-limit", denial.limit.max.to_string()),
+                ("x-ratelimit-remaining", denial.remaining().to_string()),
+                ("x-ratelimit-reset", iso(denial.resets_at)),
+                (reset, iso(denial.resets_at)),
+                ("x-tollgate-limit", denial.limit.key.name()),
+            ]);
+        }
+        // The store is away for moments (a Redis failover, a database restart): a retry in a
+        // second or two can succeed, and SDKs retry 503s at their defaults.
+        GatewayError::CounterStoreUnavailable | GatewayError::KeyStoreUnavailable => {
+            headers.push(("retry-after", UNAVAILABLE_RETRY_AFTER_SECS.to_string()));
+        }
+        _ => {}
     }
     ErrorResponse {
         status,
@@ -157,6 +175,10 @@ pub fn render(provider: Option<Provider>, error: &GatewayError) -> ErrorResponse
         body,
     }
 }
+
+/// Seconds a client is asked to wait before retrying a call refused because the counter or key
+/// store could not be reached.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
 
 fn tollgate_details(error: &GatewayError) -> Value {
     match error {
@@ -170,7 +192,7 @@ fn tollgate_details(error: &GatewayError) -> Value {
             "remaining": d.remaining(),
             "unit": unit_name(d.limit.key),
             "resets_at": iso(d.resets_at),
-            "retry_after_seconds": d.retry_after_secs,
+            "seconds_until_reset": d.retry_after_secs,
         }),
         _ => json!({"code": error.code()}),
     }
@@ -304,7 +326,13 @@ mod tests {
                 .find(|(k, _)| *k == n)
                 .map(|(_, v)| v.as_str())
         };
-        assert_eq!(header("retry-after"), Some("259200"));
+        // Not retryable before the period resets: no Retry-After, and SDKs told not to retry.
+        assert_eq!(header("retry-after"), None);
+        assert_eq!(header("x-should-retry"), Some("false"));
+        assert_eq!(
+            header("x-ratelimit-reset-requests"),
+            Some("2026-12-01T00:00:00Z")
+        );
         assert_eq!(header("x-ratelimit-remaining"), Some("0"));
         assert_eq!(header("x-tollgate-limit"), Some("tavily_calls"));
         let t = &r.body["tollgate"];
@@ -315,6 +343,16 @@ mod tests {
         assert_eq!(t["resets_at"], "2026-12-01T00:00:00Z");
         let message = r.body["detail"]["error"].as_str().unwrap();
         assert!(message.contains("19 of 20 calls used"), "{message}");
+        assert!(
+            message.contains("resets at 2026-12-01T00:00:00Z"),
+            "{message}"
+        );
+        // A store that is away for moments: retrying soon can succeed.
+        let r = render(
+            Some(Provider::OpenAi),
+            &GatewayError::CounterStoreUnavailable,
+        );
+        assert!(r.headers.contains(&("retry-after", "2".to_owned())));
     }
 
     #[test]

@@ -187,10 +187,9 @@ fn openai_calls_are_forwarded_metered_and_limited() {
     assert_eq!(error["error"]["code"], "usage_limit_exceeded");
     assert_eq!(error["tollgate"]["limit"], "openai_calls");
     assert_eq!(error["tollgate"]["limit_value"], 3);
-    assert!(
-        head.to_ascii_lowercase().contains("retry-after: "),
-        "{head}"
-    );
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("x-should-retry: false"), "{head}");
+    assert!(!head.contains("retry-after: "), "{head}");
 
     // 7. A provider outside the plan: 403 in Anthropic's shape.
     let (status, _, body) = request(

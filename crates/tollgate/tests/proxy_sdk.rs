@@ -162,8 +162,8 @@ fn openai_sdk_calls_stream_and_refusals() {
         json!({"prompt_tokens": 2_000, "completion_tokens": 300, "total_tokens": 2_300, "cached_tokens": 1_500})
     );
 
-    // The fourth call is over the plan: openai.RateLimitError, OpenAI's error fields, and a
-    // retry-after the SDK could honour.
+    // The fourth call is over the plan: openai.RateLimitError, OpenAI's error fields, and the
+    // SDK told not to retry it.
     assert_sdk_refusals(
         &out,
         "insufficient_quota",
@@ -362,7 +362,7 @@ fn anthropic_sdk_calls_stream_and_refusals() {
 }
 
 /// The refusals as an SDK raised them: the over-limit call as its `RateLimitError` (429, the
-/// provider's error `limit_type`, the limit named, a positive `retry-after`) and the unknown key
+/// provider's error `limit_type`, the limit named, not to be retried) and the unknown key
 /// as its `AuthenticationError` (401, `auth_type`).
 fn assert_sdk_refusals(out: &Value, limit_type: &str, limit_name: &str, auth_type: &str) {
     let limit = &out["limit_error"];
@@ -373,15 +373,127 @@ fn assert_sdk_refusals(out: &Value, limit_type: &str, limit_name: &str, auth_typ
         limit["message"].as_str().unwrap().contains(limit_name),
         "{limit}"
     );
-    assert!(
-        limit["retry_after"]
-            .as_str()
-            .and_then(|s| s.parse::<u64>().ok())
-            .is_some_and(|secs| secs > 0),
-        "{limit}"
-    );
+    assert_eq!(limit["retry_after"], Value::Null, "{limit}");
+    assert_eq!(limit["should_retry"], "false", "{limit}");
     let auth = &out["auth_error"];
     assert_eq!(auth["class"], "AuthenticationError", "{out:#}");
     assert_eq!(auth["status"], 401);
     assert_eq!(auth["type"], auth_type);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refusals at the SDKs' default settings
+// ---------------------------------------------------------------------------------------------
+
+/// The count of `tollgate_requests_total` for `provider` answered `status`.
+fn requests_answered(gateway: &Gateway, provider: &str, status: u16) -> u64 {
+    let metrics = common::request(gateway.admin_port, "GET", "/metrics", &[], b"").text();
+    let series = format!("tollgate_requests_total{{provider=\"{provider}\",status=\"{status}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// A limit of the billing period cannot be met by retrying before it resets, days away. The
+/// official SDKs at their default settings (default retries, no `max_retries`) must raise their
+/// rate-limit error at once, having sent one request, for a calls, a token and a cost limit —
+/// not sleep on a `Retry-After` of weeks, nor retry.
+#[test]
+fn period_limit_refusals_surface_at_once_at_default_retries() {
+    let python = common::sdk_python();
+    let mock = Mock::with_handler(|_| Reply::json(r#"{"ok":true}"#));
+    let providers = ["openai", "anthropic", "gemini"];
+    let mut rest = String::new();
+    let mut env = Vec::new();
+    for provider in providers {
+        let key_env = format!("TG_SDK_{}_KEY", provider.to_ascii_uppercase());
+        rest += &format!(
+            "[providers.{provider}]\nbase_url = \"http://127.0.0.1:{}\"\nkey_env = \"{key_env}\"\n",
+            mock.port
+        );
+        env.push((key_env, provider_key(provider)));
+    }
+    let each = |limit: &str| {
+        let limits: Vec<String> = providers
+            .iter()
+            .map(|p| format!("{p} = {{ {limit} }}"))
+            .collect();
+        limits.join("\n")
+    };
+    rest += &format!(
+        "[plans.calls]\nname = \"Calls\"\ntier = \"pro\"\n[plans.calls.providers]\n{}\n\
+         [plans.tokens]\nname = \"Tokens\"\ntier = \"pro\"\n[plans.tokens.providers]\n{}\n\
+         [plans.cost]\nname = \"Cost\"\ntier = \"pro\"\ncost_cap = \"0.000000001\"\n",
+        each("calls = 1"),
+        each("tokens = 5"),
+    );
+    for plan in ["calls", "tokens", "cost"] {
+        rest += &common::key_entry(plan, plan, &client_key(plan));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let gateway = Gateway::start("", &rest, &env);
+    let base = format!("http://127.0.0.1:{}", gateway.port);
+
+    // The calls plan's one call, used up outside the SDKs.
+    let calls_key = client_key("calls");
+    for (path, body) in [
+        ("/openai/v1/chat/completions", r#"{"model":"gpt-4o"}"#),
+        (
+            "/anthropic/v1/messages",
+            r#"{"model":"claude-sonnet-4-20250514"}"#,
+        ),
+        (
+            "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+            "{}",
+        ),
+    ] {
+        let auth = format!("Bearer {calls_key}");
+        let used = common::post_json(gateway.port, path, &[("authorization", &auth)], body);
+        assert_eq!(used.status, 200, "{path}: {}", used.text());
+    }
+
+    let sdks = [
+        (
+            "openai",
+            "openai",
+            format!("{base}/openai/v1"),
+            "gpt-4o",
+            "RateLimitError",
+        ),
+        (
+            "anthropic",
+            "anthropic",
+            format!("{base}/anthropic"),
+            "claude-sonnet-4-20250514",
+            "RateLimitError",
+        ),
+        (
+            "google-genai",
+            "gemini",
+            format!("{base}/gemini"),
+            "gemini-2.5-flash",
+            "ClientError",
+        ),
+    ];
+    for plan in ["calls", "tokens", "cost"] {
+        for (sdk, provider, url, model, class) in &sdks {
+            let before = requests_answered(&gateway, provider, 429);
+            let key = client_key(plan);
+            let out =
+                common::run_sdk_script(&python, "refused_at_defaults.py", &[sdk, url, &key, model]);
+            let what = format!("{sdk} on the {plan} plan: {out}");
+            assert_eq!(out["class"], *class, "{what}");
+            assert_eq!(out["status"], 429, "{what}");
+            assert!(out["elapsed_s"].as_f64().unwrap() < 2.0, "{what}");
+            assert_eq!(
+                requests_answered(&gateway, provider, 429),
+                before + 1,
+                "{what}"
+            );
+        }
+    }
+    // Nothing refused reached a provider.
+    assert_eq!(mock.seen().len(), 3);
+    gateway.stop();
 }

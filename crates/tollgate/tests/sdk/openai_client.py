@@ -41,6 +41,7 @@ def refusal(call):
             "code": e.code,
             "message": e.message,
             "retry_after": e.response.headers.get("retry-after"),
+            "should_retry": e.response.headers.get("x-should-retry"),
         }
     return {"class": None}
 
