@@ -165,6 +165,14 @@ pub enum CounterError {
     NeedsSeed { user: String, period: String },
     #[error("counter store configuration: {0}")]
     Config(String),
+    /// Redis answered a counter script with something this gateway cannot read (a script of
+    /// another version, or a bug in one). Handled like [`CounterError::Unreachable`]: the
+    /// plan's policy applies until Redis answers sensibly again.
+    #[error("the counter store's {script} script answered {problem}")]
+    BadReply {
+        script: &'static str,
+        problem: String,
+    },
 }
 
 /// The operations every counter store provides, each atomic over all the counters it touches.

@@ -189,7 +189,8 @@ impl ResilientStore {
             CounterError::Unreachable("redis is unreachable; waiting for it to return".into())
         } else {
             match shared.reserve_seeded(request).await {
-                Err(e @ CounterError::Unreachable(_)) => {
+                // A reply that cannot be read leaves Redis as unusable as no reply does.
+                Err(e @ (CounterError::Unreachable(_) | CounterError::BadReply { .. })) => {
                     self.degrade();
                     e
                 }
