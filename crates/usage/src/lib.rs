@@ -33,6 +33,7 @@
 
 mod anthropic;
 mod decode;
+mod error;
 pub mod fuzzing;
 mod gemini;
 mod handler;
@@ -52,6 +53,8 @@ use crate::handler::{Ctx, ErrorsOnly, Handler};
 use crate::json_scan::JsonScan;
 use crate::request::RequestFacts;
 use crate::sse::SseFramer;
+
+pub use crate::error::UsageError;
 
 /// What the scanner needs to know about a call, all of it available when the response headers
 /// arrive.
@@ -306,7 +309,7 @@ pub fn scanner(req: &RequestInfo<'_>) -> Scanner {
                 core,
                 reason: String::new(),
             },
-            Some(reason),
+            Some(reason.to_string()),
         ),
     };
     Scanner {
