@@ -180,6 +180,7 @@ impl Deliverer {
                     }
                 }
                 Err(error) => {
+                    let error = error.to_string();
                     round.failed += 1;
                     let retry_at = retry_at(&settings, alert.attempt, Utc::now());
                     warn!(alert = alert.alert.id, attempt = alert.attempt, %error, %retry_at,
@@ -194,11 +195,7 @@ impl Deliverer {
     }
 
     /// POSTs the alert to every URL; the first failure fails the attempt.
-    async fn deliver(
-        &self,
-        settings: &AlertDelivery,
-        claimed: &ClaimedAlert,
-    ) -> std::result::Result<(), String> {
+    async fn deliver(&self, settings: &AlertDelivery, claimed: &ClaimedAlert) -> Result<()> {
         let payload = WebhookPayload {
             kind: "usage_alert",
             delivery_id: format!("alert-{}", claimed.alert.id),
@@ -206,7 +203,12 @@ impl Deliverer {
             sent_at: iso(Utc::now()),
             alert: alert_out(&claimed.alert),
         };
-        let body = serde_json::to_vec(&payload).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&payload).map_err(|e| {
+            AdminError::Internal(format!(
+                "alert {}: encoding the webhook body: {e}",
+                claimed.alert.id
+            ))
+        })?;
         let signer = WebhookSigner::new(settings.webhook_secret.as_ref().map(|s| s.expose()));
         for url in &settings.webhook_urls {
             let timestamp = Utc::now().timestamp();
@@ -221,14 +223,21 @@ impl Deliverer {
             if let Some(signature) = signer.sign(timestamp, &body) {
                 request = request.header("x-tollgate-signature", signature);
             }
-            let response = request
-                .body(body.clone())
-                .send()
-                .await
-                .map_err(|e| format!("POST {url}: {}", without_url(&e)))?;
+            let response =
+                request
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .map_err(|e| AdminError::WebhookUnsent {
+                        url: url.clone(),
+                        problem: without_url(&e),
+                    })?;
             let status = response.status();
             if !status.is_success() {
-                return Err(format!("POST {url}: answered {status}"));
+                return Err(AdminError::WebhookRefused {
+                    url: url.clone(),
+                    status,
+                });
             }
             debug!(alert = claimed.alert.id, %url, "alert delivered");
         }

@@ -26,6 +26,13 @@ pub enum AdminError {
     Internal(String),
     #[error("ledger: {0}")]
     Ledger(#[from] tollgate_ledger::LedgerError),
+    /// An alert's webhook POST did not go through. `problem` is ours, never the HTTP client's
+    /// text, which repeats the URL (and a URL may carry a token in its query).
+    #[error("POST {url}: {problem}")]
+    WebhookUnsent { url: String, problem: &'static str },
+    /// An alert's webhook answered something other than 2xx.
+    #[error("POST {url}: answered {status}")]
+    WebhookRefused { url: String, status: StatusCode },
 }
 
 /// The body of every error answer.
@@ -48,7 +55,11 @@ impl AdminError {
             AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::Conflict(_) => StatusCode::CONFLICT,
-            AdminError::Internal(_) | AdminError::Ledger(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // Webhook failures are the background deliverer's and never reach an API caller.
+            AdminError::Internal(_)
+            | AdminError::Ledger(_)
+            | AdminError::WebhookUnsent { .. }
+            | AdminError::WebhookRefused { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -59,7 +70,10 @@ impl AdminError {
             AdminError::Forbidden(_) => "forbidden",
             AdminError::NotFound(_) => "not_found",
             AdminError::Conflict(_) => "conflict",
-            AdminError::Internal(_) | AdminError::Ledger(_) => "internal",
+            AdminError::Internal(_)
+            | AdminError::Ledger(_)
+            | AdminError::WebhookUnsent { .. }
+            | AdminError::WebhookRefused { .. } => "internal",
         }
     }
 

@@ -28,7 +28,8 @@ use tollgate_domain::{
 pub use memory::MemoryStore;
 pub use redis_store::{RedisConfig, RedisStats, RedisStore, ReserveOutcome};
 pub use resilient::{
-    ReplayHook, Replayed, ResilientConfig, ResilientStats, ResilientStore, SeedFuture, Seeder,
+    ReplayHook, Replayed, ResilientConfig, ResilientStats, ResilientStore, SeedError, SeedFuture,
+    Seeder,
 };
 
 /// The counters a call to `provider` moves. Called on every reserve, settle and release, so it
@@ -165,6 +166,14 @@ pub enum CounterError {
     NeedsSeed { user: String, period: String },
     #[error("counter store configuration: {0}")]
     Config(String),
+    /// Redis answered a counter script with something this gateway cannot read (a script of
+    /// another version, or a bug in one). Handled like [`CounterError::Unreachable`]: the
+    /// plan's policy applies until Redis answers sensibly again.
+    #[error("the counter store's {script} script answered {problem}")]
+    BadReply {
+        script: &'static str,
+        problem: String,
+    },
 }
 
 /// The operations every counter store provides, each atomic over all the counters it touches.

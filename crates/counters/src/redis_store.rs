@@ -143,7 +143,7 @@ impl RedisStore {
             .connection
             .eval(&self.scripts.reserve, &keys, &args)
             .await?;
-        match scripts::parse_reserve(&reply, request.provider).map_err(CounterError::Unreachable)? {
+        match scripts::parse_reserve(&reply, request.provider)? {
             ReserveReply::Uninitialised => Ok(ReserveOutcome::NeedsSeed),
             ReserveReply::Admitted(seen) => Ok(ReserveOutcome::Admitted {
                 reservation: Reservation::of(&request, id, Hold::Store),
@@ -154,9 +154,16 @@ impl RedisStore {
                 standing,
                 seen,
             } => {
-                let limit = request.limits.get(limit).copied().ok_or_else(|| {
-                    CounterError::Unreachable(format!("reserve script denied by limit {limit}"))
-                })?;
+                let Some(&limit) = request.limits.get(limit) else {
+                    return Err(CounterError::BadReply {
+                        script: "reserve",
+                        problem: format!(
+                            "a denial by limit {} of the {} sent",
+                            limit + 1,
+                            request.limits.len()
+                        ),
+                    });
+                };
                 Ok(ReserveOutcome::Denied {
                     denial: Denial {
                         limit,
@@ -257,7 +264,7 @@ impl RedisStore {
             .connection
             .eval(&self.scripts.settle, &keys, &args)
             .await?;
-        scripts::parse_settle(&reply, provider).map_err(CounterError::Unreachable)
+        scripts::parse_settle(&reply, provider)
     }
 
     /// Releases; answers whether the reservation was still held.

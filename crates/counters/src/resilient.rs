@@ -28,9 +28,13 @@ use crate::{
     Reserved, SettledUse,
 };
 
+/// Why a [`Seeder`] could not read the totals: the ledger's own error, boxed, since the counters
+/// do not know the ledger's types.
+pub type SeedError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What [`Seeder`] returns: a user's settled use in a period, counter by counter.
 pub type SeedFuture =
-    Pin<Box<dyn Future<Output = Result<Vec<(LimitKey, u64)>, String>> + Send + 'static>>;
+    Pin<Box<dyn Future<Output = Result<Vec<(LimitKey, u64)>, SeedError>> + Send + 'static>>;
 
 /// Reads a user-period's totals from the ledger, to rebuild its counters in Redis.
 pub type Seeder = Arc<dyn Fn(&str, BillingPeriod) -> SeedFuture + Send + Sync>;
@@ -189,7 +193,8 @@ impl ResilientStore {
             CounterError::Unreachable("redis is unreachable; waiting for it to return".into())
         } else {
             match shared.reserve_seeded(request).await {
-                Err(e @ CounterError::Unreachable(_)) => {
+                // A reply that cannot be read leaves Redis as unusable as no reply does.
+                Err(e @ (CounterError::Unreachable(_) | CounterError::BadReply { .. })) => {
                     self.degrade();
                     e
                 }
@@ -336,7 +341,7 @@ impl Shared {
         user: &str,
         period: BillingPeriod,
     ) -> Result<Option<Vec<(LimitKey, u64)>>, CounterError> {
-        let needs_seed = |why: String| {
+        let needs_seed = |why: &dyn std::fmt::Display| {
             tracing::warn!(user, period = %period, error = %why, "counters not seeded");
             CounterError::NeedsSeed {
                 user: user.to_owned(),
@@ -346,8 +351,8 @@ impl Shared {
         let timeout = Duration::from_millis(self.config.seed_timeout_ms);
         let totals = match tokio::time::timeout(timeout, (self.seeder)(user, period)).await {
             Ok(Ok(totals)) => totals,
-            Ok(Err(e)) => return Err(needs_seed(e)),
-            Err(_) => return Err(needs_seed("the ledger did not answer in time".into())),
+            Ok(Err(e)) => return Err(needs_seed(&e)),
+            Err(_) => return Err(needs_seed(&"the ledger did not answer in time")),
         };
         if !self.redis.seed(user, period, &totals).await? {
             return Ok(None);

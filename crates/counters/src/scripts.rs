@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use tollgate_domain::{Amount, BillingPeriod, LimitKey, Provider, Standing};
 
-use crate::{ReserveRequest, SettledUse, Standings, counted_keys};
+use crate::{CounterError, ReserveRequest, SettledUse, Standings, counted_keys};
 
 /// Largest amount written to a counter, 2^53 − 1: the scripts compare amounts as Lua doubles,
 /// exact up to here (9 million USD in nano-USD, 9·10^15 tokens), and a single call never needs
@@ -179,18 +179,25 @@ pub(crate) enum ReserveReply {
 }
 
 /// Reads the reserve script's reply (see `scripts/reserve.lua`).
-pub(crate) fn parse_reserve(reply: &[i64], provider: Provider) -> Result<ReserveReply, String> {
+pub(crate) fn parse_reserve(
+    reply: &[i64],
+    provider: Provider,
+) -> Result<ReserveReply, CounterError> {
     let count = |v: i64| u64::try_from(v).unwrap_or(0);
+    let bad = |problem| CounterError::BadReply {
+        script: "reserve",
+        problem,
+    };
     match reply {
         [0] => Ok(ReserveReply::Uninitialised),
         [status @ (1 | 2), denied, used, reserved, rest @ ..] => {
             let keys: Vec<LimitKey> = counted_keys(provider).collect();
             if rest.len() != 2 * keys.len() {
-                return Err(format!(
-                    "reserve script answered {} standings for {} counters",
+                return Err(bad(format!(
+                    "{} standings for {} counters",
                     rest.len() / 2,
                     keys.len()
-                ));
+                )));
             }
             let seen = keys
                 .into_iter()
@@ -211,7 +218,7 @@ pub(crate) fn parse_reserve(reply: &[i64], provider: Provider) -> Result<Reserve
             let limit = usize::try_from(*denied)
                 .ok()
                 .and_then(|n| n.checked_sub(1))
-                .ok_or_else(|| format!("reserve script denied by limit {denied}"))?;
+                .ok_or_else(|| bad(format!("a denial by limit {denied}")))?;
             Ok(ReserveReply::Denied {
                 limit,
                 standing: Standing {
@@ -221,7 +228,7 @@ pub(crate) fn parse_reserve(reply: &[i64], provider: Provider) -> Result<Reserve
                 seen,
             })
         }
-        other => Err(format!("unexpected reserve script reply {other:?}")),
+        other => Err(bad(format!("an unexpected reply {other:?}"))),
     }
 }
 
@@ -237,17 +244,21 @@ pub(crate) enum SettleReply {
 }
 
 /// Reads the settle script's reply (see `scripts/settle.lua`).
-pub(crate) fn parse_settle(reply: &[i64], provider: Provider) -> Result<SettleReply, String> {
+pub(crate) fn parse_settle(reply: &[i64], provider: Provider) -> Result<SettleReply, CounterError> {
+    let bad = |problem| CounterError::BadReply {
+        script: "settle",
+        problem,
+    };
     match reply {
         [0] => Ok(SettleReply::Uninitialised),
         [3] => Ok(SettleReply::Duplicate),
         [status @ (1 | 2), used @ ..] => {
             if used.len() != counted_keys(provider).count() {
-                return Err(format!(
-                    "settle script answered {} counters for {}",
+                return Err(bad(format!(
+                    "{} counters for {}",
                     used.len(),
                     counted_keys(provider).count()
-                ));
+                )));
             }
             let mut values = used.iter().map(|v| u64::try_from(*v).unwrap_or(0));
             Ok(SettleReply::Counted {
@@ -255,7 +266,7 @@ pub(crate) fn parse_settle(reply: &[i64], provider: Provider) -> Result<SettleRe
                 used: SettledUse::new(provider, |_| values.next().unwrap_or(0)),
             })
         }
-        other => Err(format!("unexpected settle script reply {other:?}")),
+        other => Err(bad(format!("an unexpected reply {other:?}"))),
     }
 }
 
@@ -414,7 +425,12 @@ mod tests {
         assert!(!held);
         assert_eq!(used.used(LimitKey::ProviderTokens(Provider::Tavily)), None);
         assert_eq!(used.used(LimitKey::Cost), Some(50));
-        assert!(parse_settle(&[1, 3, 3], Provider::Tavily).is_err());
+        assert_eq!(
+            parse_settle(&[1, 3, 3], Provider::Tavily)
+                .unwrap_err()
+                .to_string(),
+            "the counter store's settle script answered 2 counters for 4"
+        );
         assert!(parse_settle(&[4], Provider::Tavily).is_err());
     }
 

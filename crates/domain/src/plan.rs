@@ -39,17 +39,19 @@ impl fmt::Display for Tier {
     }
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown tier {0:?} (known: free, basic, pro, enterprise)")]
+pub struct UnknownTier(pub String);
+
 impl FromStr for Tier {
-    type Err = String;
+    type Err = UnknownTier;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "free" => Ok(Tier::Free),
             "basic" => Ok(Tier::Basic),
             "pro" => Ok(Tier::Pro),
             "enterprise" => Ok(Tier::Enterprise),
-            other => Err(format!(
-                "unknown tier {other:?} (known: free, basic, pro, enterprise)"
-            )),
+            other => Err(UnknownTier(other.to_owned())),
         }
     }
 }

@@ -13,7 +13,7 @@ use tollgate_counters::{
     SeedFuture, Seeder, SettledUse,
 };
 use tollgate_domain::{Amount, BillingPeriod, LimitKey, UnreachablePolicy};
-use tollgate_ledger::{Ledger, LedgerHandle};
+use tollgate_ledger::{Ledger, LedgerError, LedgerHandle};
 
 /// Where the gateway keeps its counters.
 #[derive(Debug)]
@@ -33,12 +33,11 @@ pub async fn ledger_totals(
     ledger: &Ledger,
     user: &str,
     period: BillingPeriod,
-) -> Result<Vec<(LimitKey, u64)>, String> {
+) -> Result<Vec<(LimitKey, u64)>, LedgerError> {
     ledger
         .usage_for_period(user, &period.key())
         .await
         .map(|usage| usage.counter_totals())
-        .map_err(|e| e.to_string())
 }
 
 /// The seeder a Redis store rebuilds lost counters with. It first has `writer` commit what it
@@ -56,7 +55,7 @@ pub fn ledger_seeder(ledger: Ledger, writer: LedgerHandle) -> Seeder {
             if let Err(e) = writer.flush().await {
                 tracing::debug!(error = %e, "ledger not flushed before seeding counters");
             }
-            ledger_totals(&ledger, &user, period).await
+            Ok(ledger_totals(&ledger, &user, period).await?)
         })
     })
 }
@@ -99,7 +98,7 @@ impl Counters {
                     if !known {
                         let totals = Box::pin(ledger_totals(ledger, request.user, request.period))
                             .await
-                            .map_err(CounterError::Unreachable)?;
+                            .map_err(|e| CounterError::Unreachable(e.to_string()))?;
                         // Two first requests may race here: seeding sets (not adds), so the
                         // second writes the same values.
                         let mut seeded = seeded.lock().unwrap_or_else(PoisonError::into_inner);

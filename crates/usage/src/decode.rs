@@ -12,7 +12,7 @@
 
 use std::io::Write;
 
-use crate::Core;
+use crate::{Core, UsageError};
 
 /// Buffer size handed to the brotli decoder.
 const BROTLI_BUFFER: usize = 4096;
@@ -29,7 +29,7 @@ pub(crate) enum Encoding {
 
 impl Encoding {
     /// Reads a Content-Encoding header value; `Err` names an unsupported coding.
-    pub(crate) fn parse(header: Option<&str>) -> Result<Encoding, String> {
+    pub(crate) fn parse(header: Option<&str>) -> Result<Encoding, UsageError> {
         let Some(value) = header.map(str::trim).filter(|v| !v.is_empty()) else {
             return Ok(Encoding::Identity);
         };
@@ -39,7 +39,7 @@ impl Encoding {
             "deflate" => Ok(Encoding::Deflate),
             "br" => Ok(Encoding::Brotli),
             "zstd" => Ok(Encoding::Zstd),
-            other => Err(format!("unsupported content-encoding {other:?}")),
+            other => Err(UsageError::UnsupportedEncoding(other.to_owned())),
         }
     }
 }

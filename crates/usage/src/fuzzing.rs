@@ -9,7 +9,7 @@
 
 use tollgate_domain::Provider;
 
-use crate::{RequestFacts, RequestInfo, Scanned, scanner};
+use crate::{RequestFacts, RequestInfo, Scanned, UsageError, scanner};
 
 /// One call shape the fuzzer can pick.
 #[derive(Clone, Copy, Debug)]
@@ -135,8 +135,8 @@ pub fn scan(call: &Call, encoding: Option<&str>, body: &[u8], chunk: usize) -> S
     s.finish()
 }
 
-/// Runs one fuzz input; `Err` describes a disagreement between chunkings.
-pub fn check(data: &[u8]) -> Result<(), String> {
+/// Runs one fuzz input; `Err` is a disagreement between chunkings.
+pub fn check(data: &[u8]) -> Result<(), UsageError> {
     let [pick, coding, size, body @ ..] = data else {
         return Ok(());
     };
@@ -151,17 +151,21 @@ pub fn check_call(
     encoding: Option<&str>,
     body: &[u8],
     chunk: usize,
-) -> Result<(), String> {
-    let whole = scan(call, encoding, body, 0);
-    let chunked = scan(call, encoding, body, chunk);
-    let bytewise = scan(call, encoding, body, 1);
-    let failed = [&whole, &chunked, &bytewise]
-        .iter()
-        .any(|s| s.decode_error.is_some());
+) -> Result<(), UsageError> {
+    let scans = [
+        scan(call, encoding, body, 0),
+        scan(call, encoding, body, chunk),
+        scan(call, encoding, body, 1),
+    ];
+    let failed = scans.iter().any(|s| s.decode_error.is_some());
+    let [whole, chunked, bytewise] = &scans;
     if !failed && (whole != chunked || whole != bytewise) {
-        return Err(format!(
-            "{call:?} {encoding:?}: whole {whole:?}\nchunks of {chunk}: {chunked:?}\nbytes: {bytewise:?}"
-        ));
+        return Err(UsageError::Disagreement {
+            call: *call,
+            encoding: encoding.map(str::to_owned),
+            chunk,
+            scans: Box::new(scans),
+        });
     }
     Ok(())
 }

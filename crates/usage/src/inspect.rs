@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use tollgate_domain::Provider;
 use tollgate_domain::money::nanousd_to_usd_f64;
 
-use crate::{RequestFacts, RequestInfo, Scanned, scanner};
+use crate::{RequestFacts, RequestInfo, Scanned, UsageError, scanner};
 
 /// What to inspect. `endpoint` is the path after the provider prefix and may carry a query
 /// (`/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse`).
@@ -26,16 +26,8 @@ pub struct InspectOptions {
     pub request_body: Option<Vec<u8>>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum InspectError {
-    #[error("reading the response body: {0}")]
-    Read(#[source] std::io::Error),
-    #[error("--chunk-size must be at least 1")]
-    ZeroChunk,
-}
-
 /// Scans `body` and returns the report printed by the command.
-pub fn inspect(opts: &InspectOptions, body: &mut impl Read) -> Result<Value, InspectError> {
+pub fn inspect(opts: &InspectOptions, body: &mut impl Read) -> Result<Value, UsageError> {
     let (path, query) = match opts.endpoint.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (opts.endpoint.as_str(), None),
@@ -55,11 +47,11 @@ pub fn inspect(opts: &InspectOptions, body: &mut impl Read) -> Result<Value, Ins
         response_content_encoding: opts.content_encoding.as_deref(),
     });
     match opts.chunk_size {
-        Some(0) => return Err(InspectError::ZeroChunk),
+        Some(0) => return Err(UsageError::ZeroChunk),
         Some(n) => {
             let mut buf = vec![0; n];
             loop {
-                let got = read_full(body, &mut buf).map_err(InspectError::Read)?;
+                let got = read_full(body, &mut buf).map_err(UsageError::Read)?;
                 if got == 0 {
                     break;
                 }
@@ -68,7 +60,7 @@ pub fn inspect(opts: &InspectOptions, body: &mut impl Read) -> Result<Value, Ins
         }
         None => {
             let mut all = Vec::new();
-            body.read_to_end(&mut all).map_err(InspectError::Read)?;
+            body.read_to_end(&mut all).map_err(UsageError::Read)?;
             s.feed(&all);
         }
     }

@@ -33,6 +33,7 @@
 
 mod anthropic;
 mod decode;
+mod error;
 pub mod fuzzing;
 mod gemini;
 mod handler;
@@ -50,8 +51,10 @@ use tollgate_domain::{Provider, Usage};
 use crate::decode::{Body, Encoding};
 use crate::handler::{Ctx, ErrorsOnly, Handler};
 use crate::json_scan::JsonScan;
-pub use crate::request::{RequestError, RequestFacts, path_model};
+pub use crate::request::{RequestFacts, path_model};
 use crate::sse::SseFramer;
+
+pub use crate::error::UsageError;
 
 /// What the scanner needs to know about a call, all of it available when the response headers
 /// arrive.
@@ -313,7 +316,7 @@ pub fn scanner(req: &RequestInfo<'_>) -> Scanner {
                 core,
                 reason: String::new(),
             },
-            Some(reason),
+            Some(reason.to_string()),
         ),
     };
     Scanner {

@@ -11,6 +11,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use tollgate_domain::Provider;
 
+use crate::UsageError;
+
 /// The facts of a request that bound and price what it can cost.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestFacts {
@@ -33,20 +35,11 @@ pub struct RequestFacts {
     pub urls: u64,
 }
 
-/// A body the gateway must read as JSON and cannot.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RequestError {
-    #[error("the request body is not valid JSON: {0}")]
-    NotJson(String),
-    #[error("the request body must be a JSON object")]
-    NotAnObject,
-}
-
 impl RequestFacts {
     /// Reads the facts of a request to `provider` at `path` with a JSON (or empty) body;
     /// Stability's multipart form gives its `model` field. A body that is not a JSON object
     /// where the provider takes JSON is an error.
-    pub fn read(provider: Provider, path: &str, body: &[u8]) -> Result<RequestFacts, RequestError> {
+    pub fn read(provider: Provider, path: &str, body: &[u8]) -> Result<RequestFacts, UsageError> {
         let base = RequestFacts {
             model: path_model(provider, path),
             stream: path.ends_with(":streamGenerateContent"),
@@ -99,11 +92,11 @@ pub fn path_model(provider: Provider, path: &str) -> Option<String> {
 
 /// The facts of a JSON body built whole as a `Value`: the reference for [`peek`], and the
 /// errors of a body that is not a JSON object.
-fn parse(body: &[u8], base: RequestFacts) -> Result<RequestFacts, RequestError> {
+fn parse(body: &[u8], base: RequestFacts) -> Result<RequestFacts, UsageError> {
     let json: Value =
-        serde_json::from_slice(body).map_err(|e| RequestError::NotJson(e.to_string()))?;
+        serde_json::from_slice(body).map_err(|e| UsageError::RequestNotJson(e.to_string()))?;
     let Some(object) = json.as_object() else {
-        return Err(RequestError::NotAnObject);
+        return Err(UsageError::RequestNotAnObject);
     };
     let number = |v: Option<&Value>| v.and_then(Value::as_u64);
     let text = |key: &str| object.get(key).and_then(Value::as_str).map(str::to_owned);
@@ -305,12 +298,12 @@ mod tests {
         let read = |provider, body: &[u8]| RequestFacts::read(provider, CHAT, body);
         assert!(matches!(
             read(Provider::Anthropic, b"{\"model\": "),
-            Err(RequestError::NotJson(_))
+            Err(UsageError::RequestNotJson(_))
         ));
-        assert_eq!(
+        assert!(matches!(
             read(Provider::OpenAi, b"[1]"),
-            Err(RequestError::NotAnObject)
-        );
+            Err(UsageError::RequestNotAnObject)
+        ));
         // Multipart bodies are not JSON; an empty body is fine.
         assert!(read(Provider::Stability, b"--x\r\n").is_ok());
         assert!(read(Provider::Tavily, b" \n").is_ok());

@@ -86,7 +86,7 @@ pub(super) fn plans(
         });
         let tier = match entry.tier.as_deref() {
             Some(t) => t.parse::<Tier>().unwrap_or_else(|e| {
-                p.error(&at("tier"), e);
+                p.error(&at("tier"), e.to_string());
                 Tier::Free
             }),
             None => {

@@ -1,0 +1,137 @@
+//! The real `tollgate run`: a `gateway.toml` written to a temporary directory, the binary
+//! started on free ports under supervision, and stopped as an operator would (SIGTERM) or
+//! killed as a crash would (SIGKILL).
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::client::request;
+use super::process::{Supervised, free_port};
+
+/// A running `tollgate run`. It is started under a small shell that sends it SIGTERM as soon as
+/// the shell's stdin closes: on `stop`, and also when the test process exits without stopping it
+/// (a failed assertion, or a gateway shared by the tests of a file), so no gateway outlives its
+/// tests.
+pub struct Gateway {
+    child: Supervised,
+    pub port: u16,
+    /// The admin listener (`/metrics` answers without a token).
+    pub admin_port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Writes `gateway.toml` (listen addresses, a SQLite ledger in the temporary directory, the
+    /// repository's price lists, then `proxy_extra` inside `[proxy]` and `rest` after it), starts
+    /// the binary with `env` and waits until it accepts connections.
+    pub fn start(proxy_extra: &str, rest: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_with_storage(proxy_extra, "", rest, env)
+    }
+
+    /// [`Gateway::start`] with `storage_extra` inside `[storage]` (the counter store).
+    pub fn start_with_storage(
+        proxy_extra: &str,
+        storage_extra: &str,
+        rest: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
+        Gateway::start_with_database(proxy_extra, "sqlite://ledger.db", storage_extra, rest, env)
+    }
+
+    /// [`Gateway::start_with_storage`] with the ledger at `database_url` (e.g. a
+    /// `TestDatabase` shared by several gateways) rather than in the temporary directory.
+    pub fn start_with_database(
+        proxy_extra: &str,
+        database_url: &str,
+        storage_extra: &str,
+        rest: &str,
+        extra_env: &[(&str, &str)],
+    ) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let admin_port = free_port();
+        let pricing: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pricing");
+        let config = format!(
+            r#"
+[proxy]
+listen = "127.0.0.1:{port}"
+graceful_shutdown_secs = 0
+{proxy_extra}
+[admin]
+listen = "127.0.0.1:{admin_port}"
+metrics_public = true
+[storage]
+database_url = "{database_url}"
+{storage_extra}
+[ledger]
+flush_interval_ms = 20
+[pricing]
+dir = "{pricing}"
+{rest}
+"#,
+            pricing = pricing.display(),
+        );
+        let config_path = dir.path().join("gateway.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let binary = PathBuf::from(env!("CARGO_BIN_EXE_tollgate"));
+        let config_arg = config_path.display().to_string();
+        let mut env: Vec<(&str, &str)> = vec![("RUST_LOG", "warn,tollgate=info")];
+        env.extend_from_slice(extra_env);
+        let mut child = Supervised::spawn(
+            &binary,
+            &["run", "--config", &config_arg],
+            &env,
+            "TERM",
+            dir.path(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = child.exit_status() {
+                panic!("the gateway exited before listening: {status}");
+            }
+            assert!(Instant::now() < deadline, "gateway did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Gateway {
+            child,
+            port,
+            admin_port,
+            dir,
+        }
+    }
+
+    /// Whether the process is still running (a request must never bring it down).
+    pub fn is_alive(&mut self) -> bool {
+        self.child.exit_status().is_none()
+    }
+
+    /// The ledger's URL, for reading it while the gateway runs or after it stopped.
+    pub fn ledger_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("ledger.db").display())
+    }
+
+    /// Stops the gateway the way an operator would (SIGTERM), waits for it to drain and returns
+    /// its directory, ledger included. Fails if it did not exit cleanly (a panic at shutdown).
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.child.stop();
+        self.dir
+    }
+
+    /// Kills the gateway outright (SIGKILL), as a crash or an OOM kill would: nothing drains.
+    /// Returns its directory, with whatever the ledger had written.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        self.child.kill();
+        self.dir
+    }
+
+    /// The value of a metric without labels on the admin `/metrics`, if it is there.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let response = request(self.admin_port, "GET", "/metrics", &[], b"");
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.text().lines().find_map(|line| {
+            let (n, v) = line.split_once(' ')?;
+            (n == name).then(|| v.trim().parse().ok()).flatten()
+        })
+    }
+}

@@ -1,0 +1,119 @@
+//! Servers the tests start as processes of their own: each on a port nobody else holds, and
+//! under a small supervising shell so that none outlives the test process, however it ends.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server process started under a small shell that kills it as soon as the shell's stdin
+/// closes: on `stop`/`kill`, and also when the test process exits without stopping it (a failed
+/// assertion, or a server shared by the tests of a file), so that nothing outlives its tests.
+/// The shell writes the server's pid to `<dir>/pid-<n>`, for sending it signals.
+pub struct Supervised {
+    shell: Child,
+    stdin: Option<ChildStdin>,
+    pid_file: PathBuf,
+}
+
+impl Supervised {
+    /// Starts `program args` with `env`; closing stdin sends it `SIG<on_close>`.
+    pub fn spawn(
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        on_close: &str,
+        dir: &Path,
+    ) -> Supervised {
+        static SPAWNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SPAWNED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let pid_file = dir.join(format!("pid-{n}"));
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            // An asynchronous list reads /dev/null unless told otherwise, hence fd 3.
+            .arg(format!(
+                r#"exec 3<&0; pidfile="$1"; shift; "$@" 3<&- & pid=$!; echo "$pid" > "$pidfile"; (read -r _ <&3; kill -{on_close} "$pid" 2>/dev/null) & wait "$pid""#
+            ))
+            .arg("sh")
+            .arg(&pid_file)
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut shell = command.spawn().unwrap();
+        let stdin = shell.stdin.take();
+        Supervised {
+            shell,
+            stdin,
+            pid_file,
+        }
+    }
+
+    /// How the process ended, if it has (the shell exits with the server's status).
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.shell.try_wait().unwrap()
+    }
+
+    fn pid(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pid = std::fs::read_to_string(&self.pid_file).unwrap_or_default();
+            if pid.ends_with('\n') {
+                return pid.trim().to_owned();
+            }
+            assert!(Instant::now() < deadline, "no pid in {:?}", self.pid_file);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Closes stdin (the shell sends its signal) and waits for the process to end, which must
+    /// be a clean exit (a panic while draining is a failure).
+    pub fn stop(&mut self) {
+        self.wait_for_end(true);
+    }
+
+    fn wait_for_end(&mut self, must_succeed: bool) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.exit_status() {
+                assert!(
+                    !must_succeed || status.success(),
+                    "{:?} exited with {status}",
+                    self.pid_file
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{:?} did not stop",
+                self.pid_file
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, then waits for the process to end.
+    pub fn kill(&mut self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.pid()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -KILL failed");
+        self.wait_for_end(false);
+    }
+}
