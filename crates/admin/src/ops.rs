@@ -107,7 +107,8 @@ pub async fn create_user(ledger: &Ledger, config: &Config, req: &NewUserRequest)
         .ok_or_else(|| AdminError::not_found_user(&req.id))
 }
 
-/// Subscribes the user to a plan (creating the user if needed), replacing any subscription.
+/// Subscribes the user to a plan (creating the user if needed), replacing any subscription. An
+/// `anchor_day` not given keeps the subscription's (1 for a new one).
 pub async fn set_plan(
     ledger: &Ledger,
     config: &Config,
@@ -125,8 +126,13 @@ pub async fn set_plan(
         )));
     }
     let anchor_day = match anchor_day {
-        None => AnchorDay::default(),
         Some(d) => AnchorDay::new(d).map_err(|e| AdminError::BadRequest(e.to_string()))?,
+        None => ledger
+            .subscription(user_id)
+            .await?
+            .and_then(|s| u8::try_from(s.anchor_day).ok())
+            .and_then(|d| AnchorDay::new(d).ok())
+            .unwrap_or_default(),
     };
     ledger.create_user(user_id, None, None).await?;
     ledger

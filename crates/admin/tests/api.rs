@@ -404,6 +404,17 @@ async fn plans_pricing_subscription_and_status() {
             .unwrap()
             .contains("-15T00:00:00")
     );
+    // A change of plan that names no anchor day keeps the subscription's.
+    let (status, body) = server
+        .send_json(
+            "POST",
+            "/api/subscription/subscribe/dave",
+            ADMIN_TOKEN,
+            json!({"plan_id": "free"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["anchor_day"], 15, "{body}");
     for (req, want) in [
         (json!({"billing_cycle": "monthly"}), 400),
         (json!({"plan_id": "platinum"}), 404),

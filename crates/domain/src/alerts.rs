@@ -141,7 +141,7 @@ fn crossing(limit: Limit, threshold_pct: u8, used: u64) -> Crossing {
 /// The name in a title: the provider's (`Tavily`) or the plan-wide limit's.
 fn subject(key: LimitKey) -> String {
     match key {
-        LimitKey::ProviderCalls(p) | LimitKey::ProviderTokens(p) => capitalised(p.seed_name()),
+        LimitKey::ProviderCalls(p) | LimitKey::ProviderTokens(p) => p.display_name().to_owned(),
         LimitKey::TotalCalls => "Total API Calls".to_owned(),
         LimitKey::TotalTokens => "Total Tokens".to_owned(),
         LimitKey::Cost => "Monthly Cost".to_owned(),
@@ -151,8 +151,8 @@ fn subject(key: LimitKey) -> String {
 /// The limit in a sentence: `tavily API calls`, `gemini tokens`, `monthly cost`.
 fn what(key: LimitKey) -> String {
     match key {
-        LimitKey::ProviderCalls(p) => format!("{} API calls", p.seed_name()),
-        LimitKey::ProviderTokens(p) => format!("{} tokens", p.seed_name()),
+        LimitKey::ProviderCalls(p) => format!("{} API calls", p.display_name()),
+        LimitKey::ProviderTokens(p) => format!("{} tokens", p.display_name()),
         LimitKey::TotalCalls => "total API calls".to_owned(),
         LimitKey::TotalTokens => "total tokens".to_owned(),
         LimitKey::Cost => "monthly cost".to_owned(),
@@ -180,14 +180,6 @@ fn grouped(value: u64) -> String {
     out
 }
 
-fn capitalised(name: &str) -> String {
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +203,20 @@ mod tests {
         assert_eq!(c.alert_type, "usage_warning");
         assert_eq!(c.limit_key(), "tavily_calls");
         assert_eq!(c.title, "API Usage Notice - Tavily");
+        let openai = crossing(
+            Limit {
+                key: LimitKey::ProviderCalls(Provider::OpenAi),
+                max: 10,
+            },
+            80,
+            8,
+        );
+        assert_eq!(openai.title, "API Usage Notice - OpenAI");
+        assert!(
+            openai.message.contains("OpenAI API calls"),
+            "{}",
+            openai.message
+        );
         assert_eq!(
             c.message,
             "You have used 16 of 20 tavily API calls (80% of your limit; alert threshold 80%)."

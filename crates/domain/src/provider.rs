@@ -51,6 +51,21 @@ impl Provider {
         }
     }
 
+    /// The provider's name in human text: messages, alert titles, the dashboard.
+    pub const fn display_name(self) -> &'static str {
+        match self {
+            Provider::Gemini => "Gemini",
+            Provider::OpenAi => "OpenAI",
+            Provider::Anthropic => "Anthropic",
+            Provider::Mistral => "Mistral",
+            Provider::Tavily => "Tavily",
+            Provider::Serper => "Serper",
+            Provider::Exa => "Exa",
+            Provider::Firecrawl => "Firecrawl",
+            Provider::Stability => "Stability AI",
+        }
+    }
+
     /// The name in the seed's API and tables (`metaphor_calls`): only Exa differs.
     pub const fn seed_name(self) -> &'static str {
         match self {

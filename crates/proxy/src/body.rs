@@ -147,7 +147,11 @@ async fn admit_body(
     // completion that is not a stream).
     Ok(
         match rewrite_body(provider, &ctx.path, &held, &ctx.facts, inject) {
-            Some(rewritten) => Bytes::from(rewritten),
+            Some(rewritten) => {
+                // An OpenAI-compatible body is rewritten only to ask for the stream's usage.
+                ctx.usage_injected = provider == tollgate_domain::Provider::OpenAi;
+                Bytes::from(rewritten)
+            }
             None => Bytes::from(held),
         },
     )

@@ -14,6 +14,7 @@ use tollgate_usage::{RequestFacts, Scanner};
 use crate::errors::GatewayError;
 use crate::keys::Identity;
 use crate::snapshot::Snapshot;
+use crate::usage_chunk::UsageChunkFilter;
 
 /// The Pingora error a refusal fails the request with; `fail_to_proxy` renders the refusal kept
 /// in the context.
@@ -65,6 +66,10 @@ pub struct RequestCtx {
     /// with it.
     pub refusal: Option<GatewayError>,
     pub scanner: Option<Scanner>,
+    /// The gateway asked for a stream's usage chunk that the client did not ask for.
+    pub usage_injected: bool,
+    /// Removes that chunk from what the client receives (an event stream passed through).
+    pub usage_chunk: Option<UsageChunkFilter>,
     /// The provider's status; 0 until a response (or the gateway's own end of the call).
     pub status: u16,
     pub response_bytes: u64,
@@ -91,6 +96,8 @@ impl RequestCtx {
             admitted: None,
             refusal: None,
             scanner: None,
+            usage_injected: false,
+            usage_chunk: None,
             status: 0,
             response_bytes: 0,
             overhead: Duration::ZERO,

@@ -23,7 +23,7 @@ pub enum GatewayError {
     MissingKey,
     #[error("invalid API key")]
     UnknownKey,
-    #[error("{provider} is not included in your plan ({plan})")]
+    #[error("{} is not included in your plan ({plan})", provider.display_name())]
     NotInPlan { provider: Provider, plan: String },
     #[error("{}", limit_message(.0))]
     LimitExceeded(Denial),
@@ -41,15 +41,15 @@ pub enum GatewayError {
     BodyTimeout { timeout_ms: u64 },
     #[error("request body is larger than {max_bytes} bytes")]
     BodyTooLarge { max_bytes: u64 },
-    #[error("{0} is not configured on this gateway (no provider key)")]
+    #[error("{} is not configured on this gateway (no provider key)", .0.display_name())]
     ProviderNotConfigured(Provider),
     #[error("API keys cannot be checked right now; try again shortly")]
     KeyStoreUnavailable,
     #[error("usage limits cannot be checked right now; try again shortly")]
     CounterStoreUnavailable,
-    #[error("could not connect to {0}")]
+    #[error("could not connect to {}", .0.display_name())]
     UpstreamConnect(Provider),
-    #[error("{0} did not answer in time")]
+    #[error("{} did not answer in time", .0.display_name())]
     UpstreamTimeout(Provider),
     #[error("internal gateway error")]
     Internal,

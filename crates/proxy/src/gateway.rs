@@ -33,11 +33,10 @@ use crate::head::{BodyPlan, has_body};
 use crate::jobs::JobBilling;
 use crate::keys::KeyRing;
 use crate::limits::Counters;
-use crate::metering::scanner_for;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::upstream::AddressCache;
-use crate::{body, head, respond, upstream};
+use crate::{body, head, metering, respond, upstream};
 
 /// The gateway: the configuration snapshot, and what outlives any one snapshot (counters, the
 /// ledger, stored keys, metrics, alerts).
@@ -209,9 +208,7 @@ impl ProxyHttp for Gateway {
             self.metrics.upstream_latency(provider, sent.elapsed());
         }
         let started = Instant::now();
-        ctx.status = upstream_response.status.as_u16();
-        let method = session.req_header().method.as_str();
-        ctx.scanner = scanner_for(ctx, method, upstream_response);
+        metering::start_response(ctx, session.req_header().method.as_str(), upstream_response);
         ctx.overhead += started.elapsed();
         Ok(())
     }
@@ -220,17 +217,12 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if let Some(chunk) = body.as_ref() {
-            ctx.response_bytes += chunk.len() as u64;
-            if let Some(scanner) = ctx.scanner.as_mut() {
-                let started = Instant::now();
-                scanner.feed(chunk);
-                ctx.overhead += started.elapsed();
-            }
-        }
+        let started = Instant::now();
+        metering::observe_chunk(ctx, body, end_of_stream);
+        ctx.overhead += started.elapsed();
         Ok(None)
     }
 

@@ -30,6 +30,7 @@ pub mod route;
 mod settle;
 pub mod snapshot;
 pub mod upstream;
+pub mod usage_chunk;
 
 pub use alerts::AlertRaiser;
 pub use context::RequestCtx;

@@ -6,6 +6,7 @@
 //! marked `estimated`; a call the provider refused or never answered is recorded with its status
 //! and bills nothing beyond what the provider reported.
 
+use bytes::Bytes;
 use chrono::Utc;
 use pingora::http::ResponseHeader;
 use tollgate_config::Config;
@@ -16,6 +17,7 @@ use tollgate_usage::{RequestFacts, RequestInfo, Scanned, Scanner, priced_name};
 use crate::context::RequestCtx;
 use crate::keys::Identity;
 use crate::pricing;
+use crate::usage_chunk::UsageChunkFilter;
 
 /// Bytes per token assumed when usage must be estimated: generous for English text, so an
 /// estimate errs towards the provider's own count rather than far below it.
@@ -37,6 +39,38 @@ pub fn scanner_for(ctx: &RequestCtx, method: &str, response: &ResponseHeader) ->
         response_content_type: header(http::header::CONTENT_TYPE),
         response_content_encoding: header(http::header::CONTENT_ENCODING),
     }))
+}
+
+/// Starts reading a response whose head just arrived: its scanner, and the filter that keeps
+/// the usage chunk the gateway asked for from a client that did not (an event stream passed
+/// through as the provider sent it, uncompressed and without a fixed length).
+pub fn start_response(ctx: &mut RequestCtx, method: &str, response: &ResponseHeader) {
+    ctx.status = response.status.as_u16();
+    ctx.scanner = scanner_for(ctx, method, response);
+    let header = |name| response.headers.get(name).and_then(|v| v.to_str().ok());
+    let streamed = header(http::header::CONTENT_TYPE).is_some_and(|t| t.contains("event-stream"))
+        && header(http::header::CONTENT_ENCODING)
+            .is_none_or(|e| e.eq_ignore_ascii_case("identity"))
+        && header(http::header::CONTENT_LENGTH).is_none();
+    if ctx.usage_injected && streamed && response.status.is_success() {
+        ctx.usage_chunk = Some(UsageChunkFilter::default());
+    }
+}
+
+/// One chunk of the response on its way to the client: counted, fed to the scanner as the
+/// provider sent it, and passed on (without the injected usage chunk).
+pub fn observe_chunk(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bool) {
+    if let Some(chunk) = body.as_ref() {
+        ctx.response_bytes += chunk.len() as u64;
+        if let Some(scanner) = ctx.scanner.as_mut() {
+            scanner.feed(chunk);
+        }
+    }
+    if let Some(filter) = ctx.usage_chunk.as_mut() {
+        let chunk = body.take().unwrap_or_default();
+        let out = filter.filter(chunk, end_of_stream);
+        *body = (!out.is_empty() || end_of_stream).then_some(out);
+    }
 }
 
 /// What the proxy knows about a finished call.

@@ -4,6 +4,7 @@
 //! end of a call the gateway fails: a hold given back when nothing reached the provider.
 
 use pingora::{Error, ErrorSource, ErrorType};
+use tollgate_domain::Provider;
 use tollgate_usage::Scanner;
 
 use crate::context::RequestCtx;
@@ -30,6 +31,12 @@ impl Gateway {
                 .bill_increase(provider, method, &ctx.path, user, scanned)
                 .await;
         }
+        let complete = scanned.as_ref().is_some_and(|s| s.complete);
+        let transport_error = match (&ctx.refusal, error) {
+            (Some(refusal), _) => Some(refusal.to_string()),
+            (None, Some(e)) => ended_by(e, provider, complete),
+            (None, None) => None,
+        };
         let record = CallRecord {
             provider,
             identity: &identity,
@@ -39,11 +46,7 @@ impl Gateway {
             facts: &ctx.facts,
             status: ctx.status,
             scanned,
-            transport_error: ctx
-                .refusal
-                .as_ref()
-                .map(ToString::to_string)
-                .or_else(|| error.map(|e| e.to_string())),
+            transport_error,
             request_bytes: ctx.request_bytes,
             response_bytes: ctx.response_bytes,
             latency_ms: u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -95,6 +98,48 @@ impl Gateway {
     }
 }
 
+/// How a call that failed after it was admitted ended, in the gateway's words for its usage
+/// event (Pingora's own messages name internal states and peers' addresses). A client that
+/// hangs up after the provider's terminal event (`[DONE]`, `message_stop`, the last
+/// `finishReason`) — as the SDKs do once they have read it — ended a successful call: `None`.
+fn ended_by(e: &Error, provider: Provider, complete: bool) -> Option<String> {
+    let provider = provider.display_name();
+    let why = match (e.esource(), e.etype()) {
+        (ErrorSource::Downstream, _) if complete => return None,
+        (ErrorSource::Downstream, ErrorType::ReadTimedout) => {
+            "the client's request body did not arrive in time".to_owned()
+        }
+        (ErrorSource::Downstream, _) => {
+            "the client disconnected before the response was complete".to_owned()
+        }
+        (ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
+            format!("{provider} did not answer in time")
+        }
+        (
+            _,
+            ErrorType::ConnectTimedout
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectError
+            | ErrorType::ConnectNoRoute
+            | ErrorType::TLSHandshakeFailure,
+        ) => format!("could not connect to {provider}"),
+        (ErrorSource::Upstream, ErrorType::ConnectionClosed) => {
+            format!("{provider} closed the connection before the response was complete")
+        }
+        (ErrorSource::Upstream, kind) => {
+            format!(
+                "{provider}'s response could not be relayed ({})",
+                kind.as_str()
+            )
+        }
+        (_, kind) => format!(
+            "the gateway could not complete the call ({})",
+            kind.as_str()
+        ),
+    };
+    Some(why)
+}
+
 /// A Pingora error as the gateway's: who was at fault, in the provider's terms.
 fn failure(e: &Error, ctx: &RequestCtx) -> GatewayError {
     let Some(provider) = ctx.provider else {
@@ -117,5 +162,37 @@ fn failure(e: &Error, ctx: &RequestCtx) -> GatewayError {
         | ErrorType::ConnectProxyFailure => GatewayError::UpstreamConnect(provider),
         _ if e.esource() == &ErrorSource::Upstream => GatewayError::UpstreamConnect(provider),
         _ => GatewayError::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_ends_in_the_gateways_words() {
+        let closed = Error::new_down(ErrorType::ConnectionClosed);
+        // The SDKs hang up once they have read the terminal event: a success.
+        assert_eq!(ended_by(&closed, Provider::OpenAi, true), None);
+        assert_eq!(
+            ended_by(&closed, Provider::OpenAi, false).as_deref(),
+            Some("the client disconnected before the response was complete")
+        );
+        let timeout = Error::new_up(ErrorType::ReadTimedout);
+        assert_eq!(
+            ended_by(&timeout, Provider::Anthropic, false).as_deref(),
+            Some("Anthropic did not answer in time")
+        );
+        let reset = Error::explain(ErrorType::ConnectionClosed, "peer 127.0.0.1:4711").into_up();
+        let said = ended_by(&reset, Provider::Gemini, true).unwrap();
+        assert_eq!(
+            said,
+            "Gemini closed the connection before the response was complete"
+        );
+        let refused = Error::new_up(ErrorType::ConnectRefused);
+        assert_eq!(
+            ended_by(&refused, Provider::Exa, false).as_deref(),
+            Some("could not connect to Exa")
+        );
     }
 }

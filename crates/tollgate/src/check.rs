@@ -49,9 +49,6 @@ pub fn serve_preview(path: &Path) -> anyhow::Result<ExitCode> {
     };
     eprint!("{warnings}");
     print!("{}", describe(&config));
-    println!(
-        "\nThis version validates and describes the configuration; the proxy service is not part of it yet."
-    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -22,26 +22,31 @@ fn mock_openai() -> Mock {
         let request: serde_json::Value = serde_json::from_slice(&seen.body).unwrap_or_default();
         let stream_usage = request["stream_options"]["include_usage"] == true;
         if request["stream"] == true {
-            let mut events = vec![
-                r#"{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"}}],"usage":null}"#.to_owned(),
-                r#"{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}],"usage":null}"#.to_owned(),
-            ];
-            if stream_usage {
-                events.push(r#"{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":1337,"completion_tokens":211,"total_tokens":1548,"prompt_tokens_details":{"cached_tokens":1152}}}"#.to_owned());
-            }
-            let mut body = String::new();
-            for e in events {
-                body.push_str(&format!("data: {e}\n\n"));
-            }
-            body.push_str("data: [DONE]\n\n");
             // Split mid-event, as a network would.
-            Reply::sse(body, 37)
+            Reply::sse(mock_stream(stream_usage), 37)
         } else {
             Reply::json(
                 r#"{"id":"c2","object":"chat.completion","model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0}}}"#,
             )
         }
     })
+}
+
+/// The mock's chat stream, with the final usage chunk when the request asked for it.
+fn mock_stream(stream_usage: bool) -> Vec<u8> {
+    let mut events = vec![
+                r#"{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"}}],"usage":null}"#.to_owned(),
+                r#"{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}],"usage":null}"#.to_owned(),
+            ];
+    if stream_usage {
+        events.push(r#"{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":1337,"completion_tokens":211,"total_tokens":1548,"prompt_tokens_details":{"cached_tokens":1152}}}"#.to_owned());
+    }
+    let mut body = String::new();
+    for e in events {
+        body.push_str(&format!("data: {e}\n\n"));
+    }
+    body.push_str("data: [DONE]\n\n");
+    body.into_bytes()
 }
 
 fn start_gateway(upstream_port: u16, openai_calls: u64) -> Gateway {
@@ -98,7 +103,7 @@ fn bearer() -> String {
 #[test]
 fn openai_calls_are_forwarded_metered_and_limited() {
     let upstream = mock_openai();
-    let gw = start_gateway(upstream.port, 3);
+    let gw = start_gateway(upstream.port, 4);
     let auth = bearer();
     let path = "/openai/v1/chat/completions";
 
@@ -125,8 +130,9 @@ fn openai_calls_are_forwarded_metered_and_limited() {
         );
     }
 
-    // 2. A stream without include_usage: the gateway asks for usage; the client still gets
-    //    every event, split as the upstream split it.
+    // 2. A stream without include_usage: the gateway asks for usage and meters it, and the
+    //    client gets the provider's stream without the usage chunk it did not ask for, byte for
+    //    byte; a client that asked for it gets it.
     let (status, _, body) = request(
         gw.port,
         path,
@@ -134,12 +140,22 @@ fn openai_calls_are_forwarded_metered_and_limited() {
         r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
     );
     assert_eq!(status, 200, "{body}");
-    assert!(
-        body.contains(r#""content":"Hel""#) && body.ends_with("data: [DONE]\n\n"),
-        "{body}"
-    );
     let forwarded: serde_json::Value = serde_json::from_slice(&upstream.seen()[1].body).unwrap();
     assert_eq!(forwarded["stream_options"]["include_usage"], true);
+    let provider_stream = String::from_utf8(mock_stream(true)).unwrap();
+    let usage_chunk = provider_stream
+        .split_inclusive("\n\n")
+        .find(|event| event.contains(r#""choices":[]"#))
+        .unwrap();
+    assert_eq!(body, provider_stream.replace(usage_chunk, ""));
+    let (status, _, asked) = request(
+        gw.port,
+        path,
+        &[("x-api-key", CLIENT_KEY)],
+        r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}"#,
+    );
+    assert_eq!(status, 200, "{asked}");
+    assert_eq!(asked, provider_stream);
 
     // 3. Missing and unknown keys: 401 in OpenAI's shape, nothing forwarded.
     let (status, _, body) = request(gw.port, path, &[], r#"{"model":"gpt-4o"}"#);
@@ -168,7 +184,7 @@ fn openai_calls_are_forwarded_metered_and_limited() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("model_not_priced"), "{body}");
 
-    // 6. The third call uses the last of 3; the fourth is refused with 429 naming the limit.
+    // 6. The fourth call uses the last of 4; the fifth is refused with 429 naming the limit.
     let (status, _, _) = request(
         gw.port,
         path,
@@ -186,7 +202,7 @@ fn openai_calls_are_forwarded_metered_and_limited() {
     let error: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error["error"]["code"], "usage_limit_exceeded");
     assert_eq!(error["tollgate"]["limit"], "openai_calls");
-    assert_eq!(error["tollgate"]["limit_value"], 3);
+    assert_eq!(error["tollgate"]["limit_value"], 4);
     let head = head.to_ascii_lowercase();
     assert!(head.contains("x-should-retry: false"), "{head}");
     assert!(!head.contains("retry-after: "), "{head}");
@@ -244,23 +260,22 @@ fn openai_calls_are_forwarded_metered_and_limited() {
     assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
 
-    // Only the three admitted calls reached the provider; refused bodies never completed.
+    // Only the four admitted calls reached the provider; refused bodies never completed.
     let complete: Vec<_> = upstream
         .seen()
         .into_iter()
         .filter(|s| !s.body.is_empty())
         .collect();
-    assert_eq!(complete.len(), 3, "{complete:?}");
+    assert_eq!(complete.len(), 4, "{complete:?}");
 
     // Every admitted call is one usage event, priced from pricing/openai.toml.
     let dir = gw.stop();
     let db = format!("sqlite://{}", dir.path().join("ledger.db").display());
     let rows = common::ledger_rows(&db, "alice");
-    assert_eq!(rows.len(), 3, "{rows:?}");
-    let streamed = rows
-        .iter()
-        .find(|r| r.input_tokens == 1_337)
-        .expect("the streamed call's usage");
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    let streamed: Vec<_> = rows.iter().filter(|r| r.input_tokens == 1_337).collect();
+    assert_eq!(streamed.len(), 2, "both streams metered: {rows:?}");
+    let streamed = streamed[0];
     assert_eq!(streamed.cached_input_tokens, 1_152);
     assert_eq!(streamed.output_tokens, 211);
     // 185 × 2.50/M + 1,152 × 1.25/M + 211 × 10.00/M.

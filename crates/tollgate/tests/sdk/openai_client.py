@@ -60,8 +60,8 @@ def main():
         "usage": usage(completion.usage),
     }
 
-    # stream=True without stream_options: the last chunk (no choices, only usage) is there
-    # because the gateway asked for it.
+    # stream=True without stream_options: as from OpenAI, no usage chunk reaches the SDK (the
+    # gateway asks for one to meter the stream and keeps it from the client).
     text, chunks, last_usage = "", 0, None
     for chunk in client.chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True
