@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use tollgate_domain::{BillingPeriod, Limit, LimitKey, Plan, Provider};
+use tollgate_domain::{BillingPeriod, Limit, LimitKey, Measure, Plan, Provider};
 use tollgate_ledger::{Alert, PeriodUsage};
 
 use crate::limits::limits_block;
@@ -40,6 +40,36 @@ pub fn usage_status(plan: &Plan, usage: &PeriodUsage) -> &'static str {
     } else {
         "active"
     }
+}
+
+/// The input bound of a small call (a short prompt: its body's bytes), for
+/// [`admits_a_small_call`].
+pub const SMALL_CALL_INPUT_TOKENS: u64 = 128;
+
+/// Whether admission would take a small call now: one call of a short prompt
+/// ([`SMALL_CALL_INPUT_TOKENS`]) and the plan's minimum output (what a call clamped to its
+/// budget is still allowed), fitting every plan-wide limit and the limits of at least one
+/// provider of the plan that the gateway can call (`callable`: enabled, with a key). The cost
+/// cap needs something left.
+pub fn admits_a_small_call(
+    plan: &Plan,
+    usage: &PeriodUsage,
+    callable: impl Fn(Provider) -> bool,
+) -> bool {
+    let room = |limit: &Limit| {
+        let left = limit.max.saturating_sub(used(usage, limit.key));
+        match limit.key.measure() {
+            Measure::Calls | Measure::CostNanousd => left > 0,
+            Measure::Tokens => left >= SMALL_CALL_INPUT_TOKENS + plan.min_output_tokens,
+        }
+    };
+    Provider::ALL
+        .into_iter()
+        .filter(|&p| callable(p))
+        .any(|provider| {
+            plan.limits_for(provider)
+                .is_ok_and(|limits| limits.iter().all(room))
+        })
 }
 
 pub fn alert_out(a: &Alert) -> AlertOut {
@@ -213,6 +243,8 @@ mod tests {
             total_calls: None,
             total_tokens: None,
             on_counter_store_unreachable: None,
+            on_short_budget: tollgate_domain::ShortBudget::Clamp,
+            min_output_tokens: tollgate_domain::DEFAULT_MIN_OUTPUT_TOKENS,
         }
     }
 

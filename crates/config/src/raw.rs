@@ -134,6 +134,8 @@ pub struct PlanEntry {
     pub total_calls: Option<i64>,
     pub total_tokens: Option<i64>,
     pub on_counter_store_unreachable: Option<String>,
+    pub on_short_budget: Option<String>,
+    pub min_output_tokens: Option<i64>,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderLimitsEntry>,
 }

@@ -20,7 +20,10 @@ pub use alerts::{AlertSeverity, Crossing, crossings};
 pub use cost::{Cost, cost, upper_bound_cost};
 pub use money::{Decimal, DecimalError, Rate, format_usd, round_div};
 pub use period::{AnchorDay, BillingPeriod};
-pub use plan::{NotInPlan, Plan, ProviderLimits, Tier, UnknownTier, UnreachablePolicy};
+pub use plan::{
+    DEFAULT_MIN_OUTPUT_TOKENS, NotInPlan, Plan, ProviderLimits, ShortBudget, Tier, UnknownTier,
+    UnreachablePolicy,
+};
 pub use price::{
     ContextTier, ModelPrice, PriceBook, PriceMatch, ProviderPrices, TokenRates, UnitKind, UnitRate,
 };

@@ -105,7 +105,36 @@ pub struct Plan {
     pub total_tokens: Option<u64>,
     /// Overrides the gateway-wide policy for this plan's users.
     pub on_counter_store_unreachable: Option<UnreachablePolicy>,
+    /// What admission does with an LLM call whose upper bound does not fit what is left of a
+    /// token budget or cost cap.
+    pub on_short_budget: ShortBudget,
+    /// The least output a call clamped to what is left must still be allowed; below it the call
+    /// is refused.
+    pub min_output_tokens: u64,
 }
+
+/// What admission does with an LLM call whose upper bound does not fit what is left of a token
+/// budget or cost cap, when a smaller output cap would fit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ShortBudget {
+    /// Admit it with its output cap rewritten to the largest that fits (the client is told).
+    #[default]
+    Clamp,
+    /// Refuse it (429), as for any other limit.
+    Refuse,
+}
+
+impl ShortBudget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShortBudget::Clamp => "clamp",
+            ShortBudget::Refuse => "refuse",
+        }
+    }
+}
+
+/// The least output a clamped call is allowed by default: enough for a short answer.
+pub const DEFAULT_MIN_OUTPUT_TOKENS: u64 = 256;
 
 /// The provider is not part of the plan (its call limit is 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -218,6 +247,8 @@ mod tests {
             total_calls: None,
             total_tokens: Some(1_000_000),
             on_counter_store_unreachable: None,
+            on_short_budget: ShortBudget::Clamp,
+            min_output_tokens: DEFAULT_MIN_OUTPUT_TOKENS,
         }
     }
 

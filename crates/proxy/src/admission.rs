@@ -9,17 +9,19 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use tollgate_config::Config;
 use tollgate_counters::{CounterError, Reservation, Reserved};
 use tollgate_domain::{
-    Amount, BillingPeriod, Limit, ModelPrice, Provider, UnreachablePolicy, upper_bound_cost,
+    Amount, BillingPeriod, Denial, Limit, Measure, ModelPrice, Provider, ShortBudget,
+    UnreachablePolicy, upper_bound_cost,
 };
 use tollgate_usage::{RequestFacts, priced_name};
 
 use crate::errors::GatewayError;
 use crate::keys::Identity;
 use crate::pricing;
+use crate::request::output_cap_field;
 
 /// What to ask the counters to reserve for one call.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReservePlan {
+pub struct ReservePlan<'a> {
     /// The name the call is priced under (`tollgate_usage::priced_name`).
     pub model: String,
     pub period: BillingPeriod,
@@ -29,18 +31,24 @@ pub struct ReservePlan {
     pub expires_at: DateTime<Utc>,
     /// What to do when the counter store cannot be reached.
     pub policy: UnreachablePolicy,
+    /// The price the amount was bounded at.
+    pub price: Option<&'a ModelPrice>,
+    /// When the bound does not fit a token budget or cost cap: the least output a smaller cap
+    /// may leave (`None`: refuse instead — the plan says so, or the request has no output cap
+    /// the gateway can set).
+    pub clamp_floor: Option<u64>,
 }
 
 /// The reservation a call to `provider` at `path` must make, or why it is refused before any
 /// counter is asked: a provider outside the plan, a token-billed model without a price.
-pub fn plan_reservation(
-    config: &Config,
+pub fn plan_reservation<'a>(
+    config: &'a Config,
     identity: &Identity,
     provider: Provider,
     path: &str,
     facts: &RequestFacts,
     now: DateTime<Utc>,
-) -> Result<ReservePlan, GatewayError> {
+) -> Result<ReservePlan<'a>, GatewayError> {
     let plan = config
         .plans
         .get(&identity.plan)
@@ -66,7 +74,56 @@ pub fn plan_reservation(
         policy: plan
             .on_counter_store_unreachable
             .unwrap_or(config.storage.on_counter_store_unreachable),
+        price: price.price(),
+        clamp_floor: (plan.on_short_budget == ShortBudget::Clamp
+            && output_cap_field(provider, path).is_some())
+        .then_some(plan.min_output_tokens),
     })
+}
+
+/// When `denial` refused a call for a token budget or the cost cap, the largest output cap that
+/// fits what is left of it, and the amount to reserve with it: `None` when the plan does not
+/// clamp, the limit counts calls, or less than the plan's minimum output fits.
+pub fn clamp(
+    plan: &ReservePlan<'_>,
+    facts: &RequestFacts,
+    denial: &Denial,
+) -> Option<(u64, Amount)> {
+    let floor = plan.clamp_floor?;
+    let input = facts.input_tokens_bound;
+    let current = plan.amount.tokens.saturating_sub(input);
+    let left = denial.remaining();
+    let fits = match denial.limit.key.measure() {
+        Measure::Calls => return None,
+        Measure::Tokens => left.checked_sub(input)?,
+        Measure::CostNanousd => {
+            let price = plan.price?;
+            let cost = |output| upper_bound_cost(price, input, output, 0);
+            if cost(0) > left {
+                return None;
+            }
+            // The cost is monotonic in the output: the largest output that still fits.
+            let (mut low, mut high) = (0, current);
+            while low < high {
+                let mid = low + (high - low).div_ceil(2);
+                if cost(mid) <= left {
+                    low = mid
+                } else {
+                    high = mid - 1
+                }
+            }
+            low
+        }
+    };
+    let output = fits.min(current.saturating_sub(1));
+    if output < floor {
+        return None;
+    }
+    let capped = RequestFacts {
+        max_output_tokens: Some(output),
+        ..facts.clone()
+    };
+    Some((output, reservation_amount(&capped, plan.price, true)))
 }
 
 /// The counters' answer as the call's reservation, or its refusal.
@@ -113,7 +170,7 @@ pub fn reservation_amount(
 mod tests {
     use super::*;
     use chrono::NaiveDate;
-    use tollgate_domain::{Rate, TokenRates};
+    use tollgate_domain::{LimitKey, Rate, TokenRates};
 
     fn price(max_output: Option<u64>) -> ModelPrice {
         ModelPrice {
@@ -265,5 +322,73 @@ mod tests {
             outcome(Err(unreachable)),
             Err(GatewayError::CounterStoreUnavailable)
         ));
+    }
+
+    #[test]
+    fn a_call_that_does_not_fit_a_budget_is_clamped_to_what_is_left() {
+        let config = shipped();
+        let now = "2026-12-06T10:00:00Z".parse().unwrap();
+        const GEMINI: &str = "/v1beta/models/gemini-2.5-pro:generateContent";
+        let body = br#"{"contents":[{"parts":[{"text":"hello"}]}]}"#;
+        let facts = tollgate_usage::RequestFacts::read(Provider::Gemini, GEMINI, body).unwrap();
+        let plan = plan_reservation(
+            &config,
+            &caller("free"),
+            Provider::Gemini,
+            GEMINI,
+            &facts,
+            now,
+        )
+        .unwrap();
+        let input = body.len() as u64;
+        let denial = |key, max, used| Denial {
+            limit: Limit { key, max },
+            standing: tollgate_domain::Standing { used, reserved: 0 },
+            requested: plan.amount.of(key.measure()),
+            resets_at: now,
+            retry_after_secs: 0,
+        };
+        // 10,000 tokens left of the Gemini budget: the output cap is what is left after the
+        // input's bound, and the new amount fits exactly.
+        let tokens = LimitKey::ProviderTokens(Provider::Gemini);
+        let (output, amount) = clamp(&plan, &facts, &denial(tokens, 100_000, 90_000)).unwrap();
+        assert_eq!(output, 10_000 - input);
+        assert_eq!(amount.tokens, 10_000);
+        // Less than the plan's minimum output left: refused.
+        assert_eq!(
+            clamp(
+                &plan,
+                &facts,
+                &denial(tokens, 100_000, 100_000 - input - 255)
+            ),
+            None
+        );
+        // The cost cap: the largest output whose bound fits what is left.
+        let (output, amount) = clamp(
+            &plan,
+            &facts,
+            &denial(LimitKey::Cost, 2_000_000_000, 1_995_000_000),
+        )
+        .unwrap();
+        // $0.005 left: the input's bound and about 494 output tokens at $10/M.
+        assert!(amount.cost_nanousd <= 5_000_000, "{amount:?}");
+        assert!((400..500).contains(&output), "{output}");
+        let one_more = RequestFacts {
+            max_output_tokens: Some(output + 1),
+            ..facts.clone()
+        };
+        assert!(reservation_amount(&one_more, plan.price, true).cost_nanousd > 5_000_000);
+        // A calls limit cannot be met by a smaller output.
+        let calls = LimitKey::ProviderCalls(Provider::Gemini);
+        assert_eq!(clamp(&plan, &facts, &denial(calls, 100, 100)), None);
+        // A plan that refuses, or an endpoint without an output cap, is not clamped.
+        let refusing = ReservePlan {
+            clamp_floor: None,
+            ..plan.clone()
+        };
+        assert_eq!(
+            clamp(&refusing, &facts, &denial(tokens, 100_000, 90_000)),
+            None
+        );
     }
 }

@@ -1,60 +1,93 @@
-//! Admitting a call: the reservation admission plans, asked of the counters, and the alerts of
+//! Admitting a call: the reservation admission plans, asked of the counters (again with a lower
+//! output cap when the plan clamps calls to what is left of a budget), and the alerts of
 //! counters that were just started from the ledger.
 
 use chrono::Utc;
-use tollgate_counters::{CounterError, ReserveRequest};
+use tollgate_counters::{CounterError, ReserveRequest, Reserved};
 
-use crate::admission::{outcome, plan_reservation};
+use crate::admission::{clamp, outcome, plan_reservation};
 use crate::context::{Admitted, RequestCtx};
 use crate::errors::GatewayError;
 use crate::gateway::Gateway;
 
+/// Reservations tried for one call: its bound, then at most two lower output caps (a second
+/// clamp when another call took part of what was left in between).
+const ATTEMPTS: usize = 3;
+
 impl Gateway {
     /// Reserves the call's upper bound against every limit of the caller's plan that applies,
-    /// from `ctx.facts`; on success the reservation is in `ctx.admitted`.
-    pub(crate) async fn admit(&self, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
-        let (Some(provider), Some(identity)) = (ctx.provider, ctx.identity.as_ref()) else {
+    /// from `ctx.facts`; on success the reservation is in `ctx.admitted`, and a cap lowered to
+    /// fit a budget in `ctx.output_cap` (only when `can_cap`: the body is there to rewrite).
+    pub(crate) async fn admit(
+        &self,
+        ctx: &mut RequestCtx,
+        can_cap: bool,
+    ) -> Result<(), GatewayError> {
+        let (Some(provider), Some(identity)) = (ctx.provider, ctx.identity.clone()) else {
             return Err(GatewayError::Internal);
         };
-        let config = &ctx.snapshot.config;
+        let snapshot = std::sync::Arc::clone(&ctx.snapshot);
+        let config = &snapshot.config;
         let now = Utc::now();
-        let plan = plan_reservation(config, identity, provider, &ctx.path, &ctx.facts, now)?;
-        let request = ReserveRequest {
-            user: &identity.user,
-            period: plan.period,
-            provider,
-            limits: &plan.limits,
-            amount: plan.amount,
-            now,
-            expires_at: plan.expires_at,
-        };
-        let answer = self.counters.reserve(request, plan.policy).await;
-        let answer = match answer {
-            Ok((reserved, seeded)) => {
-                // Counters started from the ledger: raise what the use they start from reached.
-                if let (Some(totals), Some(alerts)) = (seeded, &self.alerts)
-                    && let Some(user_plan) = config.plans.get(&identity.plan)
-                {
-                    let limits = user_plan.all_limits();
-                    let thresholds = &config.alert_thresholds;
-                    alerts.raise_reached(&identity.user, plan.period, &limits, &totals, thresholds);
+        let plan = plan_reservation(config, &identity, provider, &ctx.path, &ctx.facts, now)?;
+        let (mut amount, mut cap) = (plan.amount, None);
+        for attempt in 1..=ATTEMPTS {
+            let request = ReserveRequest {
+                user: &identity.user,
+                period: plan.period,
+                provider,
+                limits: &plan.limits,
+                amount,
+                now,
+                expires_at: plan.expires_at,
+            };
+            let answer = match self.counters.reserve(request, plan.policy).await {
+                Ok((reserved, seeded)) => {
+                    // Counters started from the ledger: raise what the use they start from
+                    // reached.
+                    if let (Some(totals), Some(alerts)) = (seeded, &self.alerts)
+                        && let Some(user_plan) = config.plans.get(&identity.plan)
+                    {
+                        let limits = user_plan.all_limits();
+                        let thresholds = &config.alert_thresholds;
+                        alerts.raise_reached(
+                            &identity.user,
+                            plan.period,
+                            &limits,
+                            &totals,
+                            thresholds,
+                        );
+                    }
+                    Ok(reserved)
                 }
-                Ok(reserved)
-            }
-            Err(e) => {
-                self.metrics.counter_store_error();
-                if !matches!(e, CounterError::Unreachable(_)) {
-                    tracing::warn!(error = %e, "reserving");
+                Err(e) => {
+                    self.metrics.counter_store_error();
+                    if !matches!(e, CounterError::Unreachable(_)) {
+                        tracing::warn!(error = %e, "reserving");
+                    }
+                    Err(e)
                 }
-                Err(e)
+            };
+            if let Ok(Reserved::Denied(denial)) = &answer
+                && can_cap
+                && attempt < ATTEMPTS
+                && let Some((output, clamped)) = clamp(&plan, &ctx.facts, denial)
+            {
+                (amount, cap) = (clamped, Some(output));
+                continue;
             }
-        };
-        let reservation = outcome(answer)?;
-        ctx.admitted = Some(Admitted {
-            reservation,
-            period: plan.period,
-            limits: plan.limits,
-        });
-        Ok(())
+            let reservation = outcome(answer)?;
+            if let Some(output) = cap {
+                ctx.facts.max_output_tokens = Some(output);
+                ctx.output_cap = Some(output);
+            }
+            ctx.admitted = Some(Admitted {
+                reservation,
+                period: plan.period,
+                limits: plan.limits,
+            });
+            return Ok(());
+        }
+        Err(GatewayError::Internal)
     }
 }

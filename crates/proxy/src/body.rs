@@ -19,7 +19,7 @@ use crate::context::{BodyState, RequestCtx};
 use crate::errors::GatewayError;
 use crate::gateway::Gateway;
 use crate::head::expects_continue;
-use crate::request::rewrite_body;
+use crate::request::{cap_output, rewrite_body};
 
 /// Bounds the next read of a body by what is left of `body_read_timeout_ms`, counted from when
 /// the headers arrived: Pingora's own timeout is per read, which a client sending a byte at a
@@ -140,8 +140,14 @@ async fn admit_body(
     let provider = ctx.provider.ok_or(GatewayError::Internal)?;
     ctx.facts = RequestFacts::read(provider, &ctx.path, &held)
         .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
-    gw.admit(ctx).await?;
+    gw.admit(ctx, true).await?;
     ctx.request_bytes = held.len() as u64;
+    let held = match ctx.output_cap {
+        // Admitted with a lower output cap to fit what is left of a budget: the provider must
+        // not produce more than was reserved.
+        Some(cap) => cap_output(provider, &ctx.path, &held, cap).ok_or(GatewayError::Internal)?,
+        None => held,
+    };
     let inject = ctx.snapshot.config.proxy.inject_stream_usage;
     // `None`: the body goes as it came (a provider whose bodies are never rewritten, a chat
     // completion that is not a stream).

@@ -61,6 +61,8 @@ pub struct RequestCtx {
     pub request_bytes: u64,
     pub facts: RequestFacts,
     pub admitted: Option<Admitted>,
+    /// The output cap admission lowered the request's to, to fit what was left of a budget.
+    pub output_cap: Option<u64>,
     /// Why the gateway refused or ended the request; kept after `fail_to_proxy` renders it, so
     /// that a call the provider already had (an upload cut off by its deadline) is recorded
     /// with it.
@@ -94,6 +96,7 @@ impl RequestCtx {
             request_bytes: 0,
             facts: RequestFacts::default(),
             admitted: None,
+            output_cap: None,
             refusal: None,
             scanner: None,
             usage_injected: false,

@@ -130,7 +130,7 @@ impl Gateway {
                     .provider
                     .ok_or_else(|| Error::new(ErrorType::InternalError))?;
                 ctx.facts = RequestFacts::of_path(provider, &ctx.path);
-                if let Err(e) = self.admit(ctx).await {
+                if let Err(e) = self.admit(ctx, false).await {
                     return Err(ctx.refuse(e));
                 }
                 let streams_body = has_body(session.req_header());
@@ -144,6 +144,10 @@ impl Gateway {
         }
     }
 }
+
+/// The response header naming the output cap a call was admitted with, when admission lowered
+/// the request's own to fit what was left of a token budget or cost cap.
+pub const OUTPUT_CAP_HEADER: &str = "x-tollgate-max-output-tokens";
 
 fn internal() -> Box<Error> {
     Error::new(ErrorType::InternalError)
@@ -208,6 +212,10 @@ impl ProxyHttp for Gateway {
             self.metrics.upstream_latency(provider, sent.elapsed());
         }
         let started = Instant::now();
+        if let Some(cap) = ctx.output_cap {
+            // The client learns that its output was capped to fit what was left of its budget.
+            upstream_response.insert_header(OUTPUT_CAP_HEADER, cap)?;
+        }
         metering::start_response(ctx, session.req_header().method.as_str(), upstream_response);
         ctx.overhead += started.elapsed();
         Ok(())

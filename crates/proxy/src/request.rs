@@ -5,6 +5,71 @@ use serde_json::Value;
 use tollgate_domain::Provider;
 use tollgate_usage::RequestFacts;
 
+/// Where a request to `provider` at `path` sets its output cap, for the endpoints whose output
+/// the gateway may cap to fit what is left of a budget: a top-level field, or Gemini's
+/// `generationConfig.maxOutputTokens`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputCap {
+    /// OpenAI chat: `max_completion_tokens`, or `max_tokens` when the request uses that.
+    Chat,
+    Field(&'static str),
+    GeminiGenerationConfig,
+}
+
+pub fn output_cap_field(provider: Provider, path: &str) -> Option<OutputCap> {
+    match provider {
+        Provider::OpenAi if path.ends_with("/chat/completions") => Some(OutputCap::Chat),
+        Provider::OpenAi if path.ends_with("/responses") => {
+            Some(OutputCap::Field("max_output_tokens"))
+        }
+        Provider::OpenAi if path.ends_with("/completions") => Some(OutputCap::Field("max_tokens")),
+        Provider::Anthropic if path.ends_with("/messages") => Some(OutputCap::Field("max_tokens")),
+        Provider::Mistral
+            if path.ends_with("/chat/completions") || path.ends_with("/fim/completions") =>
+        {
+            Some(OutputCap::Field("max_tokens"))
+        }
+        Provider::Gemini
+            if path.ends_with(":generateContent") || path.ends_with(":streamGenerateContent") =>
+        {
+            Some(OutputCap::GeminiGenerationConfig)
+        }
+        _ => None,
+    }
+}
+
+/// The body with its output cap set to `cap` (the request's own cap, lowered to fit a budget);
+/// `None` when the body is not a JSON object or the endpoint has no cap to set.
+pub fn cap_output(provider: Provider, path: &str, body: &[u8], cap: u64) -> Option<Vec<u8>> {
+    let field = output_cap_field(provider, path)?;
+    let mut json: Value = serde_json::from_slice(body).ok()?;
+    let object = json.as_object_mut()?;
+    match field {
+        OutputCap::Chat => {
+            let key = if object.contains_key("max_tokens")
+                && !object.contains_key("max_completion_tokens")
+            {
+                "max_tokens"
+            } else {
+                "max_completion_tokens"
+            };
+            object.insert(key.to_owned(), Value::from(cap));
+        }
+        OutputCap::Field(key) => {
+            object.insert(key.to_owned(), Value::from(cap));
+        }
+        OutputCap::GeminiGenerationConfig => {
+            let config = object
+                .entry("generationConfig")
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            config
+                .as_object_mut()?
+                .insert("maxOutputTokens".to_owned(), Value::from(cap));
+        }
+    }
+    serde_json::to_vec(&json).ok()
+}
+
 /// Whether the gateway may rewrite a request's body before it goes upstream, so that the
 /// upstream request must be sent chunked (its length is not known when its head leaves).
 /// `inject_usage` is the `proxy.inject_stream_usage` setting.
@@ -154,5 +219,62 @@ mod tests {
         assert_eq!(rewrite(r#"{"query":"q"}"#, false), None);
         let v = rewrite(r#"{"query":"q","include_usage":false}"#, true).unwrap();
         assert_eq!(v["include_usage"], true);
+    }
+
+    #[test]
+    fn output_caps_are_set_where_each_provider_reads_them() {
+        let capped = |provider, path, body: &str| {
+            let out = cap_output(provider, path, body.as_bytes(), 300).unwrap();
+            serde_json::from_slice::<Value>(&out).unwrap()
+        };
+        let chat = "/v1/chat/completions";
+        assert_eq!(
+            capped(Provider::OpenAi, chat, r#"{"model":"o3"}"#)["max_completion_tokens"],
+            300
+        );
+        let legacy = capped(
+            Provider::OpenAi,
+            chat,
+            r#"{"model":"gpt-4o","max_tokens":9000}"#,
+        );
+        assert_eq!(
+            (
+                legacy["max_tokens"].as_u64(),
+                legacy.get("max_completion_tokens")
+            ),
+            (Some(300), None)
+        );
+        assert_eq!(
+            capped(Provider::OpenAi, "/v1/responses", "{}")["max_output_tokens"],
+            300
+        );
+        assert_eq!(
+            capped(
+                Provider::Anthropic,
+                "/v1/messages",
+                r#"{"max_tokens":4096}"#
+            )["max_tokens"],
+            300
+        );
+        assert_eq!(capped(Provider::Mistral, chat, "{}")["max_tokens"], 300);
+        let gemini = "/v1beta/models/gemini-2.5-pro:generateContent";
+        let g = capped(
+            Provider::Gemini,
+            gemini,
+            r#"{"generationConfig":{"temperature":0.5}}"#,
+        );
+        assert_eq!(
+            g["generationConfig"],
+            serde_json::json!({"temperature": 0.5, "maxOutputTokens": 300})
+        );
+        assert_eq!(
+            capped(Provider::Gemini, gemini, "{}")["generationConfig"]["maxOutputTokens"],
+            300
+        );
+        assert_eq!(
+            cap_output(Provider::OpenAi, "/v1/embeddings", b"{}", 300),
+            None
+        );
+        assert_eq!(cap_output(Provider::Tavily, "/search", b"{}", 300), None);
     }
 }

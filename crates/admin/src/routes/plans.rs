@@ -20,6 +20,7 @@ use crate::model::{
 use crate::ops;
 use crate::render::{dollars, dollars_per_unit, iso};
 use crate::state::AdminState;
+use crate::stats;
 
 fn plan_out(plan: &Plan) -> PlanOut {
     PlanOut {
@@ -199,11 +200,19 @@ pub async fn status(
         }
     };
     let active = reason.is_none();
+    // What admission would do for a small call now, not only whether the account is active.
+    let period = account.period_at(Utc::now());
+    let usage = state
+        .ledger
+        .usage_for_period(&user_id, &period.key())
+        .await?;
+    let callable = |p| config.providers.get(&p).is_some_and(|s| s.key.is_some());
+    let can_use_api = active && stats::admits_a_small_call(&account.plan, &usage, callable);
     Ok(Json(Envelope::ok(StatusOut {
         active,
         plan: account.plan.id.clone(),
         tier: account.plan.tier.as_str().to_owned(),
-        can_use_api: active,
+        can_use_api,
         limits: flat_limits(&account.plan),
         reason,
     })))

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use tollgate_domain::{AnchorDay, Plan, Provider, ProviderLimits, Tier, UnreachablePolicy};
+use tollgate_domain::{
+    AnchorDay, DEFAULT_MIN_OUTPUT_TOKENS, Plan, Provider, ProviderLimits, ShortBudget, Tier,
+    UnreachablePolicy,
+};
 
 use super::{Env, limit, names, usd};
 use crate::problem::FileProblems;
@@ -148,6 +151,13 @@ pub(super) fn plans(
                 &at("on_counter_store_unreachable"),
                 entry.on_counter_store_unreachable.as_deref(),
             ),
+            on_short_budget: short_budget(
+                p,
+                &at("on_short_budget"),
+                entry.on_short_budget.as_deref(),
+            ),
+            min_output_tokens: limit(p, &at("min_output_tokens"), entry.min_output_tokens)
+                .unwrap_or(DEFAULT_MIN_OUTPUT_TOKENS),
         };
         out.insert(id.clone(), plan);
     }
@@ -224,6 +234,20 @@ fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
         *byte = u8::from_str_radix(text, 16).ok()?;
     }
     Some(out)
+}
+
+fn short_budget(p: &mut FileProblems, path: &[&str], raw: Option<&str>) -> ShortBudget {
+    match raw {
+        None | Some("clamp") => ShortBudget::Clamp,
+        Some("refuse") => ShortBudget::Refuse,
+        Some(other) => {
+            p.error(
+                path,
+                format!("unknown policy {other:?} (expected \"clamp\" or \"refuse\")"),
+            );
+            ShortBudget::Clamp
+        }
+    }
 }
 
 pub(super) fn unreachable_policy(
