@@ -2,14 +2,15 @@
 //!
 //! [`close_periods`] writes one row per (user, period) for every period that has ended: each
 //! period with usage, and each period of an active subscription (whose base price is owed even
-//! without usage). The writer calls it at start and on the first flush of every UTC day (every
-//! anchor-day boundary is a UTC midnight), a grace period after the boundary and only with an
-//! empty spool; `UNIQUE (user_id, billing_period)` with `ON CONFLICT DO NOTHING` makes the row
-//! exactly-once even if several gateways close at the same moment.
+//! without usage). No scheduler is needed: the writer calls it at start and on the first flush of
+//! every UTC day (every anchor-day boundary is a UTC midnight), a grace period after the
+//! boundary and only with an empty spool, through [`PeriodCloser`], which keeps that schedule.
+//! `UNIQUE (user_id, billing_period)` with `ON CONFLICT DO NOTHING` makes the row exactly-once
+//! even if several gateways close at the same moment.
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::json;
 use tollgate_domain::{AnchorDay, BillingPeriod};
 
@@ -53,6 +54,37 @@ struct ProviderRow {
     calls: i64,
     tokens: i64,
     cost_nanousd: i64,
+}
+
+/// The writer's schedule for closing periods: once per UTC day, `grace` after midnight, so that
+/// calls made just before a boundary have been flushed before their period's bill is written.
+#[derive(Debug)]
+pub(crate) struct PeriodCloser {
+    grace: chrono::Duration,
+    /// The day whose periods were last closed.
+    closed_day: Option<NaiveDate>,
+}
+
+impl PeriodCloser {
+    pub fn new(grace_ms: u64) -> PeriodCloser {
+        PeriodCloser {
+            grace: chrono::Duration::milliseconds(i64::try_from(grace_ms).unwrap_or(i64::MAX / 2)),
+            closed_day: None,
+        }
+    }
+
+    /// Closes the periods that ended `grace` before `now`, unless that was done already today;
+    /// returns how many rows were written. A failure leaves the day to be tried again.
+    pub async fn close_if_due(&mut self, db: &Db, now: DateTime<Utc>) -> Result<usize> {
+        let cutoff = now - self.grace;
+        let day = cutoff.date_naive();
+        if self.closed_day == Some(day) {
+            return Ok(0);
+        }
+        let closed = close_periods(db, cutoff).await?;
+        self.closed_day = Some(day);
+        Ok(closed)
+    }
 }
 
 /// Writes the billing_history rows of every period that ended at or before `now`; returns how

@@ -10,6 +10,8 @@
 
 mod accounts;
 mod alerts;
+mod backoff;
+mod batcher;
 mod billing;
 mod config;
 mod db;

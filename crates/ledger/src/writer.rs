@@ -1,20 +1,24 @@
-//! The writer task: batches off the queue into the database, or into the spool.
+//! The writer task: batches off the queue into the database, or into the spool, and the spool
+//! replayed back into the database.
 //!
-//! [`LedgerHandle::record`] never waits: it puts the event on a bounded queue. The task takes events off the
-//! queue into a batch until it holds `batch_max_events` or `flush_interval_ms` has passed since
-//! its first event, then commits the batch (log rows and summary increments in one
-//! transaction). A batch the database does not take goes to the spool, synced to disk; while
-//! the spool holds anything, new batches are appended behind it, so events reach the database
-//! in the order they were spooled, and the task replays the spool whenever its back-off allows.
+//! The [`batcher`] cuts a batch at `batch_max_events` or `flush_interval_ms` after its first
+//! event; the writer commits it (log rows and summary increments in one transaction). A batch the
+//! database does not take goes to the spool, synced to disk; while the spool holds anything, new
+//! batches are appended behind it, so that events reach the database in the order they were
+//! spooled, and the writer replays the spool whenever its back-off allows. A batch refused for
+//! its content is written event by event, and the events still refused are set aside in
+//! `rejected.jsonl`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{NaiveDate, Utc};
+use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use crate::billing;
+use crate::backoff::{Backoff, FIRST_BACKOFF};
+use crate::batcher::{self, Limits};
+use crate::billing::PeriodCloser;
 use crate::config::{LedgerConfig, OnSpoolFull};
 use crate::db::Db;
 use crate::error::{LedgerError, Result, is_transient};
@@ -26,9 +30,6 @@ use crate::store::{BatchOutcome, insert_batch};
 
 /// How long one replay pass may run before the task goes back to the queue.
 const REPLAY_BUDGET: Duration = Duration::from_millis(500);
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-/// How often a batch being filled looks at the queue again.
-const BATCH_TICK: Duration = Duration::from_millis(5);
 /// Events the database refuses for their content are kept here, one JSON object a line.
 const REJECTED_FILE: &str = "rejected.jsonl";
 
@@ -44,6 +45,13 @@ pub(crate) enum Msg {
     },
     Flush(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
+}
+
+impl Msg {
+    /// Whether the batch holding this message must be written now instead of filling up.
+    pub(crate) fn cuts_batch(&self) -> bool {
+        !matches!(self, Msg::Event { .. })
+    }
 }
 
 /// The write side of the ledger. Cheap to clone; every clone feeds the same writer task.
@@ -65,15 +73,14 @@ pub(crate) fn start(db: Db, config: &LedgerConfig, migrated: bool) -> Result<Led
         rx,
         spool: Arc::clone(&spool),
         counters: Arc::clone(&counters),
-        batch_max: config.batch_max_events.max(1),
-        flush_interval: Duration::from_millis(config.flush_interval_ms),
+        limits: Limits {
+            max_messages: config.batch_max_events.max(1),
+            max_wait: Duration::from_millis(config.flush_interval_ms),
+        },
         on_spool_full: config.on_spool_full,
         backoff: Backoff::new(Duration::from_millis(config.retry_backoff_max_ms)),
         replay_cursor: None,
-        close_grace: chrono::Duration::milliseconds(
-            i64::try_from(config.close_grace_ms).unwrap_or(i64::MAX / 2),
-        ),
-        last_close_day: None,
+        closer: PeriodCloser::new(config.close_grace_ms),
         migrated,
         rejected_path: config.spool_dir.join(REJECTED_FILE),
     };
@@ -88,43 +95,6 @@ pub(crate) fn start(db: Db, config: &LedgerConfig, migrated: bool) -> Result<Led
     ))
 }
 
-#[derive(Debug)]
-struct Backoff {
-    max: Duration,
-    delay: Duration,
-    next_try: Option<Instant>,
-}
-
-impl Backoff {
-    fn new(max: Duration) -> Backoff {
-        Backoff {
-            max: max.max(FIRST_BACKOFF),
-            delay: FIRST_BACKOFF,
-            next_try: None,
-        }
-    }
-
-    fn remaining(&self) -> Duration {
-        self.next_try.map_or(Duration::ZERO, |at| {
-            at.saturating_duration_since(Instant::now())
-        })
-    }
-
-    fn ready(&self) -> bool {
-        self.remaining().is_zero()
-    }
-
-    fn failed(&mut self) {
-        self.next_try = Some(Instant::now() + self.delay);
-        self.delay = (self.delay * 2).min(self.max);
-    }
-
-    fn succeeded(&mut self) {
-        self.delay = FIRST_BACKOFF;
-        self.next_try = None;
-    }
-}
-
 #[derive(Default)]
 struct Pending {
     events: Vec<UsageEvent>,
@@ -134,27 +104,19 @@ struct Pending {
 }
 
 impl Pending {
-    /// Adds `msg`; true when the batch must be written now (a flush or shutdown request).
-    fn take(&mut self, msg: Msg) -> bool {
-        match msg {
-            Msg::Event { event, durable } => {
-                self.events.push(event);
-                self.durable.extend(durable);
-                false
-            }
-            Msg::Flush(done) => {
-                self.flushes.push(done);
-                true
-            }
-            Msg::Shutdown(done) => {
-                self.shutdowns.push(done);
-                true
+    fn new(messages: Vec<Msg>) -> Pending {
+        let mut pending = Pending::default();
+        for message in messages {
+            match message {
+                Msg::Event { event, durable } => {
+                    pending.events.push(event);
+                    pending.durable.extend(durable);
+                }
+                Msg::Flush(done) => pending.flushes.push(done),
+                Msg::Shutdown(done) => pending.shutdowns.push(done),
             }
         }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.flushes.is_empty() && self.shutdowns.is_empty()
+        pending
     }
 }
 
@@ -163,14 +125,12 @@ struct Writer {
     rx: mpsc::Receiver<Msg>,
     spool: Arc<Mutex<Spool>>,
     counters: Arc<Counters>,
-    batch_max: usize,
-    flush_interval: Duration,
+    limits: Limits,
     on_spool_full: OnSpoolFull,
     backoff: Backoff,
     /// The segment being replayed and how many of its frames are already in the database.
     replay_cursor: Option<(u64, usize)>,
-    close_grace: chrono::Duration,
-    last_close_day: Option<NaiveDate>,
+    closer: PeriodCloser,
     /// False while migrations could not be applied (database down at start).
     migrated: bool,
     rejected_path: std::path::PathBuf,
@@ -198,32 +158,8 @@ impl Writer {
                 self.replay().await;
                 return;
             };
-            let mut pending = Pending::default();
-            let mut cut = pending.take(first);
-            let deadline = tokio::time::Instant::now() + self.flush_interval;
-            // The batch fills from the queue without a wake-up per event: the task takes what
-            // is queued, then sleeps a short tick, until the batch is full, a flush or shutdown
-            // arrives, or the deadline passes. Waiting on the queue instead would wake this
-            // thread once per event, a context switch per call at thousands of calls a second.
-            'window: while !cut && pending.events.len() < self.batch_max {
-                loop {
-                    match self.rx.try_recv() {
-                        Ok(msg) => {
-                            cut = pending.take(msg);
-                            if cut || pending.events.len() >= self.batch_max {
-                                break 'window;
-                            }
-                        }
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        Err(mpsc::error::TryRecvError::Disconnected) => break 'window,
-                    }
-                }
-                let now = tokio::time::Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                tokio::time::sleep_until((now + BATCH_TICK).min(deadline)).await;
-            }
+            let batch = batcher::collect(&mut self.rx, first, self.limits, Msg::cuts_batch).await;
+            let mut pending = Pending::new(batch);
             let shutdowns = std::mem::take(&mut pending.shutdowns);
             self.complete(pending).await;
             if self.spool_has_data() && self.backoff.ready() {
@@ -253,19 +189,13 @@ impl Writer {
 
     async fn stop(&mut self, mut shutdowns: Vec<oneshot::Sender<()>>) {
         self.rx.close();
-        loop {
-            let mut pending = Pending::default();
-            while pending.events.len() < self.batch_max {
-                match self.rx.try_recv() {
-                    Ok(msg) => {
-                        pending.take(msg);
-                    }
-                    Err(_) => break,
-                }
-            }
-            if pending.is_empty() {
-                break;
-            }
+        while let Some(first) = self.rx.recv().await {
+            let limits = Limits {
+                max_wait: Duration::ZERO,
+                ..self.limits
+            };
+            let batch = batcher::collect(&mut self.rx, first, limits, Msg::cuts_batch).await;
+            let mut pending = Pending::new(batch);
             shutdowns.append(&mut pending.shutdowns);
             self.complete(pending).await;
         }
@@ -507,24 +437,15 @@ impl Writer {
         }
     }
 
-    /// Closes ended billing periods once a day (every anchor boundary is a UTC midnight), and
-    /// only with an empty spool, so that a period's late events are in before its bill.
+    /// Closes ended billing periods when [`PeriodCloser`] says they are due, and only with an
+    /// empty spool, so that a period's late events are in before its bill.
     async fn close_periods_if_due(&mut self) {
         if !self.backoff.ready() || !self.migrated || self.spool_has_data() {
             return;
         }
-        let cutoff = Utc::now() - self.close_grace;
-        let day = cutoff.date_naive();
-        if self.last_close_day == Some(day) {
-            return;
-        }
-        match billing::close_periods(&self.db, cutoff).await {
-            Ok(closed) => {
-                self.last_close_day = Some(day);
-                if closed > 0 {
-                    info!(closed, "billing periods closed into billing_history");
-                }
-            }
+        match self.closer.close_if_due(&self.db, Utc::now()).await {
+            Ok(0) => {}
+            Ok(closed) => info!(closed, "billing periods closed into billing_history"),
             Err(e) => {
                 warn!(error = %e, "closing billing periods failed; will retry");
                 self.backoff.failed();
