@@ -41,7 +41,7 @@ pub fn render_ledger(m: &LedgerMetrics) -> String {
         (
             "dropped_total",
             m.dropped,
-            "Usage events lost by policy; must stay 0.",
+            "Usage events lost by policy or recorded after shutdown; must stay 0.",
         ),
         (
             "queue_full_total",
@@ -74,7 +74,7 @@ pub fn render_ledger(m: &LedgerMetrics) -> String {
             "Database write time of all batches.",
         ),
     ];
-    let gauges: [(&str, u64, &str); 5] = [
+    let gauges: [(&str, u64, &str); 6] = [
         (
             "queue_depth",
             m.queue_depth,
@@ -84,6 +84,11 @@ pub fn render_ledger(m: &LedgerMetrics) -> String {
             "queue_capacity",
             m.queue_capacity,
             "Capacity of the in-memory queue.",
+        ),
+        (
+            "overflow_depth",
+            m.overflow_depth,
+            "Events that met a full queue, waiting to be spooled.",
         ),
         ("spool_bytes", m.spool_bytes, "Bytes in the on-disk spool."),
         (
@@ -117,12 +122,14 @@ mod tests {
         let text = render_ledger(&LedgerMetrics {
             dropped: 3,
             queue_depth: 7,
+            overflow_depth: 5,
             ..LedgerMetrics::default()
         });
         assert!(text.contains("# TYPE tollgate_ledger_dropped_total counter\n"));
         assert!(text.contains("tollgate_ledger_dropped_total 3\n"));
         assert!(text.contains("# TYPE tollgate_ledger_queue_depth gauge\n"));
         assert!(text.contains("tollgate_ledger_queue_depth 7\n"));
-        assert_eq!(text.lines().count(), 18 * 3);
+        assert!(text.contains("tollgate_ledger_overflow_depth 5\n"));
+        assert_eq!(text.lines().count(), 19 * 3);
     }
 }

@@ -5,10 +5,12 @@ use std::path::PathBuf;
 /// What `record` does when the in-memory queue is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OnFull {
-    /// Wait for room: `record_async` and `record_durable` wait; the non-blocking `record` hands
-    /// the event back in [`crate::LedgerError::QueueFull`] so the caller can wait with it.
+    /// Wait for room in the queue: `record` completes once the writer has taken enough off it,
+    /// so a database that stalls slows the calls down instead of losing their usage.
     Block,
-    /// Append the event straight to the on-disk spool (synced before `record` returns).
+    /// Hand the event to the ledger's overflow task, which appends it to the on-disk spool
+    /// (synced) and the writer replays it later. `record` still completes at once; it waits
+    /// only if the overflow is full too, for the disk (never for the database).
     #[default]
     Spool,
     /// Drop the event and count it in `dropped`. Only for deployments that prefer losing usage
@@ -20,7 +22,8 @@ pub enum OnFull {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OnSpoolFull {
     /// Keep the batch in memory and retry until the database or the spool takes it; the queue
-    /// fills meanwhile and `on_full` applies to new events.
+    /// fills meanwhile and `on_full` applies to new events (under `spool` the overflow task
+    /// retries the spool too, and once the overflow is full `record` waits).
     #[default]
     Block,
     /// Drop the batch and count its events in `dropped`.

@@ -1,7 +1,5 @@
 //! The ledger's one error type.
 
-use crate::event::UsageEvent;
-
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error(
@@ -26,15 +24,12 @@ pub enum LedgerError {
         "ledger spool is full ({bytes} bytes of at most {max_bytes}); raise spool_max_bytes or bring the database back"
     )]
     SpoolFull { bytes: u64, max_bytes: u64 },
-    #[error("the ledger queue is full ({capacity} events); the event is handed back to the caller")]
-    QueueFull {
-        capacity: usize,
-        event: Box<UsageEvent>,
-    },
     #[error("the usage event was dropped because the ledger was full (policy `drop`)")]
     Dropped,
-    #[error("the ledger writer has shut down")]
+    #[error("the ledger has shut down; usage events are no longer taken")]
     Closed,
+    #[error("a ledger task stopped before finishing its work: {0}")]
+    Task(#[source] tokio::task::JoinError),
     #[error("usage event could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
     #[error("stored value in column {column} is invalid: {detail}")]

@@ -1,10 +1,11 @@
 //! Tollgate's ledger: every metered call recorded once, in batches, in SQLite or PostgreSQL.
 //!
-//! The gateway hands each call's [`UsageEvent`] to a [`LedgerHandle`] without waiting. A
-//! background task writes the events in batches; each batch inserts its log rows and adds them
-//! to the per-(user, period) summaries in one transaction, idempotently on the event id. While
-//! the database is unreachable batches go to an on-disk spool and are replayed in order when it
-//! is back. The read side ([`Ledger`]) answers the admin API: usage of a period with its
+//! The gateway hands each call's [`UsageEvent`] to a [`LedgerHandle`], which puts it on a
+//! bounded queue without I/O on the caller's thread. A background task writes the events in
+//! batches; each batch inserts its log rows and adds them to the per-(user, period) summaries in
+//! one transaction, idempotently on the event id. While the database is unreachable batches go
+//! to an on-disk spool and are replayed in order when it is back; events that meet a full queue
+//! go to the spool through a task of their own, or wait, or are dropped (`on_full`). The read side ([`Ledger`]) answers the admin API: usage of a period with its
 //! provider breakdown, trends, daily series, logs, alerts, export and erasure. See
 //! `docs/ledger.md` for the guarantees, including what a SIGKILL can lose.
 
@@ -18,10 +19,11 @@ mod db;
 mod error;
 mod event;
 mod export;
-mod handle;
 mod jobs;
 mod metrics;
+mod overflow;
 mod queries;
+mod queue;
 mod spool;
 mod store;
 mod writer;
@@ -40,11 +42,11 @@ pub use config::{LedgerConfig, OnFull, OnSpoolFull};
 pub use db::{Db, DbOptions, migrate};
 pub use error::{LedgerError, Result};
 pub use event::UsageEvent;
-pub use handle::LedgerHandle;
 pub use metrics::LedgerMetrics;
 pub use queries::{
     DailyUsage, LogFilter, LogPage, PeriodUsage, ProviderUsage, UsageLog, UsageTotals,
 };
+pub use queue::LedgerHandle;
 pub use store::BatchOutcome;
 
 use std::time::Duration;
@@ -59,7 +61,8 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Connects, applies migrations, opens the spool and starts the writer. With PostgreSQL
+    /// Connects, applies migrations, opens the spool and starts the writer and the overflow
+    /// task on the current runtime. With PostgreSQL
     /// unreachable the ledger still starts: events go to the spool and migrations are applied
     /// before the first write that reaches the database.
     pub async fn open(config: LedgerConfig) -> Result<(Ledger, LedgerHandle)> {

@@ -1,16 +1,18 @@
-//! The writer's counters: plain atomics, read as one [`LedgerMetrics`] snapshot (exposed to
+//! The ledger's counters: plain atomics, read as one [`LedgerMetrics`] snapshot (exposed to
 //! Prometheus by the admin crate).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A snapshot of the ledger's counters. Counters only grow; `queue_depth`, `spool_bytes` and
-/// `last_*` are gauges.
+/// A snapshot of the ledger's counters. Counters only grow; `queue_depth`, `overflow_depth`,
+/// `spool_bytes` and `last_*` are gauges.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LedgerMetrics {
     /// Events waiting in the in-memory queue.
     pub queue_depth: u64,
     pub queue_capacity: u64,
-    /// Events accepted by `record*` (queued, or spooled straight away when the queue was full).
+    /// Events that met a full queue waiting in memory for the overflow task to spool them.
+    pub overflow_depth: u64,
+    /// Events accepted by `record*` (queued, or handed to the overflow when the queue was full).
     pub accepted: u64,
     /// Log rows inserted by the writer (first-time inserts only).
     pub written: u64,
@@ -29,7 +31,8 @@ pub struct LedgerMetrics {
     pub spooled: u64,
     /// Spooled events written to the database on replay.
     pub replayed: u64,
-    /// Events lost by policy (`drop`). Must stay 0 unless an operator chose to drop.
+    /// Events lost by policy (`on_full` or `on_spool_full` = `drop`), or recorded after
+    /// shutdown. Must stay 0 unless an operator chose to drop.
     pub dropped: u64,
     /// Times an event met a full queue (whatever the policy then did with it).
     pub queue_full: u64,
@@ -82,11 +85,12 @@ impl Counters {
         set(&self.last_flush_latency_us, latency_us);
     }
 
-    pub fn snapshot(&self, queue_depth: u64) -> LedgerMetrics {
+    pub fn snapshot(&self, queue_depth: u64, overflow_depth: u64) -> LedgerMetrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         LedgerMetrics {
             queue_depth,
             queue_capacity: get(&self.queue_capacity),
+            overflow_depth,
             accepted: get(&self.accepted),
             written: get(&self.written),
             duplicates: get(&self.duplicates),

@@ -13,11 +13,17 @@
 //! appends to an existing segment, nothing written later can hide behind a torn frame.
 //! Replaying stores each frame with the idempotent batch insert, so replaying a frame twice
 //! (after a crash mid-replay) stores its events once.
+//!
+//! Two tasks share the spool: the writer (batches the database refused, and replay) and the
+//! overflow task (events that met a full queue). Both reach it through [`SharedSpool`], whose
+//! lock is an async one held across the blocking append, so that a task waiting for the other's
+//! `fsync` yields its thread instead of blocking it.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{LedgerError, Result};
 use crate::event::UsageEvent;
@@ -248,6 +254,25 @@ impl Spool {
             source: std::io::Error::other("no active segment"),
         })
     }
+}
+
+/// The spool as the writer and the overflow task share it.
+pub(crate) type SharedSpool = Arc<tokio::sync::Mutex<Spool>>;
+
+/// Appends `events` as one frame on a blocking thread and returns them, with the spool's size
+/// after the append. A failed blocking task (the runtime shutting down) loses the events: they
+/// come back empty with [`LedgerError::Task`].
+pub(crate) async fn append(
+    spool: &SharedSpool,
+    events: Vec<UsageEvent>,
+) -> (Vec<UsageEvent>, Result<u64>) {
+    let mut spool = Arc::clone(spool).lock_owned().await;
+    let appended = tokio::task::spawn_blocking(move || {
+        let result = spool.append(&events).map(|_| spool.bytes());
+        (events, result)
+    })
+    .await;
+    appended.unwrap_or_else(|e| (Vec::new(), Err(LedgerError::Task(e))))
 }
 
 /// Reads the frames of a segment, stopping at the first torn or corrupt frame.

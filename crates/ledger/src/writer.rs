@@ -7,9 +7,10 @@
 //! batches are appended behind it, so that events reach the database in the order they were
 //! spooled, and the writer replays the spool whenever its back-off allows. A batch refused for
 //! its content is written event by event, and the events still refused are set aside in
-//! `rejected.jsonl`.
+//! `rejected.jsonl`. [`start`] also starts the [`Overflow`] task beside the writer.
 
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -23,9 +24,10 @@ use crate::config::{LedgerConfig, OnSpoolFull};
 use crate::db::Db;
 use crate::error::{LedgerError, Result, is_transient};
 use crate::event::UsageEvent;
-use crate::handle::{LedgerHandle, lock};
 use crate::metrics::{Counters, add, set};
-use crate::spool::{self, Spool};
+use crate::overflow::Overflow;
+use crate::queue::{LedgerHandle, Msg, OVERFLOW_MAX_CAPACITY, Pending};
+use crate::spool::{self, SharedSpool, Spool};
 use crate::store::{BatchOutcome, insert_batch};
 
 /// How long one replay pass may run before the task goes back to the queue.
@@ -33,29 +35,8 @@ const REPLAY_BUDGET: Duration = Duration::from_millis(500);
 /// Events the database refuses for their content are kept here, one JSON object a line.
 const REJECTED_FILE: &str = "rejected.jsonl";
 
-#[allow(
-    clippy::large_enum_variant,
-    reason = "nearly every message is an event; boxing it would cost an allocation per call"
-)]
-pub(crate) enum Msg {
-    Event {
-        event: UsageEvent,
-        /// Told `true` once the event is committed or synced to the spool, `false` if dropped.
-        durable: Option<oneshot::Sender<bool>>,
-    },
-    Flush(oneshot::Sender<()>),
-    Shutdown(oneshot::Sender<()>),
-}
-
-impl Msg {
-    /// Whether the batch holding this message must be written now instead of filling up.
-    pub(crate) fn cuts_batch(&self) -> bool {
-        !matches!(self, Msg::Event { .. })
-    }
-}
-
-/// The write side of the ledger. Cheap to clone; every clone feeds the same writer task.
-/// Starts the writer task over `db` and the spool in `config.spool_dir`.
+/// Opens the spool in `config.spool_dir` and starts the writer over `db` and the overflow task
+/// beside it; returns the handle that feeds both.
 pub(crate) fn start(db: Db, config: &LedgerConfig, migrated: bool) -> Result<LedgerHandle> {
     let spool = Spool::open(
         &config.spool_dir,
@@ -65,65 +46,53 @@ pub(crate) fn start(db: Db, config: &LedgerConfig, migrated: bool) -> Result<Led
     let counters = Arc::new(Counters::default());
     set(&counters.spool_bytes, spool.bytes());
     set(&counters.queue_capacity, config.queue_capacity as u64);
-    let spool = Arc::new(Mutex::new(spool));
+    let spool: SharedSpool = Arc::new(tokio::sync::Mutex::new(spool));
+    let batch_max = config.batch_max_events.max(1);
+    let retry_backoff_max = Duration::from_millis(config.retry_backoff_max_ms);
     let capacity = config.queue_capacity.max(1);
-    let (tx, rx) = mpsc::channel(capacity);
-    let writer = Writer {
-        db,
-        rx,
+    let (queue_tx, queue_rx) = mpsc::channel(capacity);
+    let (overflow_tx, overflow_rx) = mpsc::channel(capacity.min(OVERFLOW_MAX_CAPACITY));
+    let overflow = Overflow {
+        rx: overflow_rx,
         spool: Arc::clone(&spool),
         counters: Arc::clone(&counters),
+        frame_max_events: batch_max,
+        on_spool_full: config.on_spool_full,
+        backoff: Backoff::new(retry_backoff_max),
+    };
+    let writer = Writer {
+        db,
+        rx: queue_rx,
+        overflow: Some(overflow_tx.clone()),
+        spool,
+        counters: Arc::clone(&counters),
         limits: Limits {
-            max_messages: config.batch_max_events.max(1),
+            max_messages: batch_max,
             max_wait: Duration::from_millis(config.flush_interval_ms),
         },
         on_spool_full: config.on_spool_full,
-        backoff: Backoff::new(Duration::from_millis(config.retry_backoff_max_ms)),
+        backoff: Backoff::new(retry_backoff_max),
         replay_cursor: None,
         closer: PeriodCloser::new(config.close_grace_ms),
         migrated,
         rejected_path: config.spool_dir.join(REJECTED_FILE),
     };
-    let task = tokio::spawn(writer.run());
+    let tasks = vec![tokio::spawn(writer.run()), tokio::spawn(overflow.run())];
     Ok(LedgerHandle::new(
-        tx,
-        spool,
+        queue_tx,
+        overflow_tx,
         counters,
         config.on_full,
-        capacity,
-        task,
+        tasks,
     ))
-}
-
-#[derive(Default)]
-struct Pending {
-    events: Vec<UsageEvent>,
-    durable: Vec<oneshot::Sender<bool>>,
-    flushes: Vec<oneshot::Sender<()>>,
-    shutdowns: Vec<oneshot::Sender<()>>,
-}
-
-impl Pending {
-    fn new(messages: Vec<Msg>) -> Pending {
-        let mut pending = Pending::default();
-        for message in messages {
-            match message {
-                Msg::Event { event, durable } => {
-                    pending.events.push(event);
-                    pending.durable.extend(durable);
-                }
-                Msg::Flush(done) => pending.flushes.push(done),
-                Msg::Shutdown(done) => pending.shutdowns.push(done),
-            }
-        }
-        pending
-    }
 }
 
 struct Writer {
     db: Db,
     rx: mpsc::Receiver<Msg>,
-    spool: Arc<Mutex<Spool>>,
+    /// To stop the overflow task at shutdown, once the queue is drained.
+    overflow: Option<mpsc::Sender<Msg>>,
+    spool: SharedSpool,
     counters: Arc<Counters>,
     limits: Limits,
     on_spool_full: OnSpoolFull,
@@ -133,7 +102,7 @@ struct Writer {
     closer: PeriodCloser,
     /// False while migrations could not be applied (database down at start).
     migrated: bool,
-    rejected_path: std::path::PathBuf,
+    rejected_path: PathBuf,
 }
 
 impl Writer {
@@ -141,7 +110,7 @@ impl Writer {
         self.replay().await;
         self.close_periods_if_due().await;
         loop {
-            let first = if self.spool_has_data() {
+            let first = if self.spool_has_data().await {
                 match tokio::time::timeout(self.backoff.remaining(), self.rx.recv()).await {
                     Ok(msg) => msg,
                     Err(_) => {
@@ -159,10 +128,8 @@ impl Writer {
                 return;
             };
             let batch = batcher::collect(&mut self.rx, first, self.limits, Msg::cuts_batch).await;
-            let mut pending = Pending::new(batch);
-            let shutdowns = std::mem::take(&mut pending.shutdowns);
-            self.complete(pending).await;
-            if self.spool_has_data() && self.backoff.ready() {
+            let shutdowns = self.complete(Pending::new(batch)).await;
+            if self.spool_has_data().await && self.backoff.ready() {
                 self.replay().await;
             }
             if !shutdowns.is_empty() {
@@ -173,21 +140,14 @@ impl Writer {
         }
     }
 
-    /// Writes a batch and answers whoever waits on it.
-    async fn complete(&mut self, pending: Pending) {
-        let durable = self.write(pending.events).await;
-        for tx in pending.durable {
-            let _ = tx.send(durable);
-        }
-        for tx in pending.flushes {
-            let _ = tx.send(());
-        }
-        for tx in pending.shutdowns {
-            let _ = tx.send(());
-        }
+    /// Writes a batch and answers whoever waits on it; returns its shutdown requests.
+    async fn complete(&mut self, mut pending: Pending) -> Vec<oneshot::Sender<()>> {
+        let durable = self.write(std::mem::take(&mut pending.events)).await;
+        pending.answer(durable)
     }
 
     async fn stop(&mut self, mut shutdowns: Vec<oneshot::Sender<()>>) {
+        // Recording now goes to the overflow task until it stops in turn.
         self.rx.close();
         while let Some(first) = self.rx.recv().await {
             let limits = Limits {
@@ -195,16 +155,21 @@ impl Writer {
                 ..self.limits
             };
             let batch = batcher::collect(&mut self.rx, first, limits, Msg::cuts_batch).await;
-            let mut pending = Pending::new(batch);
-            shutdowns.append(&mut pending.shutdowns);
-            self.complete(pending).await;
+            shutdowns.extend(self.complete(Pending::new(batch)).await);
+        }
+        // The overflow's frames are synced before the last replay, which can then take them.
+        if let Some(overflow) = self.overflow.take() {
+            let (done_tx, done_rx) = oneshot::channel();
+            if overflow.send(Msg::Shutdown(done_tx)).await.is_ok() {
+                let _ = done_rx.await;
+            }
         }
         // One last attempt at the spool; whatever the database does not take stays on disk.
         self.backoff.succeeded();
-        while self.spool_has_data() && self.backoff.ready() {
+        while self.spool_has_data().await && self.backoff.ready() {
             self.replay().await;
         }
-        let m = self.counters.snapshot(0);
+        let m = self.counters.snapshot(0, 0);
         info!(
             written = m.written,
             spool_bytes = m.spool_bytes,
@@ -222,7 +187,7 @@ impl Writer {
         if events.is_empty() {
             return true;
         }
-        if !self.spool_has_data() && self.backoff.ready() {
+        if !self.spool_has_data().await && self.backoff.ready() {
             match self.insert(&events).await {
                 Ok(_) => return true,
                 Err(e) => warn!(
@@ -237,49 +202,34 @@ impl Writer {
 
     async fn spool_batch(&mut self, mut events: Vec<UsageEvent>) -> bool {
         loop {
-            let spool = Arc::clone(&self.spool);
             let count = events.len() as u64;
-            let (back, result) = match tokio::task::spawn_blocking(move || {
-                let mut spool = lock(&spool);
-                let result = spool.append(&events).map(|_| spool.bytes());
-                (events, result)
-            })
-            .await
-            {
-                Ok(done) => done,
-                Err(e) => {
-                    // The closure does not panic; a join error means the runtime is going away.
-                    add(&self.counters.dropped, count);
-                    error!(error = %e, events = count, "ledger spool task failed; batch lost");
-                    return false;
-                }
-            };
+            let (back, appended) = spool::append(&self.spool, events).await;
             events = back;
-            match result {
+            let e = match appended {
                 Ok(bytes) => {
-                    add(&self.counters.spooled, events.len() as u64);
+                    add(&self.counters.spooled, count);
                     set(&self.counters.spool_bytes, bytes);
                     return true;
                 }
-                Err(e) => {
-                    if matches!(e, LedgerError::SpoolFull { .. }) {
-                        add(&self.counters.spool_full, 1);
-                    }
-                    if self.on_spool_full == OnSpoolFull::Drop {
-                        add(&self.counters.dropped, events.len() as u64);
-                        error!(error = %e, events = events.len(), "ledger batch dropped: database and spool both refused it");
-                        return false;
-                    }
-                    warn!(error = %e, events = events.len(), "ledger spool refused a batch; holding it and retrying");
-                    tokio::time::sleep(self.backoff.remaining().max(FIRST_BACKOFF)).await;
-                    self.replay().await;
-                    if !self.spool_has_data() && self.insert(&events).await.is_ok() {
-                        return true;
-                    }
-                    if !self.backoff.ready() {
-                        tokio::time::sleep(self.backoff.remaining()).await;
-                    }
-                }
+                Err(e) => e,
+            };
+            if matches!(e, LedgerError::SpoolFull { .. }) {
+                add(&self.counters.spool_full, 1);
+            }
+            // No events back: the blocking task failed with them.
+            if self.on_spool_full == OnSpoolFull::Drop || events.is_empty() {
+                add(&self.counters.dropped, count);
+                error!(error = %e, events = count, "ledger batch dropped: database and spool both refused it");
+                return false;
+            }
+            warn!(error = %e, events = count, "ledger spool refused a batch; holding it and retrying");
+            tokio::time::sleep(self.backoff.remaining().max(FIRST_BACKOFF)).await;
+            self.replay().await;
+            if !self.spool_has_data().await && self.insert(&events).await.is_ok() {
+                return true;
+            }
+            if !self.backoff.ready() {
+                tokio::time::sleep(self.backoff.remaining()).await;
             }
         }
     }
@@ -356,8 +306,8 @@ impl Writer {
         }
     }
 
-    fn spool_has_data(&self) -> bool {
-        !lock(&self.spool).is_empty()
+    async fn spool_has_data(&self) -> bool {
+        !self.spool.lock().await.is_empty()
     }
 
     /// Replays spooled frames in order until the spool is empty, the database fails, or the
@@ -365,9 +315,9 @@ impl Writer {
     async fn replay(&mut self) {
         let started = Instant::now();
         loop {
-            let next = lock(&self.spool).oldest_for_replay();
+            let next = self.spool.lock().await.oldest_for_replay();
             let Some((seq, path)) = next else {
-                set(&self.counters.spool_bytes, lock(&self.spool).bytes());
+                set(&self.counters.spool_bytes, self.spool.lock().await.bytes());
                 return;
             };
             let frames = match tokio::task::spawn_blocking(move || spool::read_segment(&path)).await
@@ -419,9 +369,9 @@ impl Writer {
                     frames = frames.undecodable,
                     "ledger spool frames could not be decoded; segment kept as .corrupt"
                 );
-                lock(&self.spool).quarantine(seq)
+                self.spool.lock().await.quarantine(seq)
             } else {
-                lock(&self.spool).remove(seq)
+                self.spool.lock().await.remove(seq)
             };
             if let Err(e) = removed {
                 error!(error = %e, "removing a replayed ledger spool segment failed");
@@ -429,7 +379,7 @@ impl Writer {
                 return;
             }
             self.replay_cursor = None;
-            let bytes = lock(&self.spool).bytes();
+            let bytes = self.spool.lock().await.bytes();
             set(&self.counters.spool_bytes, bytes);
             if bytes == 0 {
                 info!("ledger spool replayed in full");
@@ -440,7 +390,7 @@ impl Writer {
     /// Closes ended billing periods when [`PeriodCloser`] says they are due, and only with an
     /// empty spool, so that a period's late events are in before its bill.
     async fn close_periods_if_due(&mut self) {
-        if !self.backoff.ready() || !self.migrated || self.spool_has_data() {
+        if !self.backoff.ready() || !self.migrated || self.spool_has_data().await {
             return;
         }
         match self.closer.close_if_due(&self.db, Utc::now()).await {

@@ -72,7 +72,7 @@ impl Gateway {
         let cost = event.cost.total_nanousd;
         self.metrics
             .usage(provider, &event.usage, cost, event.estimated);
-        if let Err(e) = self.ledger.record(event) {
+        if let Err(e) = self.ledger.record(event).await {
             tracing::error!(error = %e, "usage event not recorded");
         }
     }

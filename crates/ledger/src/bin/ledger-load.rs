@@ -78,7 +78,7 @@ async fn batches(
             }
             let id = format!("{prefix}-{n}");
             print("REC", std::slice::from_ref(&id))?;
-            handle.record_async(event(id.clone(), n)).await?;
+            handle.record(event(id.clone(), n)).await?;
             ids.push(id);
         }
         if ids.is_empty() {
