@@ -148,7 +148,7 @@ fn subject(key: LimitKey) -> String {
     }
 }
 
-/// The limit in a sentence: `tavily API calls`, `gemini tokens`, `monthly cost`.
+/// The limit in a sentence: `Tavily API calls`, `Gemini tokens`, `monthly cost`.
 fn what(key: LimitKey) -> String {
     match key {
         LimitKey::ProviderCalls(p) => format!("{} API calls", p.display_name()),
@@ -219,7 +219,7 @@ mod tests {
         );
         assert_eq!(
             c.message,
-            "You have used 16 of 20 tavily API calls (80% of your limit; alert threshold 80%)."
+            "You have used 16 of 20 Tavily API calls (80% of your limit; alert threshold 80%)."
         );
     }
 

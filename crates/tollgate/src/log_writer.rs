@@ -129,13 +129,14 @@ pub struct Line<'a> {
 impl Write for Line<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let shared = &self.log.shared;
+        let line = redact(buf);
         if self.at_once {
-            shared.write_out(buf)?;
+            shared.write_out(&line)?;
             return Ok(buf.len());
         }
         let full = {
             let mut pending = lock(&shared.pending);
-            pending.extend_from_slice(buf);
+            pending.extend_from_slice(&line);
             pending.len() >= BUFFER_BYTES
         };
         if full {
@@ -147,6 +148,38 @@ impl Write for Line<'_> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// `line` with the value of every credential query parameter (`key`, Gemini's; `api_key`,
+/// Tavily's) replaced by `***`: the gateway's own lines never carry one, but Pingora's error
+/// lines print a failed request's URI whole.
+fn redact(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if memchr::memmem::find(line, b"key=").is_none() {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = Vec::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = memchr::memmem::find(rest, b"key=") {
+        let name_start = if rest[..at].ends_with(b"api_") {
+            at - 4
+        } else {
+            at
+        };
+        let in_query = name_start > 0 && matches!(rest[name_start - 1], b'?' | b'&');
+        let value_start = at + b"key=".len();
+        out.extend_from_slice(&rest[..value_start]);
+        rest = &rest[value_start..];
+        if in_query {
+            let end = rest
+                .iter()
+                .position(|b| b"&# \"',)\r\n".contains(b))
+                .unwrap_or(rest.len());
+            out.extend_from_slice(b"***");
+            rest = &rest[end..];
+        }
+    }
+    out.extend_from_slice(rest);
+    std::borrow::Cow::Owned(out)
 }
 
 impl<'a> MakeWriter<'a> for BufferedLog {
@@ -239,5 +272,51 @@ mod tests {
             thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(sink.text(), "waiting\n");
+    }
+
+    #[test]
+    fn credentials_in_query_strings_are_redacted() {
+        let line = |s: &str| String::from_utf8(redact(s.as_bytes()).into_owned()).unwrap();
+        assert_eq!(
+            line(
+                "Fail to proxy: POST /gemini/v1beta/models/x:generateContent?alt=sse&key=tg_f833ab, Host: a\n"
+            ),
+            "Fail to proxy: POST /gemini/v1beta/models/x:generateContent?alt=sse&key=***, Host: a\n"
+        );
+        assert_eq!(
+            line("GET /tavily/search?api_key=tvly-secret HTTP/1.1"),
+            "GET /tavily/search?api_key=*** HTTP/1.1"
+        );
+        assert_eq!(
+            line("GET /x?key=a&monkey=b&key=c"),
+            "GET /x?key=***&monkey=b&key=***"
+        );
+        // Not a query parameter: left as it is.
+        assert_eq!(
+            line("request provider=gemini user=alice"),
+            "request provider=gemini user=alice"
+        );
+        assert_eq!(line("the key=value in prose"), "the key=value in prose");
+    }
+
+    #[test]
+    fn a_key_in_a_logged_uri_never_reaches_the_sink() {
+        let sink = Recorder::default();
+        let (log, flusher) = BufferedLog::new(Box::new(sink.clone()), false);
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(log)
+            .with_ansi(false)
+            .without_time()
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(
+                "Fail to proxy: POST /gemini/v1beta/models/m:generateContent?key=tg_secret_canary"
+            );
+            tracing::info!(uri = "/gemini/x?key=tg_secret_canary", "request");
+        });
+        drop(flusher);
+        let text = sink.text();
+        assert!(!text.contains("tg_secret_canary"), "{text}");
+        assert_eq!(text.matches("key=***").count(), 2, "{text}");
     }
 }

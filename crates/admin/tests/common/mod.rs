@@ -124,6 +124,8 @@ pub fn load_config(dir: &std::path::Path, alerts: &str) -> Arc<Config> {
     std::fs::write(&path, gateway_toml(alerts)).unwrap();
     let env = |name: &str| match name {
         "TOLLGATE_WEBHOOK_SECRET" => Some(WEBHOOK_SECRET.to_owned()),
+        // The providers' keys: `/status` says whether a call could be made, which needs a key.
+        _ if name.ends_with("_API_KEY") => Some("sk-test".to_owned()),
         _ => None,
     };
     match tollgate_config::load_with_env(&path, &env) {
