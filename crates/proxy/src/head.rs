@@ -9,7 +9,7 @@ use crate::context::RequestCtx;
 use crate::credentials::{CredentialError, client_key, strip_query_key};
 use crate::errors::GatewayError;
 use crate::keys::KeyRing;
-use crate::route::route;
+use crate::route::{RouteError, route};
 
 /// The largest request body read whole before the upstream request begins: Pingora's retry
 /// buffer holds up to 64 KiB, and it is what Pingora replays as the body it forwards.
@@ -34,7 +34,10 @@ pub async fn check(
     ctx: &mut RequestCtx,
 ) -> Result<BodyPlan, GatewayError> {
     let target = header.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let route = route(target).map_err(|e| GatewayError::UnknownRoute(e.to_string()))?;
+    let route = route(target).map_err(|e| match e {
+        RouteError::DotSegment => GatewayError::BadRequest(e.to_string()),
+        _ => GatewayError::UnknownRoute(e.to_string()),
+    })?;
     let provider = route.provider;
     ctx.provider = Some(provider);
     ctx.path = route.path.to_owned();

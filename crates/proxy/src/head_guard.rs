@@ -134,7 +134,8 @@ fn refusal(head: &[u8], error: &GatewayError) -> (u16, Vec<u8>) {
     let rendered = render(provider, error);
     let body = rendered.body.to_string();
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        // `content-type` comes with the rendered headers.
+        "HTTP/1.1 {} {}\r\ncontent-length: {}\r\nconnection: close\r\n",
         rendered.status,
         http::StatusCode::from_u16(rendered.status)
             .ok()

@@ -20,6 +20,10 @@ pub enum RouteError {
     NoProvider,
     #[error("unknown provider {0:?} in the path (known: {known})", known = Provider::known_names())]
     UnknownProvider(String),
+    /// `.` or `..` as a path segment, also percent-encoded (RFC 3986, 3.3 and 6.2.2.3): such a
+    /// path could name something other than what it routes to once an upstream resolves it.
+    #[error("the path has a dot segment (`.` or `..`, perhaps percent-encoded); send it resolved")]
+    DotSegment,
 }
 
 /// Splits a request target (`/openai/v1/chat/completions?x=1`) into its route. Provider names
@@ -40,6 +44,9 @@ pub fn route(target: &str) -> Result<Route<'_>, RouteError> {
     if segment.is_empty() {
         return Err(RouteError::NoProvider);
     }
+    if path.split('/').any(is_dot_segment) {
+        return Err(RouteError::DotSegment);
+    }
     let provider = Provider::ALL
         .into_iter()
         .find(|p| p.as_str() == segment)
@@ -49,6 +56,21 @@ pub fn route(target: &str) -> Result<Route<'_>, RouteError> {
         path: remainder,
         query,
     })
+}
+
+/// `.` or `..`, with any of its dots written `%2e` or `%2E`.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+            _ => return false,
+        };
+        dots += 1;
+    }
+    matches!(dots, 1 | 2)
 }
 
 /// The upstream request target: the configured base URL's path prefix (if any), the route's
@@ -111,5 +133,29 @@ mod tests {
             "/v2/scrape?a=1"
         );
         assert_eq!(upstream_target("", "/search", Some("")), "/search");
+    }
+
+    #[test]
+    fn dot_segments_are_refused_however_they_are_written() {
+        for target in [
+            "/openai/../admin",
+            "/openai/v1/../../admin",
+            "/openai/%2e%2e/admin",
+            "/openai/v1/.%2E/x",
+            "/openai/./v1/chat/completions",
+            "/openai/v1/%2E",
+            "/../openai/v1",
+        ] {
+            assert_eq!(route(target), Err(RouteError::DotSegment), "{target}");
+        }
+        // Dots inside a segment are names, not dot segments; the query is not a path.
+        for target in [
+            "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+            "/openai/v1/files/a..b",
+            "/openai/v1/x...",
+            "/openai/v1/models?after=..",
+        ] {
+            assert!(route(target).is_ok(), "{target}");
+        }
     }
 }

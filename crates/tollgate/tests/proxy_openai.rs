@@ -221,7 +221,7 @@ fn openai_calls_are_forwarded_metered_and_limited() {
 
     // 8. A header block over the cap (32 KiB by default): 431 in OpenAI's shape.
     let big = "x".repeat(40 * 1024);
-    let (status, _, body) = request(
+    let (status, head, body) = request(
         gw.port,
         path,
         &[("authorization", &auth), ("x-padding", &big)],
@@ -230,6 +230,17 @@ fn openai_calls_are_forwarded_metered_and_limited() {
     assert_eq!(status, 431, "{body}");
     let error: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error["error"]["code"], "request_headers_too_large");
+    assert_eq!(head.to_ascii_lowercase().matches("content-type:").count(), 1, "{head}");
+
+    // 8b. Dot segments, plain or percent-encoded, are refused with 400 before routing: they
+    //     would reach something else upstream.
+    let before = upstream.seen().len();
+    for target in ["/openai/../admin", "/openai/v1/%2e%2e/%2E%2E/admin"] {
+        let (status, _, body) = request(gw.port, target, &[("authorization", &auth)], "{}");
+        assert_eq!(status, 400, "{target}: {body}");
+        assert!(body.contains("dot segment"), "{body}");
+    }
+    assert_eq!(upstream.seen().len(), before);
 
     // 9. A client that sends its head a byte at a time, each byte well within any per-read
     //    timeout, is cut off by the total deadline (header_read_timeout_ms = 300 here) with 408.
