@@ -49,6 +49,9 @@ pub enum GatewayError {
     CounterStoreUnavailable,
     #[error("could not connect to {}", .0.display_name())]
     UpstreamConnect(Provider),
+    /// The connection was made, then closed (or reset) before the provider answered.
+    #[error("{} closed the connection before answering", .0.display_name())]
+    UpstreamClosed(Provider),
     #[error("{} did not answer in time", .0.display_name())]
     UpstreamTimeout(Provider),
     #[error("internal gateway error")]
@@ -69,7 +72,7 @@ impl GatewayError {
             GatewayError::ProviderNotConfigured(_)
             | GatewayError::CounterStoreUnavailable
             | GatewayError::KeyStoreUnavailable => 503,
-            GatewayError::UpstreamConnect(_) => 502,
+            GatewayError::UpstreamConnect(_) | GatewayError::UpstreamClosed(_) => 502,
             GatewayError::UpstreamTimeout(_) => 504,
             GatewayError::Internal => 500,
         }
@@ -92,6 +95,7 @@ impl GatewayError {
             GatewayError::CounterStoreUnavailable => "limits_unavailable",
             GatewayError::KeyStoreUnavailable => "keys_unavailable",
             GatewayError::UpstreamConnect(_) => "upstream_unreachable",
+            GatewayError::UpstreamClosed(_) => "upstream_closed",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::Internal => "internal_error",
         }
@@ -290,7 +294,8 @@ fn google_status(error: &GatewayError) -> &'static str {
         GatewayError::ProviderNotConfigured(_)
         | GatewayError::CounterStoreUnavailable
         | GatewayError::KeyStoreUnavailable
-        | GatewayError::UpstreamConnect(_) => "UNAVAILABLE",
+        | GatewayError::UpstreamConnect(_)
+        | GatewayError::UpstreamClosed(_) => "UNAVAILABLE",
         GatewayError::Internal => "INTERNAL",
     }
 }

@@ -160,6 +160,9 @@ fn failure(e: &Error, ctx: &RequestCtx) -> GatewayError {
         | ErrorType::ConnectNoRoute
         | ErrorType::TLSHandshakeFailure
         | ErrorType::ConnectProxyFailure => GatewayError::UpstreamConnect(provider),
+        ErrorType::ConnectionClosed if e.esource() == &ErrorSource::Upstream => {
+            GatewayError::UpstreamClosed(provider)
+        }
         _ if e.esource() == &ErrorSource::Upstream => GatewayError::UpstreamConnect(provider),
         _ => GatewayError::Internal,
     }

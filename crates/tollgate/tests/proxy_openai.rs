@@ -230,7 +230,11 @@ fn openai_calls_are_forwarded_metered_and_limited() {
     assert_eq!(status, 431, "{body}");
     let error: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error["error"]["code"], "request_headers_too_large");
-    assert_eq!(head.to_ascii_lowercase().matches("content-type:").count(), 1, "{head}");
+    assert_eq!(
+        head.to_ascii_lowercase().matches("content-type:").count(),
+        1,
+        "{head}"
+    );
 
     // 8b. Dot segments, plain or percent-encoded, are refused with 400 before routing: they
     //     would reach something else upstream.

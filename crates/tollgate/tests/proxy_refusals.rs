@@ -229,6 +229,43 @@ fn unreachable_provider_is_502() {
     assert_alive();
 }
 
+/// A provider that takes the connection and closes it without answering: 502 saying so, not
+/// "could not connect".
+#[test]
+fn a_provider_that_hangs_up_before_answering_is_502_upstream_closed() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = [0u8; 4096];
+            let _ = stream.read(&mut head);
+            drop(stream);
+        }
+    });
+    let key = common::client_key("hangup");
+    let rest = format!(
+        "[providers.mistral]\nbase_url = \"http://127.0.0.1:{upstream}\"\nkey_env = \"TG_MISTRAL_KEY\"\n\
+         [plans.p]\nname = \"P\"\ntier = \"pro\"\n{}",
+        common::key_entry("hangup", "p", &key),
+    );
+    let gateway = Gateway::start("", &rest, &[("TG_MISTRAL_KEY", "sk-mistral")]);
+    let response = common::post_json(
+        gateway.port,
+        "/mistral/v1/chat/completions",
+        &[("authorization", &format!("Bearer {key}"))],
+        r#"{"model":"mistral-small-latest","messages":[]}"#,
+    );
+    assert_shape("mistral", 502, "upstream_closed", &response);
+    assert!(
+        response.text().contains("Mistral closed the connection"),
+        "{}",
+        response.text()
+    );
+    gateway.stop();
+}
+
 #[test]
 fn silent_provider_is_504() {
     env().anthropic.script("/v1/messages", Reply::hang());
