@@ -17,6 +17,27 @@ use crate::{Core, UsageError};
 /// Buffer size handed to the brotli decoder.
 const BROTLI_BUFFER: usize = 4096;
 
+/// Decoding is bounded so that a compression bomb cannot take a request thread's CPU: a body is
+/// decoded for the scanner up to [`RATIO_MAX`] times its compressed size plus [`FLOOR_BYTES`],
+/// and never past [`DECODED_MAX_BYTES`]. Real responses compress 3–20 times; at the absolute
+/// bound decoding costs well under a second of CPU, spread over the body's chunks (each chunk
+/// may add at most `RATIO_MAX` times its size). Past the budget the scan stops with
+/// [`OVER_BUDGET`] as its decode error: the usage is then estimated, and the client still gets
+/// the body as it came.
+pub(crate) const RATIO_MAX: u64 = 64;
+pub(crate) const FLOOR_BYTES: u64 = 1 << 20;
+pub(crate) const DECODED_MAX_BYTES: u64 = 64 << 20;
+pub(crate) const OVER_BUDGET: &str =
+    "the decompressed body passed its budget (a compression bomb?)";
+
+/// How many decoded bytes `compressed` bytes may give.
+pub(crate) fn budget(compressed: u64) -> u64 {
+    compressed
+        .saturating_mul(RATIO_MAX)
+        .saturating_add(FLOOR_BYTES)
+        .min(DECODED_MAX_BYTES)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Encoding {
     Identity,
@@ -149,26 +170,31 @@ impl Body {
                 self.feed(chunk);
             }
             Body::Gzip(d) => {
+                d.get_mut().compressed_in += chunk.len() as u64;
                 if let Err(e) = write_all(d.as_mut(), &mut chunk) {
                     self.fail("gzip", e);
                 }
             }
             Body::Zlib(d) => {
+                d.get_mut().compressed_in += chunk.len() as u64;
                 if let Err(e) = write_all(d.as_mut(), &mut chunk) {
                     self.fail("deflate", e);
                 }
             }
             Body::RawDeflate(d) => {
+                d.get_mut().compressed_in += chunk.len() as u64;
                 if let Err(e) = write_all(d.as_mut(), &mut chunk) {
                     self.fail("deflate", e);
                 }
             }
             Body::Brotli(d) => {
+                d.get_mut().compressed_in += chunk.len() as u64;
                 if let Err(e) = write_all(d.as_mut(), &mut chunk) {
                     self.fail("br", e);
                 }
             }
             Body::Zstd(d) => {
+                d.get_mut().compressed_in += chunk.len() as u64;
                 if let Err(e) = write_all(d.as_mut(), &mut chunk) {
                     self.fail("zstd", e);
                 }
@@ -331,5 +357,100 @@ mod tests {
         let got = scan(None, b"\x1f{");
         assert!(!got.usage_found);
         assert_eq!(scan(None, BODY).usage.input_tokens, 3);
+    }
+
+    /// A JSON body of `size` bytes, nearly all one repeated letter: it compresses about a
+    /// thousand times (gzip) to a million times (zstd, brotli).
+    fn bomb(coding: &str, size: usize) -> Vec<u8> {
+        fn fill(mut out: impl Write, size: usize) {
+            let piece = vec![b'a'; 1 << 20];
+            out.write_all(br#"{"pad":""#).unwrap();
+            for _ in 0..size >> 20 {
+                out.write_all(&piece).unwrap();
+            }
+            out.write_all(br#"","usage":{"prompt_tokens":3,"completion_tokens":4}}"#)
+                .unwrap();
+        }
+        match coding {
+            "gzip" => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                fill(&mut e, size);
+                e.finish().unwrap()
+            }
+            "zstd" => {
+                let mut e = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+                fill(&mut e, size);
+                e.finish().unwrap()
+            }
+            _ => {
+                let mut e = brotli::CompressorWriter::new(Vec::new(), 4096, 1, 22);
+                fill(&mut e, size);
+                e.into_inner()
+            }
+        }
+    }
+
+    #[test]
+    fn compression_bombs_stop_at_the_decoding_budget() {
+        for coding in ["gzip", "zstd", "br"] {
+            // 256 MiB expanded, four times the absolute bound and far over the ratio bound.
+            let body = bomb(coding, 256 << 20);
+            assert!(
+                (body.len() as u64) * super::RATIO_MAX < 256 << 20,
+                "{coding}: {}",
+                body.len()
+            );
+            let mut s = scanner(&RequestInfo {
+                provider: Provider::OpenAi,
+                method: "POST",
+                path: "/v1/chat/completions",
+                query: None,
+                request: crate::RequestFacts::none(),
+                response_status: 200,
+                response_content_type: Some("application/json"),
+                response_content_encoding: Some(coding),
+            });
+            for piece in body.chunks(16 * 1024) {
+                s.feed(piece);
+            }
+            let got = s.finish();
+            let error = got.decode_error.unwrap_or_default();
+            assert!(error.contains("budget"), "{coding}: {error:?}");
+            // The usage at the end was never reached: unknown, so estimated by the gateway.
+            assert!(!got.usage_found, "{coding}");
+        }
+    }
+
+    #[test]
+    fn a_large_body_within_its_ratio_is_decoded_whole() {
+        // 4 MiB of varied text, which compresses a few times as responses do: past the floor,
+        // within the ratio, decoded whole.
+        let alphabet = b"abcdefghijklmnopqrstuvwxyz ,.;:";
+        let text: Vec<u8> = (0..4u32 << 20)
+            .map(|i| alphabet[(i.wrapping_mul(2_654_435_761) >> 16) as usize % alphabet.len()])
+            .collect();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(br#"{"pad":""#).unwrap();
+        e.write_all(&text).unwrap();
+        e.write_all(br#"","usage":{"prompt_tokens":3,"completion_tokens":4}}"#)
+            .unwrap();
+        let body = e.finish().unwrap();
+        assert!(body.len() < text.len() / 2);
+        let mut s = scanner(&RequestInfo {
+            provider: Provider::OpenAi,
+            method: "POST",
+            path: "/v1/chat/completions",
+            query: None,
+            request: crate::RequestFacts::none(),
+            response_status: 200,
+            response_content_type: Some("application/json"),
+            response_content_encoding: Some("gzip"),
+        });
+        for piece in body.chunks(16 * 1024) {
+            s.feed(piece);
+        }
+        let got = s.finish();
+        assert_eq!(got.decode_error, None);
+        assert_eq!(got.usage.output_tokens, 4);
     }
 }

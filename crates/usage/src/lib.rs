@@ -114,6 +114,10 @@ enum Framing {
 pub(crate) struct Core {
     framing: Framing,
     handler: Handler,
+    /// Compressed bytes handed to the decoder in front of this core, and the bytes it decoded
+    /// from them: the decoder's budget ([`decode`](crate::decode)).
+    compressed_in: u64,
+    decoded_out: u64,
 }
 
 impl Default for Core {
@@ -121,6 +125,8 @@ impl Default for Core {
         Core {
             framing: Framing::Raw,
             handler: Handler::Unmetered(ErrorsOnly::default()),
+            compressed_in: 0,
+            decoded_out: 0,
         }
     }
 }
@@ -158,8 +164,14 @@ impl Core {
     }
 }
 
+/// What a decoder writes into: the scanner, within the decoding budget. Past it the write fails,
+/// which ends the decoding (and the scan) of that body; the body itself still reaches the client.
 impl std::io::Write for Core {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.decoded_out += buf.len() as u64;
+        if self.decoded_out > decode::budget(self.compressed_in) {
+            return Err(std::io::Error::other(decode::OVER_BUDGET));
+        }
         self.feed(buf);
         Ok(buf.len())
     }
@@ -308,7 +320,11 @@ pub fn scanner(req: &RequestInfo<'_>) -> Scanner {
         },
     };
     let sniff_gzip = !matches!(framing, Framing::Raw);
-    let core = Core { framing, handler };
+    let core = Core {
+        framing,
+        handler,
+        ..Core::default()
+    };
     let (body, decode_error) = match Encoding::parse(req.response_content_encoding) {
         Ok(encoding) => (Body::new(core, encoding, sniff_gzip), None),
         Err(reason) => (
