@@ -2,6 +2,8 @@
 //! output cap when the plan clamps calls to what is left of a budget), and the alerts of
 //! counters that were just started from the ledger.
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use tollgate_counters::{CounterError, ReserveRequest, Reserved};
 
@@ -9,6 +11,7 @@ use crate::admission::{clamp, outcome, plan_reservation};
 use crate::context::{Admitted, RequestCtx};
 use crate::errors::GatewayError;
 use crate::gateway::Gateway;
+use crate::inflight::{Progress, Running};
 
 /// Reservations tried for one call: its bound, then at most two lower output caps (a second
 /// clamp when another call took part of what was left in between).
@@ -26,7 +29,7 @@ impl Gateway {
         let (Some(provider), Some(identity)) = (ctx.provider, ctx.identity.clone()) else {
             return Err(GatewayError::Internal);
         };
-        let snapshot = std::sync::Arc::clone(&ctx.snapshot);
+        let snapshot = Arc::clone(&ctx.snapshot);
         let config = &snapshot.config;
         let now = Utc::now();
         let plan = plan_reservation(config, &identity, provider, &ctx.path, &ctx.facts, now)?;
@@ -81,6 +84,19 @@ impl Gateway {
                 ctx.facts.max_output_tokens = Some(output);
                 ctx.output_cap = Some(output);
             }
+            let progress = Arc::new(Progress::default());
+            self.inflight.enter(Running {
+                reservation: reservation.clone(),
+                identity: Arc::clone(&identity),
+                period: plan.period,
+                method: ctx.method.as_str().to_owned(),
+                path: ctx.path.clone(),
+                facts: ctx.facts.clone(),
+                request_bytes: ctx.facts.input_tokens_bound,
+                started: ctx.started,
+                progress: Arc::clone(&progress),
+            });
+            ctx.progress = Some(progress);
             ctx.admitted = Some(Admitted {
                 reservation,
                 period: plan.period,

@@ -12,6 +12,7 @@ use tollgate_domain::{BillingPeriod, Limit, Provider};
 use tollgate_usage::{RequestFacts, Scanner};
 
 use crate::errors::GatewayError;
+use crate::inflight::Progress;
 use crate::keys::Identity;
 use crate::snapshot::Snapshot;
 use crate::usage_chunk::UsageChunkFilter;
@@ -52,6 +53,7 @@ pub struct RequestCtx {
     pub snapshot: Arc<Snapshot>,
     pub started: Instant,
     pub provider: Option<Provider>,
+    pub method: http::Method,
     /// The path after the `/{provider}` prefix.
     pub path: String,
     /// The query without the client's key.
@@ -61,6 +63,8 @@ pub struct RequestCtx {
     pub request_bytes: u64,
     pub facts: RequestFacts,
     pub admitted: Option<Admitted>,
+    /// What the response has brought so far, shared with the shutdown's record of the call.
+    pub progress: Option<Arc<Progress>>,
     /// The output cap admission lowered the request's to, to fit what was left of a budget.
     pub output_cap: Option<u64>,
     /// Why the gateway refused or ended the request; kept after `fail_to_proxy` renders it, so
@@ -89,6 +93,7 @@ impl RequestCtx {
             snapshot,
             started: Instant::now(),
             provider: None,
+            method: http::Method::GET,
             path: String::new(),
             query: None,
             identity: None,
@@ -97,6 +102,7 @@ impl RequestCtx {
             facts: RequestFacts::default(),
             admitted: None,
             output_cap: None,
+            progress: None,
             refusal: None,
             scanner: None,
             usage_injected: false,

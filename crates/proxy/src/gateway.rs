@@ -30,6 +30,7 @@ use crate::context::{BodyState, REFUSED, RequestCtx};
 use crate::deferred::{DeferredPlans, raise_on_replay};
 use crate::errors::ProxyError;
 use crate::head::{BodyPlan, has_body};
+use crate::inflight::{CutOff, InFlight};
 use crate::jobs::JobBilling;
 use crate::keys::KeyRing;
 use crate::limits::Counters;
@@ -44,7 +45,9 @@ use crate::{body, head, metering, respond, upstream};
 pub struct Gateway {
     pub(crate) snapshots: Arc<SnapshotCell>,
     pub(crate) keys: KeyRing,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Arc<Counters>,
+    /// The admitted calls still running, for a shutdown that must cut some off.
+    pub(crate) inflight: Arc<InFlight>,
     pub(crate) ledger: LedgerHandle,
     pub(crate) jobs: JobBilling,
     pub(crate) metrics: Arc<Metrics>,
@@ -63,7 +66,8 @@ impl Gateway {
         Ok(Gateway {
             snapshots: Arc::new(SnapshotCell::new(Snapshot::build(config)?)),
             keys: KeyRing::default(),
-            counters,
+            counters: Arc::new(counters),
+            inflight: Arc::default(),
             ledger,
             jobs: JobBilling::default(),
             metrics: Arc::new(Metrics::default()),
@@ -76,7 +80,7 @@ impl Gateway {
     /// Raise usage alerts through `raiser` when a call crosses a threshold of a limit, also for
     /// use that reaches Redis only after an outage.
     pub fn with_alerts(mut self, raiser: AlertRaiser) -> Gateway {
-        if let Counters::Shared(store) = &self.counters {
+        if let Counters::Shared(store) = self.counters.as_ref() {
             let (snapshots, deferred) = (Arc::clone(&self.snapshots), Arc::clone(&self.deferred));
             raise_on_replay(store, snapshots, deferred, raiser.clone());
         }
@@ -105,6 +109,16 @@ impl Gateway {
     /// The gateway's metrics, for `/metrics` and the request-head guard.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.metrics)
+    }
+
+    /// What a shutdown needs to record the calls still running when its grace period ends.
+    pub fn cut_off(&self) -> CutOff {
+        CutOff {
+            calls: Arc::clone(&self.inflight),
+            counters: Arc::clone(&self.counters),
+            ledger: self.ledger.clone(),
+            snapshots: Arc::clone(&self.snapshots),
+        }
     }
 
     /// The configuration snapshot requests start with, for the admin API and reloads.

@@ -40,6 +40,7 @@ pub async fn check(
     })?;
     let provider = route.provider;
     ctx.provider = Some(provider);
+    ctx.method = header.method.clone();
     ctx.path = route.path.to_owned();
     ctx.query = route.query.and_then(strip_query_key);
     let snapshot = &ctx.snapshot;

@@ -18,6 +18,7 @@ pub mod errors;
 pub mod gateway;
 mod head;
 pub mod head_guard;
+pub mod inflight;
 mod jobs;
 pub mod keys;
 pub mod limits;
@@ -40,6 +41,7 @@ pub use credentials::{
 pub use errors::{ErrorResponse, GatewayError, ProxyError, render};
 pub use gateway::Gateway;
 pub use head_guard::{HeadGuard, HeadLimits};
+pub use inflight::CutOff;
 pub use keys::{Identity, KeyRing, StaticKeys};
 pub use limits::{Counters, ledger_seeder};
 pub use metrics::Metrics;

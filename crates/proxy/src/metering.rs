@@ -6,6 +6,8 @@
 //! marked `estimated`; a call the provider refused or never answered is recorded with its status
 //! and bills nothing beyond what the provider reported.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use bytes::Bytes;
 use chrono::Utc;
 use pingora::http::ResponseHeader;
@@ -46,6 +48,9 @@ pub fn scanner_for(ctx: &RequestCtx, method: &str, response: &ResponseHeader) ->
 /// through as the provider sent it, uncompressed and without a fixed length).
 pub fn start_response(ctx: &mut RequestCtx, method: &str, response: &ResponseHeader) {
     ctx.status = response.status.as_u16();
+    if let Some(progress) = &ctx.progress {
+        progress.status.store(ctx.status, Relaxed);
+    }
     ctx.scanner = scanner_for(ctx, method, response);
     let header = |name| response.headers.get(name).and_then(|v| v.to_str().ok());
     let streamed = header(http::header::CONTENT_TYPE).is_some_and(|t| t.contains("event-stream"))
@@ -62,6 +67,11 @@ pub fn start_response(ctx: &mut RequestCtx, method: &str, response: &ResponseHea
 pub fn observe_chunk(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bool) {
     if let Some(chunk) = body.as_ref() {
         ctx.response_bytes += chunk.len() as u64;
+        if let Some(progress) = &ctx.progress {
+            progress
+                .response_bytes
+                .fetch_add(chunk.len() as u64, Relaxed);
+        }
         if let Some(scanner) = ctx.scanner.as_mut() {
             scanner.feed(chunk);
         }

@@ -158,6 +158,11 @@ fn limit_at(index: usize) -> LimitKey {
 }
 
 impl Metrics {
+    /// Requests being served now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Relaxed)
+    }
+
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Relaxed);
     }

@@ -23,6 +23,10 @@ impl Gateway {
         let (Some(admitted), Some(identity)) = (ctx.admitted.take(), ctx.identity.clone()) else {
             return;
         };
+        if !self.inflight.take(admitted.reservation.id) {
+            // The shutdown recorded it, with what it had received, when its grace period ended.
+            return;
+        }
         let provider = admitted.reservation.provider;
         let mut scanned = ctx.scanner.take().map(Scanner::finish);
         if let Some(scanned) = scanned.as_mut() {
@@ -88,7 +92,9 @@ impl Gateway {
             self.metrics.refused_by_limit(denial.limit.key);
         }
         if ctx.upstream_sent.is_none() {
-            if let Some(admitted) = ctx.admitted.take() {
+            if let Some(admitted) = ctx.admitted.take()
+                && self.inflight.take(admitted.reservation.id)
+            {
                 self.counters.release(&admitted.reservation).await;
             }
         } else if ctx.status == 0 {

@@ -60,6 +60,16 @@ impl Shared {
     }
 }
 
+/// The process's log (the one with a background thread), for [`flush_all`].
+static PROCESS_LOG: std::sync::OnceLock<std::sync::Weak<Shared>> = std::sync::OnceLock::new();
+
+/// Writes out every buffered line of the process's log now: for an exit that skips destructors.
+pub fn flush_all() {
+    if let Some(shared) = PROCESS_LOG.get().and_then(std::sync::Weak::upgrade) {
+        shared.flush();
+    }
+}
+
 /// The log writer for `tracing_subscriber::fmt().with_writer(..)`.
 #[derive(Clone)]
 pub struct BufferedLog {
@@ -96,6 +106,7 @@ impl BufferedLog {
             }),
         };
         if background {
+            let _ = PROCESS_LOG.set(Arc::downgrade(&log.shared));
             let shared = Arc::downgrade(&log.shared);
             let started = thread::Builder::new()
                 .name("tollgate-log".to_owned())

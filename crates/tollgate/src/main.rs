@@ -7,6 +7,7 @@ mod import;
 mod inspect_usage;
 mod log_writer;
 mod serve;
+mod shutdown;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -14,6 +14,8 @@ use tollgate_counters::{MemoryStore, RedisConfig, RedisStore, ResilientConfig, R
 use tollgate_ledger::{Ledger, LedgerConfig, OnFull};
 use tollgate_proxy::{AlertRaiser, Counters, Gateway, HeadGuard, HeadLimits, ledger_seeder};
 
+use crate::shutdown;
+
 /// How long shutdown waits for queued usage alerts to be stored.
 const ALERT_DRAIN_SECS: u64 = 5;
 
@@ -49,11 +51,17 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let gateway = gateway.with_alerts(alerts.clone());
     // Shares the gateway's key cache, so that a revocation through the admin API clears it.
     let keys = gateway.keys().clone();
+    let cut_off = gateway.cut_off();
     let snapshots = gateway.snapshots();
 
     let server_conf = ServerConf {
         threads: config.proxy.worker_threads(),
-        grace_period_seconds: Some(config.proxy.graceful_shutdown_secs),
+        // The gateway's own drain ends the process as soon as no call is left, and records the
+        // calls still running when `graceful_shutdown_secs` is over (crate::shutdown); Pingora
+        // keeps its runtimes a little longer so that none of those is dropped first.
+        grace_period_seconds: Some(
+            config.proxy.graceful_shutdown_secs + shutdown::PINGORA_GRACE_MARGIN_SECS,
+        ),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
     };
@@ -93,14 +101,49 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         },
         Arc::new(move || keys.invalidate()),
     )?;
-    // Returns once the server has stopped (SIGTERM: after the grace period; SIGINT: at once).
-    server.run(RunArgs::default());
+    let on_term = {
+        let started = std::sync::Once::new();
+        let metrics = Arc::clone(&metrics);
+        let cut_off = cut_off.clone();
+        let runtime = ledger_runtime.handle().clone();
+        let (alerts, handle) = (alerts.clone(), handle.clone());
+        let grace = std::time::Duration::from_secs(config.proxy.graceful_shutdown_secs);
+        move || {
+            started.call_once(|| {
+                let (cut_off, cut_runtime) = (cut_off.clone(), runtime.clone());
+                let (alerts, handle, runtime) = (alerts.clone(), handle.clone(), runtime.clone());
+                let metrics = Arc::clone(&metrics);
+                shutdown::start(shutdown::Drain {
+                    in_flight: Box::new(move || metrics.in_flight()),
+                    cut_off: Box::new(move || cut_runtime.block_on(cut_off.record_all())),
+                    finish: Box::new(move || {
+                        finish(&runtime, &alerts, &handle);
+                        crate::log_writer::flush_all();
+                    }),
+                    grace,
+                });
+            });
+        }
+    };
+    // Returns once the server has stopped (SIGINT: at once; SIGTERM ends the process from the
+    // drain thread, when no call is left).
+    server.run(RunArgs {
+        shutdown_signal: Box::new(shutdown::DrainOnTerm::new(on_term)),
+    });
     admin.stop();
+    finish(ledger_runtime.handle(), &alerts, &handle);
+    Ok(ExitCode::SUCCESS)
+}
 
-    // Every request has finished: store the alerts they raised (for a bounded time: with the
-    // database down each write waits for its timeout), then drain the ledger to the database
-    // (or the spool).
-    let drained = ledger_runtime.block_on(async {
+/// What follows the last call: the alerts it raised stored (for a bounded time: with the
+/// database down each write waits for its timeout), then the ledger drained to the database (or
+/// the spool).
+fn finish(
+    runtime: &tokio::runtime::Handle,
+    alerts: &AlertRaiser,
+    handle: &tollgate_ledger::LedgerHandle,
+) {
+    let drained = runtime.block_on(async {
         tokio::time::timeout(
             std::time::Duration::from_secs(ALERT_DRAIN_SECS),
             alerts.drain(),
@@ -110,7 +153,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     if drained.is_err() {
         tracing::warn!("usage alerts still queued at shutdown were not stored");
     }
-    if let Err(e) = ledger_runtime.block_on(handle.shutdown()) {
+    if let Err(e) = runtime.block_on(handle.shutdown()) {
         tracing::error!(error = %e, "draining the ledger at shutdown");
     }
     let m = handle.metrics();
@@ -121,7 +164,6 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         dropped = m.dropped,
         "ledger drained"
     );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The counters the configuration asks for, and the shared store behind them (Redis) when there

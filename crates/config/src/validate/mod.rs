@@ -118,7 +118,9 @@ fn proxy(p: &mut FileProblems, raw: &raw::Proxy) -> ProxySettings {
             p,
             &at("graceful_shutdown_secs"),
             raw.graceful_shutdown_secs,
-            30,
+            // Long enough for the LLM streams of most applications; an idle gateway exits at
+            // once whatever it is.
+            120,
             0,
         ),
         key_cache_ttl_ms: count(p, &at("key_cache_ttl_ms"), raw.key_cache_ttl_ms, 1_000, 0),

@@ -52,11 +52,17 @@ impl Gateway {
         let port = free_port();
         let admin_port = free_port();
         let pricing: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pricing");
+        // No grace period unless the test sets one: a stopped gateway ends at once.
+        let grace = if proxy_extra.contains("graceful_shutdown_secs") {
+            ""
+        } else {
+            "graceful_shutdown_secs = 0"
+        };
         let config = format!(
             r#"
 [proxy]
 listen = "127.0.0.1:{port}"
-graceful_shutdown_secs = 0
+{grace}
 {proxy_extra}
 [admin]
 listen = "127.0.0.1:{admin_port}"
@@ -114,6 +120,18 @@ dir = "{pricing}"
     /// Stops the gateway the way an operator would (SIGTERM), waits for it to drain and returns
     /// its directory, ledger included. Fails if it did not exit cleanly (a panic at shutdown).
     pub fn stop(mut self) -> tempfile::TempDir {
+        self.child.stop();
+        self.dir
+    }
+
+    /// Sends SIGTERM, as an orchestrator stopping it would, without waiting for it to end.
+    pub fn terminate(&self) {
+        self.child.signal("TERM");
+    }
+
+    /// Waits for a gateway sent SIGTERM ([`Gateway::terminate`]) to end cleanly; returns its
+    /// directory.
+    pub fn wait(mut self) -> tempfile::TempDir {
         self.child.stop();
         self.dir
     }
