@@ -1,9 +1,11 @@
 //! `tollgate run`: the gateway on Pingora, with the ledger writer, the alert writer, the admin
-//! API and the alert deliverer beside it.
+//! API and the alert deliverer beside it, and the configuration reloaded live (SIGHUP, the admin
+//! API, the files watched).
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use pingora::server::configuration::ServerConf;
@@ -13,6 +15,9 @@ use tollgate_config::{Config, CounterStore, LedgerFullPolicy, Loaded};
 use tollgate_counters::{MemoryStore, RedisConfig, RedisStore, ResilientConfig, ResilientStore};
 use tollgate_ledger::{Ledger, LedgerConfig, OnFull};
 use tollgate_proxy::{AlertRaiser, Counters, Gateway, HeadGuard, HeadLimits, ledger_seeder};
+
+use crate::health::{DrainingSignal, readiness};
+use crate::reload::Reloader;
 
 /// How long shutdown waits for queued usage alerts to be stored.
 const ALERT_DRAIN_SECS: u64 = 5;
@@ -50,6 +55,20 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     // Shares the gateway's key cache, so that a revocation through the admin API clears it.
     let keys = gateway.keys().clone();
     let snapshots = gateway.snapshots();
+    let reloader = Arc::new(Reloader::new(
+        path,
+        Arc::clone(&config),
+        &warnings,
+        Arc::clone(&snapshots),
+        gateway.metrics(),
+    ));
+    let draining = Arc::new(AtomicBool::new(false));
+    let ready = readiness(
+        Arc::clone(&draining),
+        Arc::clone(&snapshots),
+        handle.clone(),
+        shared_counters.clone(),
+    );
 
     let server_conf = ServerConf {
         threads: config.proxy.worker_threads(),
@@ -74,27 +93,37 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     server.add_service(proxy);
     tracing::info!(listen = %config.proxy.listen, "tollgate proxy listening");
     let admin = crate::admin_server::start(
-        // The admin API reads the configuration the proxy's new requests start with.
-        Arc::new(move || Arc::clone(&snapshots.load().config)),
-        ledger,
-        {
-            let handle = handle.clone();
-            let metrics = Arc::clone(&metrics);
-            // The proxy's own metrics, then the ledger's. The degraded gauge is read when
-            // scraped, so that it shows a recovery also when no request has come since.
-            Arc::new(move || {
-                if let Some(store) = &shared_counters {
-                    metrics.set_counters_degraded(store.is_degraded());
-                }
-                let mut text = metrics.render();
-                text.push_str(&tollgate_admin::metrics::render_ledger(&handle.metrics()));
-                text
-            })
+        crate::admin_server::Gateway {
+            // The admin API reads the configuration the proxy's new requests start with.
+            config: Arc::new(move || Arc::clone(&snapshots.load().config)),
+            metrics: {
+                let handle = handle.clone();
+                let metrics = Arc::clone(&metrics);
+                // The proxy's own metrics, then the ledger's. The degraded gauge is read when
+                // scraped, so that it shows a recovery also when no request has come since.
+                Arc::new(move || {
+                    if let Some(store) = &shared_counters {
+                        metrics.set_counters_degraded(store.is_degraded());
+                    }
+                    let mut text = metrics.render();
+                    text.push_str(&tollgate_admin::metrics::render_ledger(&handle.metrics()));
+                    text
+                })
+            },
+            on_key_revoked: Arc::new(move || keys.invalidate()),
+            control: Arc::clone(&reloader) as tollgate_admin::ConfigControlRef,
+            readiness: ready,
         },
-        Arc::new(move || keys.invalidate()),
+        ledger,
     )?;
+    crate::reload::on_sighup(Arc::clone(&reloader), admin.handle())
+        .context("listening for SIGHUP")?;
+    crate::watch::spawn(reloader).context("starting the configuration watcher")?;
     // Returns once the server has stopped (SIGTERM: after the grace period; SIGINT: at once).
-    server.run(RunArgs::default());
+    // From the signal on, /readyz answers 503.
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainingSignal::new(draining)),
+    });
     admin.stop();
 
     // Every request has finished: store the alerts they raised (for a bounded time: with the
