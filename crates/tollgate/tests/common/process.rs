@@ -107,6 +107,15 @@ impl Supervised {
         }
     }
 
+    /// Sends `SIG<name>` (`HUP`, say) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     /// SIGKILL, then waits for the process to end.
     pub fn kill(&mut self) {
         let status = Command::new("kill")
