@@ -392,3 +392,47 @@ fn readyz_follows_the_database() {
     assert_eq!(ready["ready"], true, "{ready:#}");
     gw.stop();
 }
+
+#[test]
+fn a_limit_lowered_below_use_refuses_the_next_call_and_a_provider_turned_off_is_not_found() {
+    let mock = upstream();
+    let user = unique("live-rules");
+    let key = format!("tg_{user}");
+    let gw = start(mock.port, &user, &key, "calls = 10");
+    for _ in 0..3 {
+        assert_eq!(call(gw.port, &key).status, 200);
+    }
+
+    // Lowered below the 3 calls used: refused, and the use is still 3.
+    gw.edit_config(|text| text.replace("calls = 10", "calls = 2"));
+    assert_eq!(admin(&gw, "POST", "/api/admin/reload").status, 200);
+    let refused = call(gw.port, &key);
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    let details = &refused.json()["tollgate"];
+    assert_eq!(
+        (details["used"].as_u64(), details["limit_value"].as_u64()),
+        (Some(3), Some(2)),
+        "{details:#}"
+    );
+    // Raised again, the 3 calls still count: 2 more.
+    gw.edit_config(|text| text.replace("calls = 2", "calls = 5"));
+    assert_eq!(admin(&gw, "POST", "/api/admin/reload").status, 200);
+    let statuses: Vec<u16> = (0..3).map(|_| call(gw.port, &key).status).collect();
+    assert_eq!(statuses, [200, 200, 429]);
+
+    // The provider turned off: 404 in its own shape, and nothing reaches it.
+    let reached = mock.seen().len();
+    gw.edit_config(|text| {
+        text.replace(
+            "key_env = \"TG_TEST_OPENAI_KEY\"",
+            "key_env = \"TG_TEST_OPENAI_KEY\"\nenabled = false",
+        )
+    });
+    let reload = admin(&gw, "POST", "/api/admin/reload");
+    assert_eq!(reload.status, 200, "{}", reload.text());
+    let off = call(gw.port, &key);
+    assert_eq!(off.status, 404, "{}", off.text());
+    assert_eq!(off.json()["error"]["code"], "unknown_route", "{}", off.text());
+    assert_eq!(mock.seen().len(), reached);
+    gw.stop();
+}
