@@ -432,7 +432,30 @@ fn a_limit_lowered_below_use_refuses_the_next_call_and_a_provider_turned_off_is_
     assert_eq!(reload.status, 200, "{}", reload.text());
     let off = call(gw.port, &key);
     assert_eq!(off.status, 404, "{}", off.text());
-    assert_eq!(off.json()["error"]["code"], "unknown_route", "{}", off.text());
+    assert_eq!(
+        off.json()["error"]["code"],
+        "unknown_route",
+        "{}",
+        off.text()
+    );
     assert_eq!(mock.seen().len(), reached);
+
+    // A setting read only at start: reported, not applied, and the rest still reloads.
+    gw.edit_config(|text| {
+        text.replace("threads = 2", "threads = 3")
+            .replace("enabled = false", "enabled = true")
+    });
+    let reload = admin(&gw, "POST", "/api/admin/reload");
+    assert_eq!(reload.status, 200, "{}", reload.text());
+    let status = &reload.json()["data"];
+    assert_eq!(
+        status["pending_restart"],
+        serde_json::json!(["proxy.threads"])
+    );
+    assert_eq!(
+        call(gw.port, &key).status,
+        429,
+        "openai is back, its limit reached"
+    );
     gw.stop();
 }
