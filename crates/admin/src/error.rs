@@ -1,5 +1,5 @@
 //! The admin API's one error type, and how each error is answered: a real status (400, 401,
-//! 403, 404, 409; 500 only for the server's own failures) with a JSON body that carries the
+//! 403, 404, 409, 422; 500 only for the server's own failures) with a JSON body that carries the
 //! seed's `detail` string beside `success: false` and a stable `code`.
 
 use axum::Json;
@@ -22,6 +22,12 @@ pub enum AdminError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A configuration reload refused: every problem, as `tollgate check` prints it.
+    #[error(
+        "the configuration was not reloaded; the one in force keeps serving. Fix these and \
+         reload again:\n{}", .0.join("\n")
+    )]
+    InvalidConfig(Vec<String>),
     #[error("{0}")]
     Internal(String),
     #[error("ledger: {0}")]
@@ -43,8 +49,11 @@ pub struct ErrorBody {
     /// What went wrong, for people (the seed's FastAPI-style field).
     pub detail: String,
     /// A stable machine-readable code: `bad_request`, `unauthorized`, `forbidden`,
-    /// `not_found`, `conflict`, `internal`.
+    /// `not_found`, `conflict`, `invalid_config`, `internal`.
     pub code: String,
+    /// With `invalid_config`: every problem found, one per entry (`file:line: error: …`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<String>>,
 }
 
 impl AdminError {
@@ -55,6 +64,7 @@ impl AdminError {
             AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::Conflict(_) => StatusCode::CONFLICT,
+            AdminError::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
             // Webhook failures are the background deliverer's and never reach an API caller.
             AdminError::Internal(_)
             | AdminError::Ledger(_)
@@ -70,6 +80,7 @@ impl AdminError {
             AdminError::Forbidden(_) => "forbidden",
             AdminError::NotFound(_) => "not_found",
             AdminError::Conflict(_) => "conflict",
+            AdminError::InvalidConfig(_) => "invalid_config",
             AdminError::Internal(_)
             | AdminError::Ledger(_)
             | AdminError::WebhookUnsent { .. }
@@ -93,10 +104,15 @@ impl IntoResponse for AdminError {
             }
             other => other.to_string(),
         };
+        let problems = match &self {
+            AdminError::InvalidConfig(problems) => Some(problems.clone()),
+            _ => None,
+        };
         let body = ErrorBody {
             success: false,
             detail,
             code: self.code().to_owned(),
+            problems,
         };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {

@@ -1,8 +1,8 @@
 //! Tollgate's admin API: the seed's `/api/subscription` endpoints (plans, subscription,
 //! pricing, usage, trends, dashboard, alerts, mark-read, status, subscribe, usage logs,
-//! preflight), operators' routes for users, plans and keys, `/metrics`, a small dashboard page
-//! and the OpenAPI document generated from the routes; plus the deliverer that sends raised
-//! alerts to webhooks.
+//! preflight), operators' routes for users, plans and keys, the configuration in force and its
+//! reload, `/metrics`, `/healthz` and `/readyz`, a small dashboard page and the OpenAPI document
+//! generated from the routes; plus the deliverer that sends raised alerts to webhooks.
 //!
 //! Every route needs credentials: an admin token for everything, or a user's own Tollgate key
 //! for that user's own data (`auth`). Plans and prices come from the live configuration
@@ -16,6 +16,7 @@ pub mod deliver;
 pub mod error;
 mod extract;
 mod limits;
+pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod ops;
@@ -38,6 +39,7 @@ use utoipa_axum::routes;
 pub use auth::{AdminTokens, Caller};
 pub use deliver::{Deliverer, WebhookSigner};
 pub use error::AdminError;
+pub use live::{ConfigControl, ConfigControlRef, ConfigStatus, Readiness, RefusedReload};
 pub use state::{AdminState, ConfigSource, MetricsRenderer, OnKeyRevoked};
 
 /// The API's routes and the OpenAPI document describing exactly those routes.
@@ -63,6 +65,8 @@ pub fn api(state: AdminState) -> (Router, OpenApi) {
         .routes(routes!(routes::users::set_plan))
         .routes(routes!(routes::users::list_keys, routes::users::issue_key))
         .routes(routes!(routes::users::revoke_key))
+        .routes(routes!(routes::live::config_status))
+        .routes(routes!(routes::live::reload))
         .routes(routes!(routes::system::metrics))
         .with_state(state.clone())
         .split_for_parts();
@@ -81,7 +85,8 @@ pub fn api(state: AdminState) -> (Router, OpenApi) {
     (router, doc)
 }
 
-/// The whole admin listener: the API, `/api/openapi.json`, `/dashboard`, `/healthz`, CORS.
+/// The whole admin listener: the API, `/api/openapi.json`, `/dashboard`, `/healthz` (alive),
+/// `/readyz` (ready for traffic), CORS.
 pub fn router(state: AdminState) -> Router {
     let (api, doc) = api(state.clone());
     let doc = Arc::new(doc.to_pretty_json().unwrap_or_else(|_| "{}".to_owned()));
@@ -99,6 +104,10 @@ pub fn router(state: AdminState) -> Router {
     )
     .route("/dashboard", get(routes::system::dashboard_page))
     .route("/healthz", get(routes::system::healthz))
+    .route(
+        "/readyz",
+        get(routes::live::readyz).with_state(state.clone()),
+    )
     .layer(axum::middleware::from_fn_with_state(state, cors::cors))
 }
 

@@ -8,6 +8,7 @@ use tollgate_ledger::Ledger;
 
 use crate::auth::{AdminTokens, sha256};
 use crate::error::Result;
+use crate::live::{ConfigControlRef, Readiness};
 
 /// Returns the configuration in force; a reload swaps what it returns.
 pub type ConfigSource = Arc<dyn Fn() -> Arc<Config> + Send + Sync>;
@@ -28,6 +29,9 @@ pub struct AdminState {
     pub(crate) tokens: Arc<AdminTokens>,
     pub(crate) metrics: Option<MetricsRenderer>,
     pub(crate) on_key_revoked: Option<OnKeyRevoked>,
+    /// The running gateway's configuration and its reload; none: a fixed configuration.
+    pub(crate) control: Option<ConfigControlRef>,
+    pub(crate) readiness: Option<Readiness>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -47,6 +51,8 @@ impl AdminState {
             tokens: Arc::new(tokens),
             metrics: None,
             on_key_revoked: None,
+            control: None,
+            readiness: None,
         }
     }
 
@@ -62,6 +68,18 @@ impl AdminState {
 
     pub fn on_key_revoked(mut self, hook: OnKeyRevoked) -> AdminState {
         self.on_key_revoked = Some(hook);
+        self
+    }
+
+    /// Serve `/api/admin/config` and `/api/admin/reload` through `control`.
+    pub fn with_config_control(mut self, control: ConfigControlRef) -> AdminState {
+        self.control = Some(control);
+        self
+    }
+
+    /// Answer `/readyz` with what `readiness` reports beside the database.
+    pub fn with_readiness(mut self, readiness: Readiness) -> AdminState {
+        self.readiness = Some(readiness);
         self
     }
 

@@ -53,6 +53,8 @@ fn cases() -> BTreeMap<&'static str, Expect> {
         ("GET /api/admin/users/{user_id}/keys", Forbidden),
         ("POST /api/admin/users/{user_id}/keys", Forbidden),
         ("DELETE /api/admin/keys/{key_id}", Forbidden),
+        ("GET /api/admin/config", Forbidden),
+        ("POST /api/admin/reload", Forbidden),
         ("GET /metrics", Forbidden),
     ])
 }

@@ -9,6 +9,7 @@ pub mod litellm;
 mod pricing;
 mod problem;
 mod raw;
+mod restart;
 mod settings;
 mod validate;
 
@@ -16,6 +17,7 @@ use std::path::Path;
 
 pub use pricing::load_dir as load_pricing_dir;
 pub use problem::{Problem, Report, Severity};
+pub use restart::pending_restart;
 pub use settings::{
     AdminSettings, AlertDelivery, Config, CounterStore, LedgerFullPolicy, LedgerSettings,
     PricingSettings, ProviderSettings, ProxySettings, Secret, StaticKey, StorageSettings,

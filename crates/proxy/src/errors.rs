@@ -25,6 +25,11 @@ pub enum GatewayError {
     UnknownKey,
     #[error("{} is not included in your plan ({plan})", provider.display_name())]
     NotInPlan { provider: Provider, plan: String },
+    #[error(
+        "your plan ({plan}) is no longer offered on this gateway; ask its operator to move you \
+         to another plan"
+    )]
+    PlanNotOffered { plan: String },
     #[error("{}", limit_message(.0))]
     LimitExceeded(Denial),
     #[error("model {model:?} has no price on this gateway, so calls to it are not accepted")]
@@ -62,7 +67,7 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::MissingKey | GatewayError::UnknownKey => 401,
-            GatewayError::NotInPlan { .. } => 403,
+            GatewayError::NotInPlan { .. } | GatewayError::PlanNotOffered { .. } => 403,
             GatewayError::LimitExceeded(_) => 429,
             GatewayError::UnpricedModel { .. } | GatewayError::BadRequest(_) => 400,
             GatewayError::UnknownRoute(_) => 404,
@@ -84,6 +89,7 @@ impl GatewayError {
             GatewayError::MissingKey => "missing_api_key",
             GatewayError::UnknownKey => "invalid_api_key",
             GatewayError::NotInPlan { .. } => "provider_not_in_plan",
+            GatewayError::PlanNotOffered { .. } => "plan_not_offered",
             GatewayError::LimitExceeded(_) => "usage_limit_exceeded",
             GatewayError::UnpricedModel { .. } => "model_not_priced",
             GatewayError::BadRequest(_) => "invalid_request",
@@ -247,7 +253,7 @@ fn openai_type(error: &GatewayError) -> &'static str {
     match error {
         GatewayError::MissingKey | GatewayError::UnknownKey => "invalid_request_error",
         GatewayError::LimitExceeded(_) => "insufficient_quota",
-        GatewayError::NotInPlan { .. } => "permission_error",
+        GatewayError::NotInPlan { .. } | GatewayError::PlanNotOffered { .. } => "permission_error",
         GatewayError::UnknownRoute(_) => "not_found_error",
         GatewayError::UnpricedModel { .. }
         | GatewayError::BadRequest(_)
@@ -262,7 +268,7 @@ fn openai_type(error: &GatewayError) -> &'static str {
 fn anthropic_type(error: &GatewayError) -> &'static str {
     match error {
         GatewayError::MissingKey | GatewayError::UnknownKey => "authentication_error",
-        GatewayError::NotInPlan { .. } => "permission_error",
+        GatewayError::NotInPlan { .. } | GatewayError::PlanNotOffered { .. } => "permission_error",
         GatewayError::LimitExceeded(_) => "rate_limit_error",
         GatewayError::UnknownRoute(_) => "not_found_error",
         GatewayError::BodyTooLarge { .. } => "request_too_large",
@@ -281,7 +287,7 @@ fn anthropic_type(error: &GatewayError) -> &'static str {
 fn google_status(error: &GatewayError) -> &'static str {
     match error {
         GatewayError::MissingKey | GatewayError::UnknownKey => "UNAUTHENTICATED",
-        GatewayError::NotInPlan { .. } => "PERMISSION_DENIED",
+        GatewayError::NotInPlan { .. } | GatewayError::PlanNotOffered { .. } => "PERMISSION_DENIED",
         GatewayError::LimitExceeded(_) => "RESOURCE_EXHAUSTED",
         GatewayError::UnknownRoute(_) => "NOT_FOUND",
         GatewayError::UnpricedModel { .. }

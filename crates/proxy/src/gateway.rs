@@ -91,12 +91,7 @@ impl Gateway {
     /// Also accept keys issued through the admin API, from the ledger's key table; and bill
     /// asynchronous jobs' status polls against the ledger's record of what each job billed.
     pub fn with_stored_keys(mut self, ledger: tollgate_ledger::Ledger) -> Gateway {
-        let config = Arc::clone(&self.snapshots.load().config);
-        let ttl = Duration::from_millis(config.proxy.key_cache_ttl_ms);
-        let default_plan = config.default_plan.clone();
-        self.keys = self
-            .keys
-            .with_stored_keys(ledger.clone(), ttl, default_plan);
+        self.keys = self.keys.with_stored_keys(ledger.clone());
         self.jobs = JobBilling::new(ledger);
         self
     }

@@ -2,13 +2,16 @@
 //! declared body size, the caller's key → user → plan, the provider in the plan, and how the
 //! body will be read.
 
+use std::sync::Arc;
+
 use pingora::http::RequestHeader;
+use tollgate_config::Config;
 use tollgate_domain::Provider;
 
 use crate::context::RequestCtx;
 use crate::credentials::{CredentialError, client_key, strip_query_key};
 use crate::errors::GatewayError;
-use crate::keys::KeyRing;
+use crate::keys::{Identity, KeyRing};
 use crate::route::{RouteError, route};
 
 /// The largest request body read whole before the upstream request begins: Pingora's retry
@@ -59,16 +62,19 @@ pub async fn check(
         });
     }
     let identity = match client_key(&header.headers, route.query) {
-        Ok(key) => keys.resolve(&snapshot.keys, key).await.map_err(|e| {
-            tracing::warn!(error = %e, "the key table cannot be read");
-            GatewayError::KeyStoreUnavailable
-        })?,
+        Ok(key) => keys
+            .resolve(&snapshot.config, &snapshot.keys, key)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "the key table cannot be read");
+                GatewayError::KeyStoreUnavailable
+            })?,
         Err(CredentialError::Missing) => return Err(GatewayError::MissingKey),
         Err(e @ CredentialError::Conflicting) => {
             return Err(GatewayError::BadRequest(e.to_string()));
         }
     };
-    let identity = identity.ok_or(GatewayError::UnknownKey)?;
+    let identity = on_configured_plan(&snapshot.config, identity.ok_or(GatewayError::UnknownKey)?)?;
     let plan = snapshot
         .config
         .plans
@@ -81,6 +87,41 @@ pub async fn check(
     let inject_usage = proxy.inject_stream_usage;
     ctx.identity = Some(identity);
     Ok(body_plan(header, provider, &ctx.path, inject_usage))
+}
+
+/// The caller on a plan the configuration has. A subscription can outlive its plan (a reload
+/// removed it): its users fall back to `default_plan`, with a warning, rather than lose service;
+/// without a default plan they are refused, told why. Their counters are the user's, not the
+/// plan's, so what they used this period still counts under the plan they fall back to.
+fn on_configured_plan(
+    config: &Config,
+    identity: Arc<Identity>,
+) -> Result<Arc<Identity>, GatewayError> {
+    if config.plans.contains_key(&identity.plan) {
+        return Ok(identity);
+    }
+    match config
+        .default_plan
+        .as_ref()
+        .filter(|d| config.plans.contains_key(*d))
+    {
+        Some(default) => {
+            tracing::warn!(
+                user = %identity.user,
+                plan = %identity.plan,
+                default_plan = %default,
+                "the user's plan is no longer configured; serving them on default_plan \
+                 (move them to a configured plan)"
+            );
+            Ok(Arc::new(Identity {
+                plan: default.clone(),
+                ..(*identity).clone()
+            }))
+        }
+        None => Err(GatewayError::PlanNotOffered {
+            plan: identity.plan.clone(),
+        }),
+    }
 }
 
 /// How a request's body is read: admission needs it whole, except for Stability's multipart
@@ -123,6 +164,36 @@ pub fn has_body(header: &RequestHeader) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_gone_from_the_configuration_falls_back_to_the_default_plan() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../gateway.toml");
+        let mut config = tollgate_config::load_with_env(&path, &|_| None)
+            .unwrap()
+            .config;
+        let caller = |plan: &str| {
+            Arc::new(Identity {
+                user: "ann".into(),
+                plan: plan.into(),
+                key_id: "k".into(),
+                anchor_day: tollgate_domain::AnchorDay::default(),
+            })
+        };
+        let kept = on_configured_plan(&config, caller("pro")).unwrap();
+        assert_eq!(kept.plan, "pro");
+        let fallen = on_configured_plan(&config, caller("retired")).unwrap();
+        assert_eq!(
+            (fallen.user.as_str(), fallen.plan.as_str()),
+            ("ann", "free")
+        );
+        config.default_plan = None;
+        assert_eq!(
+            on_configured_plan(&config, caller("retired")),
+            Err(GatewayError::PlanNotOffered {
+                plan: "retired".into()
+            })
+        );
+    }
 
     fn head(headers: &[(&str, &str)]) -> RequestHeader {
         let mut h = RequestHeader::build("POST", b"/openai/v1/chat/completions", None).unwrap();

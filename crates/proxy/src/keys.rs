@@ -8,14 +8,16 @@
 //! ledger's key table (keys issued through the admin API), read on first use and cached for a
 //! short time. A revocation through this gateway's admin API clears the cache at once; other
 //! instances see it when their cached entry expires (`proxy.key_cache_ttl_ms`; 0 reads the
-//! table on every request).
+//! table on every request). The cache's lifetime and the plan of a user without a subscription
+//! (`default_plan`) are read from the configuration snapshot of each request, so a reload
+//! applies to them too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tollgate_config::StaticKey;
+use tollgate_config::{Config, StaticKey};
 use tollgate_domain::AnchorDay;
 use tollgate_ledger::{Ledger, LedgerError};
 
@@ -93,9 +95,6 @@ fn key_id(hash: &[u8; 32]) -> String {
 #[derive(Debug)]
 struct StoredKeys {
     ledger: Ledger,
-    ttl: Duration,
-    /// The plan of a user without a subscription.
-    default_plan: Option<String>,
     cache: Mutex<HashMap<[u8; 32], Cached>>,
 }
 
@@ -104,24 +103,20 @@ type Cached = (Option<Arc<Identity>>, Instant);
 
 impl KeyRing {
     /// Also accept the keys in the ledger's key table.
-    pub fn with_stored_keys(
-        mut self,
-        ledger: Ledger,
-        ttl: Duration,
-        default_plan: Option<String>,
-    ) -> KeyRing {
+    pub fn with_stored_keys(mut self, ledger: Ledger) -> KeyRing {
         self.stored = Some(Arc::new(StoredKeys {
             ledger,
-            ttl,
-            default_plan,
             cache: Mutex::new(HashMap::new()),
         }));
         self
     }
 
-    /// Who the presented key belongs to: `None` for an unknown or revoked key.
+    /// Who the presented key belongs to: `None` for an unknown or revoked key. `config` (the
+    /// request's snapshot's) says how long a stored key is cached and the plan of a user
+    /// without a subscription.
     pub async fn resolve(
         &self,
+        config: &Config,
         statics: &StaticKeys,
         presented: &str,
     ) -> Result<Option<Arc<Identity>>, LedgerError> {
@@ -132,11 +127,12 @@ impl KeyRing {
         let Some(stored) = &self.stored else {
             return Ok(None);
         };
-        if let Some(cached) = stored.cached(&digest) {
+        let ttl = Duration::from_millis(config.proxy.key_cache_ttl_ms);
+        if let Some(cached) = stored.cached(&digest, ttl) {
             return Ok(cached);
         }
-        let found = stored.read(&digest).await?;
-        stored.remember(digest, found.clone());
+        let found = stored.read(&digest, config.default_plan.as_deref()).await?;
+        stored.remember(digest, found.clone(), ttl);
         Ok(found)
     }
 
@@ -153,16 +149,16 @@ impl KeyRing {
 }
 
 impl StoredKeys {
-    fn cached(&self, digest: &[u8; 32]) -> Option<Option<Arc<Identity>>> {
+    fn cached(&self, digest: &[u8; 32], ttl: Duration) -> Option<Option<Arc<Identity>>> {
         let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         cache
             .get(digest)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .filter(|(_, at)| at.elapsed() < ttl)
             .map(|(identity, _)| identity.clone())
     }
 
-    fn remember(&self, digest: [u8; 32], identity: Option<Arc<Identity>>) {
-        if self.ttl.is_zero() {
+    fn remember(&self, digest: [u8; 32], identity: Option<Arc<Identity>>, ttl: Duration) {
+        if ttl.is_zero() {
             return;
         }
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
@@ -172,7 +168,11 @@ impl StoredKeys {
         cache.insert(digest, (identity, Instant::now()));
     }
 
-    async fn read(&self, digest: &[u8; 32]) -> Result<Option<Arc<Identity>>, LedgerError> {
+    async fn read(
+        &self,
+        digest: &[u8; 32],
+        default_plan: Option<&str>,
+    ) -> Result<Option<Arc<Identity>>, LedgerError> {
         let Some(key) = self.ledger.api_key_by_hash(&hex(digest)).await? else {
             return Ok(None);
         };
@@ -188,8 +188,8 @@ impl StoredKeys {
                     .and_then(|d| AnchorDay::new(d).ok())
                     .unwrap_or_default(),
             ),
-            None => match &self.default_plan {
-                Some(plan) => (plan.clone(), AnchorDay::default()),
+            None => match default_plan {
+                Some(plan) => (plan.to_owned(), AnchorDay::default()),
                 None => return Ok(None),
             },
         };
@@ -247,15 +247,26 @@ mod tests {
             .await
             .unwrap();
         let none = StaticKeys::default();
-        let ring = KeyRing::default().with_stored_keys(
-            ledger.clone(),
-            Duration::from_secs(60),
-            Some("free".into()),
-        );
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../gateway.toml");
+        let mut config = tollgate_config::load_with_env(&path, &|_| None)
+            .unwrap()
+            .config;
+        config.proxy.key_cache_ttl_ms = 60_000;
+        config.default_plan = Some("free".into());
+        let ring = KeyRing::default().with_stored_keys(ledger.clone());
         // No subscription yet: the default plan.
-        let bob = ring.resolve(&none, "tg_bob").await.unwrap().unwrap();
+        let bob = ring
+            .resolve(&config, &none, "tg_bob")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((bob.user.as_str(), bob.plan.as_str()), ("bob", "free"));
-        assert!(ring.resolve(&none, "tg_nobody").await.unwrap().is_none());
+        assert!(
+            ring.resolve(&config, &none, "tg_nobody")
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         ledger
             .upsert_subscription(&NewSubscription {
@@ -273,9 +284,19 @@ mod tests {
             .await
             .unwrap();
         // Cached for the TTL, until the cache is cleared (as a revocation here does).
-        assert!(ring.resolve(&none, "tg_bob").await.unwrap().is_some());
+        assert!(
+            ring.resolve(&config, &none, "tg_bob")
+                .await
+                .unwrap()
+                .is_some()
+        );
         ring.invalidate();
-        assert!(ring.resolve(&none, "tg_bob").await.unwrap().is_none());
+        assert!(
+            ring.resolve(&config, &none, "tg_bob")
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         // With no cache every request reads the table.
         ledger
@@ -288,14 +309,26 @@ mod tests {
             })
             .await
             .unwrap();
-        let uncached = KeyRing::default().with_stored_keys(ledger.clone(), Duration::ZERO, None);
-        let bob = uncached.resolve(&none, "tg_bob_2").await.unwrap().unwrap();
+        let uncached = KeyRing::default().with_stored_keys(ledger.clone());
+        config.proxy.key_cache_ttl_ms = 0;
+        config.default_plan = None;
+        let bob = uncached
+            .resolve(&config, &none, "tg_bob_2")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((bob.plan.as_str(), bob.anchor_day.get()), ("pro", 15));
         ledger
             .revoke_api_key("k2", chrono::Utc::now())
             .await
             .unwrap();
-        assert!(uncached.resolve(&none, "tg_bob_2").await.unwrap().is_none());
+        assert!(
+            uncached
+                .resolve(&config, &none, "tg_bob_2")
+                .await
+                .unwrap()
+                .is_none()
+        );
         handle.shutdown().await.unwrap();
     }
 }

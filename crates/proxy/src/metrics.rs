@@ -1,12 +1,15 @@
 //! The gateway's Prometheus metrics: plain atomics in fixed arrays, so that recording on the
 //! request path is a handful of relaxed additions with no lock, no allocation and no label
-//! lookup. The text exposition is built only when `/metrics` is scraped.
+//! lookup. The text exposition is built only when `/metrics` is scraped. (The configuration's
+//! version sits behind a lock: it is written by a reload and read by a scrape, never by a
+//! request.)
 //!
 //! Labels are providers, status codes, token kinds and limit names: never a key, a user or a
 //! model name (a model label would let any client grow the series without bound).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tollgate_domain::{LimitKey, Provider, Usage};
@@ -107,6 +110,12 @@ pub struct Metrics {
     alerts_raised: AtomicU64,
     /// Crossings that could not be stored (database error, queue full).
     alert_raise_failures: AtomicU64,
+    /// Reloads of the configuration that were applied, and that were refused.
+    config_reloads_ok: AtomicU64,
+    config_reloads_error: AtomicU64,
+    /// The version of the configuration in force and when it was loaded (set at start and by
+    /// each applied reload; read only when scraped).
+    config_info: Mutex<(String, String)>,
 }
 
 impl Default for Metrics {
@@ -128,6 +137,9 @@ impl Default for Metrics {
             counter_store_errors: AtomicU64::new(0),
             alerts_raised: AtomicU64::new(0),
             alert_raise_failures: AtomicU64::new(0),
+            config_reloads_ok: AtomicU64::new(0),
+            config_reloads_error: AtomicU64::new(0),
+            config_info: Mutex::default(),
         }
     }
 }
@@ -230,6 +242,25 @@ impl Metrics {
             .fetch_add(u64::try_from(crossings).unwrap_or(u64::MAX), Relaxed);
     }
 
+    /// The configuration now in force: its version and when it was loaded (RFC 3339).
+    pub fn config_loaded(&self, version: &str, loaded_at: &str) {
+        let mut info = self
+            .config_info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *info = (version.to_owned(), loaded_at.to_owned());
+    }
+
+    /// A reload of the configuration, applied (`ok`) or refused.
+    pub fn config_reload(&self, ok: bool) {
+        let counter = if ok {
+            &self.config_reloads_ok
+        } else {
+            &self.config_reloads_error
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
     /// The Prometheus text exposition (format 0.0.4). The ledger's metrics are rendered by the
     /// admin crate (`tollgate_admin::metrics::render_ledger`) and appended by the binary.
     pub fn render(&self) -> String {
@@ -307,7 +338,44 @@ impl Metrics {
             "Threshold crossings whose alert was given up on (queue or retry list full, or the database still unavailable at shutdown); the calls were not affected.",
             self.alert_raise_failures.load(Relaxed),
         );
+        self.render_config(&mut out);
         out
+    }
+
+    fn render_config(&self, out: &mut String) {
+        let (version, loaded_at) = self
+            .config_info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if !version.is_empty() {
+            head(
+                out,
+                "tollgate_config_info",
+                "gauge",
+                "The configuration in force: its version (a digest of gateway.toml and the pricing files) and when it was loaded.",
+            );
+            let _ = writeln!(
+                out,
+                "tollgate_config_info{{version=\"{version}\",loaded_at=\"{loaded_at}\"}} 1"
+            );
+        }
+        head(
+            out,
+            "tollgate_config_reloads_total",
+            "counter",
+            "Reloads of the configuration, by result: ok (applied) or error (refused; the previous configuration keeps serving).",
+        );
+        for (result, n) in [
+            ("ok", &self.config_reloads_ok),
+            ("error", &self.config_reloads_error),
+        ] {
+            let _ = writeln!(
+                out,
+                "tollgate_config_reloads_total{{result=\"{result}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
     }
 
     fn render_requests(&self, out: &mut String) {

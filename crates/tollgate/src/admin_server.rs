@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 use tollgate_admin::{
-    AdminState, AdminTokens, ConfigSource, Deliverer, MetricsRenderer, OnKeyRevoked,
+    AdminState, AdminTokens, ConfigControlRef, ConfigSource, Deliverer, MetricsRenderer,
+    OnKeyRevoked, Readiness,
 };
 use tollgate_ledger::Ledger;
 
@@ -17,14 +18,25 @@ pub struct AdminServer {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Binds `[admin] listen` and starts serving the API and delivering alerts; `on_key_revoked`
-/// runs after each revocation through this API.
-pub fn start(
-    config: ConfigSource,
-    ledger: Ledger,
-    metrics: MetricsRenderer,
-    on_key_revoked: OnKeyRevoked,
-) -> anyhow::Result<AdminServer> {
+/// What the admin server is handed from the running gateway.
+pub struct Gateway {
+    pub config: ConfigSource,
+    pub metrics: MetricsRenderer,
+    /// Runs after each revocation through this API.
+    pub on_key_revoked: OnKeyRevoked,
+    pub control: ConfigControlRef,
+    pub readiness: Readiness,
+}
+
+/// Binds `[admin] listen` and starts serving the API and delivering alerts.
+pub fn start(gateway: Gateway, ledger: Ledger) -> anyhow::Result<AdminServer> {
+    let Gateway {
+        config,
+        metrics,
+        on_key_revoked,
+        control,
+        readiness,
+    } = gateway;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("tollgate-admin")
@@ -45,7 +57,9 @@ pub fn start(
         .with_context(|| format!("binding the admin listener on {}", settings.listen))?;
     let state = AdminState::new(ledger.clone(), Arc::clone(&config), tokens)
         .with_metrics(metrics)
-        .on_key_revoked(on_key_revoked);
+        .on_key_revoked(on_key_revoked)
+        .with_config_control(control)
+        .with_readiness(readiness);
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -68,6 +82,11 @@ pub fn start(
 }
 
 impl AdminServer {
+    /// The admin runtime, for tasks that live as long as the admin listener.
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime.handle()
+    }
+
     /// Stops accepting, lets requests in flight finish (up to 5 s), stops delivering.
     pub fn stop(self) {
         let _ = self.stop.send(true);

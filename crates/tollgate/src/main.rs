@@ -3,11 +3,14 @@
 mod accounts;
 mod admin_server;
 mod check;
+mod health;
 mod import;
 mod inspect_usage;
 mod log_writer;
+mod reload;
 mod serve;
 mod shutdown;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

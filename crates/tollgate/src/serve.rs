@@ -1,9 +1,11 @@
 //! `tollgate run`: the gateway on Pingora, with the ledger writer, the alert writer, the admin
-//! API and the alert deliverer beside it.
+//! API and the alert deliverer beside it, and the configuration reloaded live (SIGHUP, the admin
+//! API, the files watched).
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use pingora::server::configuration::ServerConf;
@@ -14,6 +16,8 @@ use tollgate_counters::{MemoryStore, RedisConfig, RedisStore, ResilientConfig, R
 use tollgate_ledger::{Ledger, LedgerConfig, OnFull};
 use tollgate_proxy::{AlertRaiser, Counters, Gateway, HeadGuard, HeadLimits, ledger_seeder};
 
+use crate::health::readiness;
+use crate::reload::Reloader;
 use crate::shutdown;
 
 /// How long shutdown waits for queued usage alerts to be stored.
@@ -53,6 +57,20 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let keys = gateway.keys().clone();
     let cut_off = gateway.cut_off();
     let snapshots = gateway.snapshots();
+    let reloader = Arc::new(Reloader::new(
+        path,
+        Arc::clone(&config),
+        &warnings,
+        Arc::clone(&snapshots),
+        gateway.metrics(),
+    ));
+    let draining = Arc::new(AtomicBool::new(false));
+    let ready = readiness(
+        Arc::clone(&draining),
+        Arc::clone(&snapshots),
+        handle.clone(),
+        shared_counters.clone(),
+    );
 
     let server_conf = ServerConf {
         threads: config.proxy.worker_threads(),
@@ -82,25 +100,32 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     server.add_service(proxy);
     tracing::info!(listen = %config.proxy.listen, "tollgate proxy listening");
     let admin = crate::admin_server::start(
-        // The admin API reads the configuration the proxy's new requests start with.
-        Arc::new(move || Arc::clone(&snapshots.load().config)),
-        ledger,
-        {
-            let handle = handle.clone();
-            let metrics = Arc::clone(&metrics);
-            // The proxy's own metrics, then the ledger's. The degraded gauge is read when
-            // scraped, so that it shows a recovery also when no request has come since.
-            Arc::new(move || {
-                if let Some(store) = &shared_counters {
-                    metrics.set_counters_degraded(store.is_degraded());
-                }
-                let mut text = metrics.render();
-                text.push_str(&tollgate_admin::metrics::render_ledger(&handle.metrics()));
-                text
-            })
+        crate::admin_server::Gateway {
+            // The admin API reads the configuration the proxy's new requests start with.
+            config: Arc::new(move || Arc::clone(&snapshots.load().config)),
+            metrics: {
+                let handle = handle.clone();
+                let metrics = Arc::clone(&metrics);
+                // The proxy's own metrics, then the ledger's. The degraded gauge is read when
+                // scraped, so that it shows a recovery also when no request has come since.
+                Arc::new(move || {
+                    if let Some(store) = &shared_counters {
+                        metrics.set_counters_degraded(store.is_degraded());
+                    }
+                    let mut text = metrics.render();
+                    text.push_str(&tollgate_admin::metrics::render_ledger(&handle.metrics()));
+                    text
+                })
+            },
+            on_key_revoked: Arc::new(move || keys.invalidate()),
+            control: Arc::clone(&reloader) as tollgate_admin::ConfigControlRef,
+            readiness: ready,
         },
-        Arc::new(move || keys.invalidate()),
+        ledger,
     )?;
+    crate::reload::on_sighup(Arc::clone(&reloader), admin.handle())
+        .context("listening for SIGHUP")?;
+    crate::watch::spawn(reloader).context("starting the configuration watcher")?;
     let on_term = {
         let started = std::sync::Once::new();
         let metrics = Arc::clone(&metrics);
@@ -108,7 +133,10 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         let runtime = ledger_runtime.handle().clone();
         let (alerts, handle) = (alerts.clone(), handle.clone());
         let grace = std::time::Duration::from_secs(config.proxy.graceful_shutdown_secs);
+        let draining = Arc::clone(&draining);
         move || {
+            // From the signal on, /readyz answers 503.
+            draining.store(true, std::sync::atomic::Ordering::SeqCst);
             started.call_once(|| {
                 let (cut_off, cut_runtime) = (cut_off.clone(), runtime.clone());
                 let (alerts, handle, runtime) = (alerts.clone(), handle.clone(), runtime.clone());

@@ -1,6 +1,7 @@
 //! The admin API's routes, each documented for the OpenAPI document it is listed in.
 
 pub mod alerts;
+pub mod live;
 pub mod logs;
 pub mod plans;
 pub mod system;

@@ -143,6 +143,23 @@ dir = "{pricing}"
         self.dir
     }
 
+    /// The `gateway.toml` it runs with, for a test to edit.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.toml")
+    }
+
+    /// Rewrites `gateway.toml` with `edit` applied to its text.
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let path = self.config_path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(text)).unwrap();
+    }
+
+    /// Sends `SIG<name>` to the gateway (`HUP`: reload its configuration).
+    pub fn signal(&self, name: &str) {
+        self.child.signal(name);
+    }
+
     /// The value of a metric without labels on the admin `/metrics`, if it is there.
     pub fn metric(&self, name: &str) -> Option<f64> {
         let response = request(self.admin_port, "GET", "/metrics", &[], b"");

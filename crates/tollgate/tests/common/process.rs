@@ -107,7 +107,7 @@ impl Supervised {
         }
     }
 
-    /// Sends `SIG<name>` to the process.
+    /// Sends `SIG<name>` (`HUP`, say) to the process.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([&format!("-{name}"), &self.pid()])
