@@ -85,7 +85,7 @@ impl Gateway {
                 ctx.output_cap = Some(output);
             }
             let progress = Arc::new(Progress::default());
-            self.inflight.enter(Running {
+            let call_id = self.inflight.enter(Running {
                 reservation: reservation.clone(),
                 identity: Arc::clone(&identity),
                 period: plan.period,
@@ -98,6 +98,7 @@ impl Gateway {
             });
             ctx.progress = Some(progress);
             ctx.admitted = Some(Admitted {
+                call_id,
                 reservation,
                 period: plan.period,
                 limits: plan.limits,

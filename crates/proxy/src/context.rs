@@ -40,6 +40,8 @@ pub enum BodyState {
 /// What admission reserved for the call.
 #[derive(Debug)]
 pub struct Admitted {
+    /// The call's id in the gateway's in-flight registry (`inflight.rs`).
+    pub call_id: u64,
     pub reservation: Reservation,
     pub period: BillingPeriod,
     /// The limits the reservation was checked against, for the alerts of its settle.

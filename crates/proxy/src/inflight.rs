@@ -43,9 +43,11 @@ pub struct Running {
     pub progress: Arc<Progress>,
 }
 
-/// The admitted calls in flight, by reservation id.
+/// The admitted calls in flight, by an id of their own: reservation ids are not unique (a call
+/// admitted while the counter store is away holds nothing and shares its id).
 #[derive(Debug, Default)]
 pub struct InFlight {
+    next_id: AtomicU64,
     calls: Mutex<HashMap<u64, Running>>,
 }
 
@@ -54,14 +56,16 @@ pub const CUT_BY_SHUTDOWN: &str =
     "the gateway shut down before the call ended (its grace period was over)";
 
 impl InFlight {
-    pub fn enter(&self, call: Running) {
-        let id = call.reservation.id;
+    /// Enters a call; answers its id, to take it out with.
+    pub fn enter(&self, call: Running) -> u64 {
+        let id = self.next_id.fetch_add(1, Relaxed);
         self.lock().insert(id, call);
+        id
     }
 
     /// Takes the call out; `false` when the shutdown already recorded it.
-    pub fn take(&self, reservation_id: u64) -> bool {
-        self.lock().remove(&reservation_id).is_some()
+    pub fn take(&self, call_id: u64) -> bool {
+        self.lock().remove(&call_id).is_some()
     }
 
     pub fn len(&self) -> usize {

@@ -23,7 +23,7 @@ impl Gateway {
         let (Some(admitted), Some(identity)) = (ctx.admitted.take(), ctx.identity.clone()) else {
             return;
         };
-        if !self.inflight.take(admitted.reservation.id) {
+        if !self.inflight.take(admitted.call_id) {
             // The shutdown recorded it, with what it had received, when its grace period ended.
             return;
         }
@@ -93,7 +93,7 @@ impl Gateway {
         }
         if ctx.upstream_sent.is_none() {
             if let Some(admitted) = ctx.admitted.take()
-                && self.inflight.take(admitted.reservation.id)
+                && self.inflight.take(admitted.call_id)
             {
                 self.counters.release(&admitted.reservation).await;
             }
