@@ -94,6 +94,12 @@ pub async fn on_chunk(
             if let Some(chunk) = body.as_ref() {
                 ctx.request_bytes += chunk.len() as u64;
             }
+            // A body streamed through without a length (chunked) is held to the same limit as
+            // one that declared it: it is cut off, and the provider never gets it whole.
+            let max = ctx.snapshot.config.proxy.max_request_body_bytes;
+            if ctx.request_bytes > max {
+                return Err(ctx.refuse(GatewayError::BodyTooLarge { max_bytes: max }));
+            }
             // A body streamed through (a Stability upload) is under the same total deadline
             // as a held one: a client trickling it would otherwise hold the provider's
             // connection for as long as each read meets Pingora's per-read timeout.

@@ -60,6 +60,8 @@ enum Head {
     Closed,
     TooLarge(BytesMut),
     TooSlow(BytesMut),
+    /// Not a request Pingora could parse ([`malformed`] says why).
+    Malformed(BytesMut, &'static str),
 }
 
 /// Where the head ends (the index after its blank line), if it has ended, looking only at line
@@ -74,6 +76,45 @@ fn head_end(buf: &[u8], from: usize) -> Option<usize> {
             Some([b'\r', b'\n', ..]) => return Some(newline + 3),
             _ => at = newline + 1,
         }
+    }
+    None
+}
+
+/// Why a complete head cannot be a request, checked before Pingora parses it (Pingora answers
+/// such heads with an empty 400 of its own): a request line that is not `METHOD target
+/// HTTP/1.x`, or a `Content-Length` that is not a number or disagrees with another (RFC 9112,
+/// 3 and 6.3).
+fn malformed(buf: &[u8]) -> Option<&'static str> {
+    let mut lines = buf
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let request_line = lines.next()?;
+    let mut parts = request_line.split(|&b| b == b' ');
+    let (method, target, version) = (parts.next()?, parts.next(), parts.next());
+    let well_formed = !method.is_empty()
+        && method.iter().all(|b| b.is_ascii_alphabetic())
+        && target.is_some_and(|t| !t.is_empty())
+        && version.is_some_and(|v| v == b"HTTP/1.1" || v == b"HTTP/1.0")
+        && parts.next().is_none();
+    if !well_formed {
+        return Some("the request line is not `METHOD target HTTP/1.1`");
+    }
+    let mut length: Option<&[u8]> = None;
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if !line[..colon].eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        let value = line[colon + 1..].trim_ascii();
+        if value.is_empty() || !value.iter().all(u8::is_ascii_digit) || value.len() > 19 {
+            return Some("Content-Length is not a number of bytes");
+        }
+        if length.is_some_and(|seen| seen != value) {
+            return Some("the request has two different Content-Length values");
+        }
+        length = Some(value);
     }
     None
 }
@@ -169,7 +210,15 @@ where
                 .limits
                 .read(&mut stream, &mut watch, idle, Instant::now())
                 .await;
+            let head = match head {
+                Head::Complete(buf) => match malformed(&buf) {
+                    Some(why) => Head::Malformed(buf, why),
+                    None => Head::Complete(buf),
+                },
+                other => other,
+            };
             let error = match head {
+                Head::Malformed(buf, why) => (buf, GatewayError::BadRequest(why.to_owned())),
                 Head::Complete(buf) => {
                     let mut session = ServerSession::new_http1(stream);
                     match persistent.take() {
@@ -322,5 +371,29 @@ mod tests {
             )
             .await;
         assert_eq!(head, Head::Closed);
+    }
+
+    #[test]
+    fn malformed_heads_are_told_apart_from_requests() {
+        for good in [
+            &b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n"
+                [..],
+            b"GET / HTTP/1.0\n\n",
+            b"POST /x HTTP/1.1\r\ncontent-length: 5\r\nContent-Length: 5\r\n\r\n",
+        ] {
+            assert_eq!(malformed(good), None, "{}", String::from_utf8_lossy(good));
+        }
+        for bad in [
+            &b"POST /x\r\n\r\n"[..],
+            b"POST  /x HTTP/1.1\r\n\r\n",
+            b"P0ST /x HTTP/1.1\r\n\r\n",
+            b"POST /x HTTP/2.0\r\n\r\n",
+            b"POST /x HTTP/1.1 extra\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nContent-Length: 12abc\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        ] {
+            assert!(malformed(bad).is_some(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 }

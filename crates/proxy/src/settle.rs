@@ -161,6 +161,11 @@ fn failure(e: &Error, ctx: &RequestCtx) -> GatewayError {
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
             GatewayError::UpstreamTimeout(provider)
         }
+        // The client's body could not be read: malformed chunks, or a client gone mid-body.
+        kind if e.esource() == &ErrorSource::Downstream => GatewayError::BadRequest(format!(
+            "the request body could not be read ({})",
+            kind.as_str()
+        )),
         ErrorType::ConnectRefused
         | ErrorType::ConnectError
         | ErrorType::ConnectNoRoute

@@ -438,3 +438,67 @@ openai = {{ calls = 100 }}
     a.stop();
     b.stop();
 }
+
+/// Heads Pingora cannot parse, and bodies it cannot read, get a 400 in the provider's shape
+/// (not Pingora's empty one, nor a 500).
+#[test]
+fn malformed_heads_and_chunks_are_400_in_the_providers_shape() {
+    let path = "/openai/v1/chat/completions";
+    for head in [
+        format!("POST {path} HTTP/1.1 extra\r\nhost: a\r\ncontent-length: 2\r\n\r\n{{}}"),
+        format!("POST {path} HTTP/1.1\r\nhost: a\r\ncontent-length: 2x\r\n\r\n{{}}"),
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{{}}"
+        ),
+    ] {
+        let response = common::send_raw(port(), head.as_bytes());
+        assert_shape("openai", 400, "invalid_request", &response);
+    }
+    let chunked = format!(
+        "POST {path} HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {KEY}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+    );
+    let response = common::send_raw(port(), chunked.as_bytes());
+    assert_shape("openai", 400, "invalid_request", &response);
+    assert_alive();
+}
+
+/// A Stability upload is streamed through rather than held, and sent without a length it is
+/// still held to `max_request_body_bytes`: cut off with 413, never reaching the provider whole.
+#[test]
+fn a_chunked_upload_over_the_cap_is_413() {
+    let mock = Mock::start();
+    mock.script(
+        "/v2beta/stable-image/generate/core",
+        Reply::json(r#"{"finish_reason":"SUCCESS","image":"aGk="}"#),
+    );
+    let key = common::client_key("uploader");
+    let rest = format!(
+        "[providers.stability]\nbase_url = \"http://127.0.0.1:{}\"\nkey_env = \"TG_STABILITY_KEY\"\n\
+         [plans.p]\nname = \"P\"\ntier = \"pro\"\n{}",
+        mock.port,
+        common::key_entry("uploader", "p", &key),
+    );
+    let gateway = Gateway::start(
+        "max_request_body_bytes = 65536",
+        &rest,
+        &[("TG_STABILITY_KEY", "sk-stability")],
+    );
+    let part = "x".repeat(8 * 1024);
+    let mut raw = format!(
+        "POST /stability/v2beta/stable-image/generate/core HTTP/1.1\r\nhost: a\r\n\
+         authorization: Bearer {key}\r\ncontent-type: multipart/form-data; boundary=b\r\n\
+         transfer-encoding: chunked\r\n\r\n"
+    );
+    for _ in 0..16 {
+        raw.push_str(&format!("{:x}\r\n{part}\r\n", part.len()));
+    }
+    raw.push_str("0\r\n\r\n");
+    let response = common::send_raw(gateway.port, raw.as_bytes());
+    assert_eq!(response.status, 413, "{}", response.text());
+    assert!(
+        mock.seen().iter().all(|s| s.body.len() < 128 * 1024),
+        "the whole upload reached the provider"
+    );
+    gateway.stop();
+}
