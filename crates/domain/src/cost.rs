@@ -39,6 +39,37 @@ pub fn cost(price: &ModelPrice, usage: &Usage) -> Cost {
                 + price.per_unit.map_or(0, |u| u.rate.times(usage.units))
         }
     };
+    parts(input_femto, output_femto, other_femto)
+}
+
+/// The most a call can cost given at most `input_tokens` in and `output_tokens` out and
+/// `units` non-token units: every token at the highest rate it could be billed at (a cache
+/// write costs more than plain input), in the context tier those input tokens select. Its parts
+/// are rounded as [`cost`]'s are.
+pub fn upper_bound(price: &ModelPrice, input_tokens: u64, output_tokens: u64, units: u64) -> Cost {
+    let (input_femto, output_femto) = price.token_rates_for(input_tokens).map_or((0, 0), |rates| {
+        (
+            rates.max_input().times(input_tokens),
+            rates.max_output().times(output_tokens),
+        )
+    });
+    let other_femto = price.per_request.map_or(0, |rate| rate.times(1))
+        + price.per_unit.map_or(0, |u| u.rate.times(units));
+    parts(input_femto, output_femto, other_femto)
+}
+
+/// The total of [`upper_bound`]: what admission reserves.
+pub fn upper_bound_cost(
+    price: &ModelPrice,
+    input_tokens: u64,
+    output_tokens: u64,
+    units: u64,
+) -> u64 {
+    upper_bound(price, input_tokens, output_tokens, units).total_nanousd
+}
+
+/// Femto-USD parts as a [`Cost`], rounded cumulatively so that they add up to the total.
+fn parts(input_femto: u128, output_femto: u128, other_femto: u128) -> Cost {
     let input = to_nanousd(input_femto);
     let input_and_output = to_nanousd(input_femto + output_femto);
     let total = to_nanousd(input_femto + output_femto + other_femto);
@@ -48,23 +79,6 @@ pub fn cost(price: &ModelPrice, usage: &Usage) -> Cost {
         other_nanousd: total - input_and_output,
         total_nanousd: total,
     }
-}
-
-/// The most a call can cost given at most `input_tokens` in and `output_tokens` out and
-/// `units` non-token units: every token at the highest rate it could be billed at (a cache
-/// write costs more than plain input), in the context tier those input tokens select.
-pub fn upper_bound_cost(
-    price: &ModelPrice,
-    input_tokens: u64,
-    output_tokens: u64,
-    units: u64,
-) -> u64 {
-    let token_femto = price.token_rates_for(input_tokens).map_or(0, |rates| {
-        rates.max_input().times(input_tokens) + rates.max_output().times(output_tokens)
-    });
-    let other_femto = price.per_request.map_or(0, |rate| rate.times(1))
-        + price.per_unit.map_or(0, |u| u.rate.times(units));
-    to_nanousd(token_femto + other_femto)
 }
 
 fn token_femto(rates: &TokenRates, usage: &Usage) -> (u128, u128) {
@@ -278,6 +292,15 @@ mod tests {
         });
         // 1,000 × 6.00/M + 100 × 15.00/M = 6,000,000 + 1,500,000.
         assert_eq!(upper_bound_cost(&sonnet, 1_000, 100, 0), 7_500_000);
+        let bound = upper_bound(&sonnet, 1_000, 100, 0);
+        assert_eq!(
+            (
+                bound.input_nanousd,
+                bound.output_nanousd,
+                bound.other_nanousd
+            ),
+            (6_000_000, 1_500_000, 0)
+        );
     }
 
     fn flat_price() -> impl Strategy<Value = ModelPrice> {

@@ -17,7 +17,7 @@ pub mod usage;
 
 pub use admission::{Amount, Decision, Denial, Limit, LimitKey, Measure, Standing, decide};
 pub use alerts::{AlertSeverity, Crossing, crossings};
-pub use cost::{Cost, cost, upper_bound_cost};
+pub use cost::{Cost, cost, upper_bound, upper_bound_cost};
 pub use money::{Decimal, DecimalError, Rate, format_usd, round_div};
 pub use period::{AnchorDay, BillingPeriod};
 pub use plan::{

@@ -404,10 +404,17 @@ impl Ledger {
         user_id: &str,
         period: BillingPeriod,
     ) -> Result<Vec<DailyUsage>> {
-        let rows: Vec<(String, i64, i64, i64, i64)> = on_db!(&self.db, pool => {
+        // Tokens and cost are summed in two halves (`x / 2^32` and `x % 2^32`), neither of which
+        // can overflow a BIGINT over fewer than 2^31 rows, and joined in Rust with saturation: a
+        // plain SUM of large values fails the query on both backends (SQLite's "integer
+        // overflow", PostgreSQL's "bigint out of range" on the cast back).
+        let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = on_db!(&self.db, pool => {
             sqlx::query_as(
-                "SELECT occurred_day, COUNT(*), CAST(SUM(total_tokens) AS BIGINT), \
-                 CAST(SUM(cost_total_nanousd) AS BIGINT), \
+                "SELECT occurred_day, COUNT(*), \
+                 CAST(SUM(total_tokens / 4294967296) AS BIGINT), \
+                 CAST(SUM(total_tokens % 4294967296) AS BIGINT), \
+                 CAST(SUM(cost_total_nanousd / 4294967296) AS BIGINT), \
+                 CAST(SUM(cost_total_nanousd % 4294967296) AS BIGINT), \
                  CAST(SUM(CASE WHEN status_code >= 400 OR error_message IS NOT NULL \
                           THEN 1 ELSE 0 END) AS BIGINT) \
                  FROM api_usage_logs WHERE user_id = $1 AND billing_period = $2 \
@@ -426,7 +433,8 @@ impl Ledger {
             let Some(next) = day.succ_opt() else { break };
             day = next;
         }
-        for (text, calls, tokens, cost, errors) in rows {
+        for (text, calls, tokens_high, tokens_low, cost_high, cost_low, errors) in rows {
+            let (tokens, cost) = (joined(tokens_high, tokens_low), joined(cost_high, cost_low));
             let day = text
                 .parse::<NaiveDate>()
                 .map_err(|e| LedgerError::Corrupt {
@@ -483,6 +491,13 @@ impl Ledger {
             .await?;
         Ok(assemble(summaries, providers).into_values().collect())
     }
+}
+
+/// A sum read as its halves `Σ x / 2^32` and `Σ x % 2^32` (see `daily_series`), saturating at
+/// `i64::MAX` as every amount the ledger stores does.
+fn joined(high: i64, low: i64) -> i64 {
+    let sum = (i128::from(high) << 32) + i128::from(low);
+    i64::try_from(sum.max(0)).unwrap_or(i64::MAX)
 }
 
 fn zero_day(day: NaiveDate) -> DailyUsage {

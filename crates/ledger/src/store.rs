@@ -6,9 +6,12 @@
 //! `RETURNING event_id`, so the database says which events are new. Only those are added to the
 //! summaries, with
 //! `INSERT … ON CONFLICT DO UPDATE SET x = x + excluded.x`. Replaying a batch that was already
-//! committed therefore changes nothing, and concurrent writers never lose an increment.
+//! committed therefore changes nothing, and concurrent writers never lose an increment. Every
+//! amount is a `BIGINT`: a value is clamped to `i64::MAX` before it is bound (`to_db`), and a
+//! summary's sum saturates there too, in the statement itself, rather than overflowing.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::LazyLock;
 
 use chrono::Utc;
 use sqlx::QueryBuilder;
@@ -167,7 +170,7 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
         // BTreeMap order: every writer takes row locks in the same order, so two concurrent
         // batches cannot deadlock on summary rows.
         for ((user, period), d) in &summaries {
-            sqlx::query(UPSERT_SUMMARY)
+            sqlx::query(UPSERT_SUMMARY.as_str())
                 .bind(user)
                 .bind(period)
                 .bind(d.calls)
@@ -188,7 +191,7 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
                 .map_err(LedgerError::db("updating usage summaries"))?;
         }
         for ((user, period, provider), d) in &providers {
-            sqlx::query(UPSERT_PROVIDER_SUMMARY)
+            sqlx::query(UPSERT_PROVIDER_SUMMARY.as_str())
                 .bind(user)
                 .bind(period)
                 .bind(provider.as_str())
@@ -244,37 +247,77 @@ const INSERT_LOGS: &str = "INSERT INTO api_usage_logs (event_id, user_id, key_id
     latency_ms, request_bytes, response_bytes, error_message, billing_period, occurred_at, \
     occurred_day, recorded_at) ";
 
-const UPSERT_SUMMARY: &str = "INSERT INTO usage_summaries (user_id, billing_period, \
-    total_calls, total_tokens, input_tokens, cached_input_tokens, cache_creation_input_tokens, \
-    output_tokens, reasoning_tokens, units, total_cost_nanousd, error_calls, estimated_calls, \
-    latency_ms_sum, created_at, updated_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) \
-    ON CONFLICT (user_id, billing_period) DO UPDATE SET \
-    total_calls = usage_summaries.total_calls + excluded.total_calls, \
-    total_tokens = usage_summaries.total_tokens + excluded.total_tokens, \
-    input_tokens = usage_summaries.input_tokens + excluded.input_tokens, \
-    cached_input_tokens = usage_summaries.cached_input_tokens + excluded.cached_input_tokens, \
-    cache_creation_input_tokens = usage_summaries.cache_creation_input_tokens + excluded.cache_creation_input_tokens, \
-    output_tokens = usage_summaries.output_tokens + excluded.output_tokens, \
-    reasoning_tokens = usage_summaries.reasoning_tokens + excluded.reasoning_tokens, \
-    units = usage_summaries.units + excluded.units, \
-    total_cost_nanousd = usage_summaries.total_cost_nanousd + excluded.total_cost_nanousd, \
-    error_calls = usage_summaries.error_calls + excluded.error_calls, \
-    estimated_calls = usage_summaries.estimated_calls + excluded.estimated_calls, \
-    latency_ms_sum = usage_summaries.latency_ms_sum + excluded.latency_ms_sum, \
-    updated_at = excluded.updated_at";
+/// The largest value a `BIGINT` holds, as SQL text.
+const BIGINT_MAX: &str = "9223372036854775807";
 
-const UPSERT_PROVIDER_SUMMARY: &str = "INSERT INTO usage_summary_providers (user_id, \
-    billing_period, provider, calls, tokens, input_tokens, output_tokens, units, cost_nanousd, \
-    error_calls, latency_ms_sum, updated_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-    ON CONFLICT (user_id, billing_period, provider) DO UPDATE SET \
-    calls = usage_summary_providers.calls + excluded.calls, \
-    tokens = usage_summary_providers.tokens + excluded.tokens, \
-    input_tokens = usage_summary_providers.input_tokens + excluded.input_tokens, \
-    output_tokens = usage_summary_providers.output_tokens + excluded.output_tokens, \
-    units = usage_summary_providers.units + excluded.units, \
-    cost_nanousd = usage_summary_providers.cost_nanousd + excluded.cost_nanousd, \
-    error_calls = usage_summary_providers.error_calls + excluded.error_calls, \
-    latency_ms_sum = usage_summary_providers.latency_ms_sum + excluded.latency_ms_sum, \
-    updated_at = excluded.updated_at";
+/// `column = table.column + excluded.column`, saturating at `BIGINT_MAX` instead of overflowing:
+/// SQLite would store the sum as REAL, which no reader decodes as a `BIGINT` (the user's counters,
+/// the admin API and closing the period would all fail on that row), and PostgreSQL would reject
+/// the whole batch. Increments are never negative (`to_db`), so the subtraction cannot overflow.
+fn saturating_increment(table: &str, column: &str) -> String {
+    format!(
+        "{column} = CASE WHEN {table}.{column} > {BIGINT_MAX} - excluded.{column} \
+         THEN {BIGINT_MAX} ELSE {table}.{column} + excluded.{column} END"
+    )
+}
+
+/// The increments of `columns` of `table`, each saturating, as one `SET` list.
+fn saturating_increments(table: &str, columns: &[&str]) -> String {
+    columns
+        .iter()
+        .map(|c| saturating_increment(table, c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+static UPSERT_SUMMARY: LazyLock<String> = LazyLock::new(|| {
+    let increments = saturating_increments(
+        "usage_summaries",
+        &[
+            "total_calls",
+            "total_tokens",
+            "input_tokens",
+            "cached_input_tokens",
+            "cache_creation_input_tokens",
+            "output_tokens",
+            "reasoning_tokens",
+            "units",
+            "total_cost_nanousd",
+            "error_calls",
+            "estimated_calls",
+            "latency_ms_sum",
+        ],
+    );
+    format!(
+        "INSERT INTO usage_summaries (user_id, billing_period, total_calls, total_tokens, \
+         input_tokens, cached_input_tokens, cache_creation_input_tokens, output_tokens, \
+         reasoning_tokens, units, total_cost_nanousd, error_calls, estimated_calls, \
+         latency_ms_sum, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) \
+         ON CONFLICT (user_id, billing_period) DO UPDATE SET {increments}, \
+         updated_at = excluded.updated_at"
+    )
+});
+
+static UPSERT_PROVIDER_SUMMARY: LazyLock<String> = LazyLock::new(|| {
+    let increments = saturating_increments(
+        "usage_summary_providers",
+        &[
+            "calls",
+            "tokens",
+            "input_tokens",
+            "output_tokens",
+            "units",
+            "cost_nanousd",
+            "error_calls",
+            "latency_ms_sum",
+        ],
+    );
+    format!(
+        "INSERT INTO usage_summary_providers (user_id, billing_period, provider, calls, tokens, \
+         input_tokens, output_tokens, units, cost_nanousd, error_calls, latency_ms_sum, \
+         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (user_id, billing_period, provider) DO UPDATE SET {increments}, \
+         updated_at = excluded.updated_at"
+    )
+});

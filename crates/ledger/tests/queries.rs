@@ -141,6 +141,84 @@ async fn postgres_period_usage_trends_and_daily_series() {
     period_usage_trends_and_daily_series("postgres").await;
 }
 
+/// Two calls of one user on one day at the largest amounts an event can carry, written in two
+/// batches so that the second adds to the stored summary.
+async fn amounts_beyond_bigint_saturate(backend: &str) {
+    let (_db, ledger) = seeded(backend).await;
+    let huge = |id: &str| {
+        let mut e = call(id, "alice", Provider::OpenAi, "2025-03", 31, u64::MAX, 200);
+        e.usage.input_tokens = u64::MAX;
+        e.usage.output_tokens = u64::MAX;
+        e.usage.units = u64::MAX;
+        e.latency_ms = u64::MAX;
+        e
+    };
+    ledger.insert_batch(&[huge("h1")]).await.unwrap();
+    ledger.insert_batch(&[huge("h2")]).await.unwrap();
+
+    let max = i64::MAX as u64;
+    let march = ledger.usage_for_period("alice", "2025-03").await.unwrap();
+    let t = &march.totals;
+    assert_eq!(t.calls, 2);
+    assert_eq!(
+        (t.tokens, t.input_tokens, t.output_tokens, t.units),
+        (max, max, max, max)
+    );
+    assert_eq!((t.cost_nanousd, t.latency_ms_sum), (max, max));
+    let openai = &march.per_provider[&Provider::OpenAi];
+    assert_eq!(
+        (openai.calls, openai.tokens, openai.cost_nanousd),
+        (2, max, max)
+    );
+    let days = ledger
+        .daily_series("alice", "2025-03".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        (days[30].calls, days[30].tokens, days[30].cost_nanousd),
+        (2, max, max)
+    );
+    let after = Utc.with_ymd_and_hms(2025, 4, 1, 0, 10, 0).unwrap();
+    assert_eq!(ledger.close_periods(after).await.unwrap(), 1);
+    let bill = &ledger.billing_history("alice").await.unwrap()[0];
+    assert_eq!((bill.total_calls, bill.usage_cost_nanousd), (2, i64::MAX));
+
+    if let tollgate_ledger::Db::Sqlite(pool) = ledger.db() {
+        let types: Vec<(String, String)> = sqlx::query_as(
+            "SELECT typeof(total_tokens), typeof(total_cost_nanousd) FROM usage_summaries",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        assert_eq!(types, [("integer".to_owned(), "integer".to_owned())]);
+        // A sum an earlier version let overflow into REAL is repaired by the migration.
+        sqlx::query("UPDATE usage_summaries SET total_tokens = 1.8e19")
+            .execute(pool)
+            .await
+            .unwrap();
+        assert!(ledger.usage_for_period("alice", "2025-03").await.is_err());
+        sqlx::raw_sql(include_str!(
+            "../migrations/sqlite/0004_summaries_stay_integer.sql"
+        ))
+        .execute(pool)
+        .await
+        .unwrap();
+        let march = ledger.usage_for_period("alice", "2025-03").await.unwrap();
+        assert_eq!(march.totals.tokens, max);
+    }
+    ledger.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_amounts_beyond_bigint_saturate() {
+    amounts_beyond_bigint_saturate("sqlite").await;
+}
+
+#[tokio::test]
+async fn postgres_amounts_beyond_bigint_saturate() {
+    amounts_beyond_bigint_saturate("postgres").await;
+}
+
 async fn usage_log_pages_and_filters(backend: &str) {
     let (_db, ledger) = seeded(backend).await;
     let events: Vec<_> = (0..50u64).map(|n| event(format!("l-{n:02}"), n)).collect();

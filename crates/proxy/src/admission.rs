@@ -9,8 +9,8 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use tollgate_config::Config;
 use tollgate_counters::{CounterError, Reservation, Reserved};
 use tollgate_domain::{
-    Amount, BillingPeriod, Denial, Limit, Measure, ModelPrice, Provider, ShortBudget,
-    UnreachablePolicy, upper_bound_cost,
+    Amount, BillingPeriod, Cost, Denial, Limit, Measure, ModelPrice, Provider, ShortBudget,
+    UnreachablePolicy, Usage, upper_bound, upper_bound_cost,
 };
 use tollgate_usage::{RequestFacts, priced_name};
 
@@ -166,6 +166,37 @@ pub fn reservation_amount(
     }
 }
 
+/// The amount a call's reservation held, `reserved`, as the usage and cost of its usage event:
+/// what a call whose reported usage cannot be billed as reported is billed instead
+/// (`plausible`). Its tokens are input up to the request's input bound and output for the rest
+/// (a per-call provider's call is one unit), priced at the highest rates as admission priced
+/// them, so that for an amount [`reservation_amount`] or [`clamp`] made at `price` the cost is
+/// the cost reserved.
+pub fn reservation_bound(
+    facts: &RequestFacts,
+    reserved: Amount,
+    price: Option<&ModelPrice>,
+    token_billed: bool,
+) -> (Usage, Cost) {
+    let usage = if token_billed {
+        let input = facts.input_tokens_bound.min(reserved.tokens);
+        Usage {
+            input_tokens: input,
+            output_tokens: reserved.tokens - input,
+            ..Usage::default()
+        }
+    } else {
+        Usage {
+            units: 1,
+            ..Usage::default()
+        }
+    };
+    let cost = price.map_or(Cost::default(), |p| {
+        upper_bound(p, usage.input_tokens, usage.output_tokens, usage.units)
+    });
+    (usage, cost)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +246,36 @@ mod tests {
         assert_eq!(
             reservation_amount(&facts, Some(&price(None)), true).tokens,
             1_000 + DEFAULT_MAX_OUTPUT_TOKENS
+        );
+    }
+
+    #[test]
+    fn the_bound_billed_instead_of_a_report_is_what_was_reserved() {
+        let price = price(Some(16_384));
+        let facts = RequestFacts {
+            input_tokens_bound: 1_000,
+            max_output_tokens: Some(100),
+            ..RequestFacts::default()
+        };
+        let reserved = reservation_amount(&facts, Some(&price), true);
+        let (usage, cost) = reservation_bound(&facts, reserved, Some(&price), true);
+        assert_eq!((usage.input_tokens, usage.output_tokens), (1_000, 100));
+        assert_eq!(cost.total_nanousd, reserved.cost_nanousd);
+        // The output cap lowered to fit a budget: the lower amount.
+        let capped = RequestFacts {
+            max_output_tokens: Some(40),
+            ..facts.clone()
+        };
+        let clamped = reservation_amount(&capped, Some(&price), true);
+        let (usage, cost) = reservation_bound(&capped, clamped, Some(&price), true);
+        assert_eq!(usage.total_tokens(), 1_040);
+        assert_eq!(cost.total_nanousd, clamped.cost_nanousd);
+        // A per-call provider's call is one unit.
+        let one = reservation_amount(&RequestFacts::default(), None, false);
+        let (usage, cost) = reservation_bound(&RequestFacts::default(), one, None, false);
+        assert_eq!(
+            (usage.units, usage.total_tokens(), cost.total_nanousd),
+            (1, 0, 0)
         );
     }
 

@@ -14,12 +14,12 @@ use std::time::Instant;
 
 use tollgate_counters::Reservation;
 use tollgate_domain::BillingPeriod;
-use tollgate_ledger::{LedgerHandle, UsageEvent};
+use tollgate_ledger::LedgerHandle;
 use tollgate_usage::RequestFacts;
 
 use crate::keys::Identity;
 use crate::limits::Counters;
-use crate::metering::{CallRecord, settle_call};
+use crate::metering::{CallRecord, Settled, settle_call};
 use crate::snapshot::SnapshotCell;
 
 /// What a running call has received so far, updated by its own task as the response passes.
@@ -113,12 +113,14 @@ impl CutOff {
                 facts: &call.facts,
                 status,
                 scanned: None,
+                reserved: call.reservation.amount,
                 transport_error: Some(CUT_BY_SHUTDOWN.to_owned()),
                 request_bytes: call.request_bytes,
                 response_bytes: call.progress.response_bytes.load(Relaxed),
                 latency_ms: u64::try_from(call.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             };
-            let (event, actual): (UsageEvent, _) = settle_call(&snapshot.config, record);
+            // Nothing was scanned: the usage is estimated, never implausible.
+            let Settled { event, actual, .. } = settle_call(&snapshot.config, record);
             self.counters.settle(&call.reservation, actual).await;
             if let Err(e) = self.ledger.record(event).await {
                 tracing::error!(error = %e, "usage event of a call cut off by the shutdown not recorded");

@@ -3,7 +3,8 @@
 //! The Pingora service's hooks (`gateway`) stay thin: each hands its phase to the module that
 //! owns it — the head's checks (`head`), bodies read before admission (`body`), admission as a
 //! pure decision (`admission`) and its reservation (`admit`), the upstream request
-//! (`upstream`), usage metering (`metering`) and the call's settlement (`settle`). Everything
+//! (`upstream`), usage metering (`metering`, which bills an implausible usage report at the
+//! reservation's bound: `plausible`) and the call's settlement (`settle`). Everything
 //! they read from the configuration comes from the snapshot the request started with
 //! (`snapshot`). docs/architecture.md follows one call through them.
 
@@ -24,6 +25,7 @@ pub mod keys;
 pub mod limits;
 pub mod metering;
 pub mod metrics;
+pub mod plausible;
 pub mod pricing;
 pub mod request;
 mod respond;

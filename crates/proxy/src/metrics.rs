@@ -98,6 +98,8 @@ pub struct Metrics {
     tokens: Vec<AtomicU64>,
     cost_nanousd: [AtomicU64; PROVIDERS],
     estimated: [AtomicU64; PROVIDERS],
+    /// Calls whose reported usage no call could have used, billed at their reservation instead.
+    implausible: [AtomicU64; PROVIDERS],
     refusals: [AtomicU64; LIMITS],
     upstream_latency: [Histogram; PROVIDERS],
     overhead: Histogram,
@@ -129,6 +131,7 @@ impl Default for Metrics {
                 .collect(),
             cost_nanousd: std::array::from_fn(|_| AtomicU64::new(0)),
             estimated: std::array::from_fn(|_| AtomicU64::new(0)),
+            implausible: std::array::from_fn(|_| AtomicU64::new(0)),
             refusals: std::array::from_fn(|_| AtomicU64::new(0)),
             upstream_latency: std::array::from_fn(|_| Histogram::default()),
             overhead: Histogram::default(),
@@ -210,6 +213,11 @@ impl Metrics {
         if estimated {
             self.estimated[provider_index(provider)].fetch_add(1, Relaxed);
         }
+    }
+
+    /// A call whose usage report was not billed as reported (`plausible`).
+    pub fn implausible_usage(&self, provider: Provider) {
+        self.implausible[provider_index(provider)].fetch_add(1, Relaxed);
     }
 
     pub fn refused_by_limit(&self, key: LimitKey) {
@@ -435,12 +443,25 @@ impl Metrics {
             out,
             "tollgate_estimated_usage_events_total",
             "counter",
-            "Calls whose usage was estimated because the provider's count never arrived.",
+            "Calls whose usage was estimated: the provider's count never arrived, or could not be billed as reported (see tollgate_implausible_usage_total).",
         );
         for (provider, n) in Provider::ALL.iter().zip(&self.estimated) {
             let _ = writeln!(
                 out,
                 "tollgate_estimated_usage_events_total{{provider=\"{provider}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        head(
+            out,
+            "tollgate_implausible_usage_total",
+            "counter",
+            "Calls whose reported usage no call could have used (not a count, or beyond what the model can take and produce), billed at their reservation's bound instead.",
+        );
+        for (provider, n) in Provider::ALL.iter().zip(&self.implausible) {
+            let _ = writeln!(
+                out,
+                "tollgate_implausible_usage_total{{provider=\"{provider}\"}} {}",
                 n.load(Relaxed)
             );
         }
@@ -485,6 +506,7 @@ mod tests {
             ..Usage::default()
         };
         m.usage(Provider::OpenAi, &usage, 4_012_500, false);
+        m.implausible_usage(Provider::Anthropic);
         m.refused_by_limit(LimitKey::ProviderCalls(Provider::Gemini));
         m.upstream_latency(Provider::OpenAi, Duration::from_millis(3));
         m.gateway_overhead(Duration::from_micros(80));
@@ -496,6 +518,8 @@ mod tests {
             "tollgate_tokens_total{provider=\"openai\",kind=\"cached_input\"} 1152",
             "tollgate_tokens_total{provider=\"openai\",kind=\"output\"} 211",
             "tollgate_cost_nanousd_total{provider=\"openai\"} 4012500",
+            "tollgate_implausible_usage_total{provider=\"anthropic\"} 1",
+            "tollgate_implausible_usage_total{provider=\"openai\"} 0",
             "tollgate_limit_refusals_total{limit=\"gemini_calls\"} 1",
             "tollgate_upstream_latency_seconds_bucket{provider=\"openai\",le=\"0.0025\"} 0",
             "tollgate_upstream_latency_seconds_bucket{provider=\"openai\",le=\"0.005\"} 1",

@@ -1,7 +1,8 @@
 //! The end of every admitted call, exactly once: what it used (the scanner's report, a job
-//! poll's increase), what that costs, the reservation settled with the actual amounts, the
-//! thresholds it crossed raised as alerts, and its usage event handed to the ledger. Also the
-//! end of a call the gateway fails: a hold given back when nothing reached the provider.
+//! poll's increase, or its reservation's bound when the report is implausible), what that
+//! costs, the reservation settled with the actual amounts, the thresholds it crossed raised as
+//! alerts, and its usage event handed to the ledger. Also the end of a call the gateway fails:
+//! a hold given back when nothing reached the provider.
 
 use pingora::{Error, ErrorSource, ErrorType};
 use tollgate_domain::Provider;
@@ -10,7 +11,7 @@ use tollgate_usage::Scanner;
 use crate::context::RequestCtx;
 use crate::errors::GatewayError;
 use crate::gateway::Gateway;
-use crate::metering::{CallRecord, settle_call};
+use crate::metering::{CallRecord, Settled, settle_call};
 
 impl Gateway {
     /// Settles and records an admitted call; nothing for a request that was never admitted.
@@ -50,13 +51,28 @@ impl Gateway {
             facts: &ctx.facts,
             status: ctx.status,
             scanned,
+            reserved: admitted.reservation.amount,
             transport_error,
             request_bytes: ctx.request_bytes,
             response_bytes: ctx.response_bytes,
             latency_ms: u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
         let config = &ctx.snapshot.config;
-        let (event, actual) = settle_call(config, record);
+        let Settled {
+            event,
+            actual,
+            implausible,
+        } = settle_call(config, record);
+        if implausible {
+            self.metrics.implausible_usage(provider);
+            tracing::warn!(
+                %provider,
+                model = event.model,
+                user = identity.user,
+                error = event.error_message.as_deref().unwrap_or_default(),
+                "usage not billed as reported"
+            );
+        }
         let settled = self.counters.settle(&admitted.reservation, actual).await;
         match (settled, &self.alerts) {
             (Some(settled), Some(raiser)) => raiser.raise_crossed(

@@ -196,7 +196,7 @@ fn admission_and_settlement_resolve_the_same_model_and_price() {
         let response_named_model = call.provider.is_token_billed()
             && call.provider != Provider::Gemini
             && scanned.model.is_some();
-        let (event, _) = settle_call(
+        let event = settle_call(
             &config,
             CallRecord {
                 provider: call.provider,
@@ -207,12 +207,14 @@ fn admission_and_settlement_resolve_the_same_model_and_price() {
                 facts: &facts,
                 status: 200,
                 scanned: Some(scanned),
+                reserved: plan.amount,
                 transport_error: None,
                 request_bytes: call.request.len() as u64,
                 response_bytes: response.len() as u64,
                 latency_ms: 1,
             },
-        );
+        )
+        .event;
         assert_eq!(event.price_version, admitted_price.version(), "{what}");
         if !response_named_model {
             assert_eq!(event.model, plan.model, "{what}");

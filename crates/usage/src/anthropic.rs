@@ -12,7 +12,10 @@
 use serde::Deserialize;
 use tollgate_domain::Usage;
 
-use crate::handler::{Ctx, Handle, Handler, Outcome, parse, set_error, set_string};
+use crate::handler::{
+    Count, Ctx, Handle, Handler, Outcome, count_value, note_unreadable, parse, set_error,
+    set_string,
+};
 use crate::json_scan::{Captured, Path, Seg, Spec};
 
 const USAGE: u8 = 1;
@@ -30,21 +33,21 @@ pub(crate) fn handler(path: &str) -> Handler {
 
 #[derive(Debug, Default, Deserialize)]
 struct RawUsage {
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    cache_creation_input_tokens: Option<u64>,
-    cache_read_input_tokens: Option<u64>,
+    input_tokens: Option<Count>,
+    output_tokens: Option<Count>,
+    cache_creation_input_tokens: Option<Count>,
+    cache_read_input_tokens: Option<Count>,
     cache_creation: Option<CacheCreation>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct CacheCreation {
-    ephemeral_5m_input_tokens: Option<u64>,
-    ephemeral_1h_input_tokens: Option<u64>,
+    ephemeral_5m_input_tokens: Option<Count>,
+    ephemeral_1h_input_tokens: Option<Count>,
 }
 
-/// The last value seen of each usage field.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The last readable value seen of each usage field, and the first value that was not a count.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Cumulative {
     input: Option<u64>,
     output: Option<u64>,
@@ -52,23 +55,45 @@ struct Cumulative {
     cache_read: Option<u64>,
     cache_5m: Option<u64>,
     cache_1h: Option<u64>,
+    unreadable: Option<String>,
 }
 
 impl Cumulative {
     fn update(&mut self, raw: &RawUsage) {
-        fn keep(slot: &mut Option<u64>, new: Option<u64>) {
-            if new.is_some() {
-                *slot = new;
+        fn keep(slot: &mut Option<u64>, new: Option<&Count>) {
+            if let Some(n) = count_value(new) {
+                *slot = Some(n);
             }
         }
-        keep(&mut self.input, raw.input_tokens);
-        keep(&mut self.output, raw.output_tokens);
-        keep(&mut self.cache_creation, raw.cache_creation_input_tokens);
-        keep(&mut self.cache_read, raw.cache_read_input_tokens);
-        if let Some(c) = &raw.cache_creation {
-            keep(&mut self.cache_5m, c.ephemeral_5m_input_tokens);
-            keep(&mut self.cache_1h, c.ephemeral_1h_input_tokens);
-        }
+        let cache = raw.cache_creation.as_ref();
+        let ttl_5m = cache.and_then(|c| c.ephemeral_5m_input_tokens.as_ref());
+        let ttl_1h = cache.and_then(|c| c.ephemeral_1h_input_tokens.as_ref());
+        note_unreadable(
+            &mut self.unreadable,
+            [
+                ("input_tokens", raw.input_tokens.as_ref()),
+                ("output_tokens", raw.output_tokens.as_ref()),
+                (
+                    "cache_creation_input_tokens",
+                    raw.cache_creation_input_tokens.as_ref(),
+                ),
+                (
+                    "cache_read_input_tokens",
+                    raw.cache_read_input_tokens.as_ref(),
+                ),
+                ("ephemeral_5m_input_tokens", ttl_5m),
+                ("ephemeral_1h_input_tokens", ttl_1h),
+            ],
+        );
+        keep(&mut self.input, raw.input_tokens.as_ref());
+        keep(&mut self.output, raw.output_tokens.as_ref());
+        keep(
+            &mut self.cache_creation,
+            raw.cache_creation_input_tokens.as_ref(),
+        );
+        keep(&mut self.cache_read, raw.cache_read_input_tokens.as_ref());
+        keep(&mut self.cache_5m, ttl_5m);
+        keep(&mut self.cache_1h, ttl_1h);
     }
 
     fn found(&self) -> bool {
@@ -77,7 +102,10 @@ impl Cumulative {
 
     fn normalize(&self) -> Usage {
         let read = self.cache_read.unwrap_or(0);
-        let by_ttl = self.cache_5m.unwrap_or(0) + self.cache_1h.unwrap_or(0);
+        let by_ttl = self
+            .cache_5m
+            .unwrap_or(0)
+            .saturating_add(self.cache_1h.unwrap_or(0));
         let written = self.cache_creation.unwrap_or(by_ttl);
         Usage {
             input_tokens: self
@@ -179,6 +207,7 @@ impl Handle for Messages {
             complete: self.complete,
             error: self.error,
             units_from_tariff: false,
+            unreadable_count: self.usage.unreadable,
         }
     }
 }

@@ -13,7 +13,9 @@
 use serde::Deserialize;
 use tollgate_domain::Usage;
 
-use crate::handler::{Ctx, Handle, Handler, Outcome, parse, set_error};
+use crate::handler::{
+    Count, Ctx, Handle, Handler, Outcome, count_value, note_unreadable, parse, set_error,
+};
 use crate::json_scan::{Captured, Path, Seg, Spec};
 
 const USAGE: u8 = 1;
@@ -50,34 +52,55 @@ pub(crate) fn is_sse(path: &str, query: Option<&str>) -> bool {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawUsage {
-    prompt_token_count: Option<u64>,
-    cached_content_token_count: Option<u64>,
-    candidates_token_count: Option<u64>,
-    thoughts_token_count: Option<u64>,
-    tool_use_prompt_token_count: Option<u64>,
+    prompt_token_count: Option<Count>,
+    cached_content_token_count: Option<Count>,
+    candidates_token_count: Option<Count>,
+    thoughts_token_count: Option<Count>,
+    tool_use_prompt_token_count: Option<Count>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The last readable value seen of each usage field, and the first value that was not a count.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Cumulative {
     prompt: Option<u64>,
     cached: Option<u64>,
     candidates: Option<u64>,
     thoughts: Option<u64>,
     tool_prompt: Option<u64>,
+    unreadable: Option<String>,
 }
 
 impl Cumulative {
     fn update(&mut self, raw: &RawUsage) {
-        fn keep(slot: &mut Option<u64>, new: Option<u64>) {
-            if new.is_some() {
-                *slot = new;
+        fn keep(slot: &mut Option<u64>, new: Option<&Count>) {
+            if let Some(n) = count_value(new) {
+                *slot = Some(n);
             }
         }
-        keep(&mut self.prompt, raw.prompt_token_count);
-        keep(&mut self.cached, raw.cached_content_token_count);
-        keep(&mut self.candidates, raw.candidates_token_count);
-        keep(&mut self.thoughts, raw.thoughts_token_count);
-        keep(&mut self.tool_prompt, raw.tool_use_prompt_token_count);
+        note_unreadable(
+            &mut self.unreadable,
+            [
+                ("promptTokenCount", raw.prompt_token_count.as_ref()),
+                (
+                    "cachedContentTokenCount",
+                    raw.cached_content_token_count.as_ref(),
+                ),
+                ("candidatesTokenCount", raw.candidates_token_count.as_ref()),
+                ("thoughtsTokenCount", raw.thoughts_token_count.as_ref()),
+                (
+                    "toolUsePromptTokenCount",
+                    raw.tool_use_prompt_token_count.as_ref(),
+                ),
+            ],
+        );
+        keep(&mut self.prompt, raw.prompt_token_count.as_ref());
+        keep(&mut self.cached, raw.cached_content_token_count.as_ref());
+        keep(&mut self.candidates, raw.candidates_token_count.as_ref());
+        keep(&mut self.thoughts, raw.thoughts_token_count.as_ref());
+        keep(
+            &mut self.tool_prompt,
+            raw.tool_use_prompt_token_count.as_ref(),
+        );
     }
 
     fn found(&self) -> bool {
@@ -169,6 +192,7 @@ impl Handle for Gemini {
             complete: self.complete,
             error: self.error,
             units_from_tariff: false,
+            unreadable_count: self.usage.unreadable,
         }
     }
 }

@@ -22,6 +22,8 @@ pub(crate) struct Outcome {
     pub units_from_tariff: bool,
     pub complete: bool,
     pub error: Option<String>,
+    /// The first usage count that was not a count (see [`Count`]), as `field = text`.
+    pub unreadable_count: Option<String>,
 }
 
 /// Facts about the call that handlers need at the end: the response status and what the request
@@ -233,6 +235,68 @@ pub(crate) fn count(value: Captured<'_>) -> Option<u64> {
     Some(n)
 }
 
+/// A token count as a provider wrote it: a non-negative integer (`12`, `12.0`, `"12"`, `1.2e1`)
+/// up to `u64::MAX`, or else the text of what was there (`-5`, `12.5`, `1e30`, `"many"`), kept
+/// so that the gateway can say what the provider reported instead of billing it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Count {
+    Read(u64),
+    Unreadable(Box<str>),
+}
+
+/// The longest text of an unreadable count that is kept.
+const UNREADABLE_TEXT_MAX: usize = 40;
+
+impl Count {
+    fn of_text(text: &str) -> Count {
+        let number = text.trim().trim_matches('"');
+        match tollgate_domain::Decimal::parse(number).and_then(|d| d.to_scaled(0)) {
+            Ok((n, true)) => Count::Read(n),
+            _ => {
+                let mut kept: String = text.chars().take(UNREADABLE_TEXT_MAX).collect();
+                if kept.len() < text.len() {
+                    kept.push('…');
+                }
+                Count::Unreadable(kept.into())
+            }
+        }
+    }
+
+    pub(crate) fn value(&self) -> Option<u64> {
+        match self {
+            Count::Read(n) => Some(*n),
+            Count::Unreadable(_) => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Count, D::Error> {
+        let raw = <&'de serde_json::value::RawValue>::deserialize(deserializer)?;
+        Ok(Count::of_text(raw.get()))
+    }
+}
+
+/// The value of an optional count, unreadable ones as absent.
+pub(crate) fn count_value(count: Option<&Count>) -> Option<u64> {
+    count.and_then(Count::value)
+}
+
+/// Records in `slot` the first unreadable count among `counts` (`name`, value), as
+/// `name = text`, unless one was recorded already.
+pub(crate) fn note_unreadable<'a>(
+    slot: &mut Option<String>,
+    counts: impl IntoIterator<Item = (&'static str, Option<&'a Count>)>,
+) {
+    if slot.is_some() {
+        return;
+    }
+    *slot = counts.into_iter().find_map(|(name, count)| match count {
+        Some(Count::Unreadable(text)) => Some(format!("{name} = {text}")),
+        _ => None,
+    });
+}
+
 /// Searchers built once: building one per event would cost more than the search.
 pub(crate) static USAGE_KEY: LazyLock<Finder<'static>> =
     LazyLock::new(|| Finder::new(b"\"usage\""));
@@ -286,6 +350,47 @@ mod tests {
         assert!(has_non_null(br#"{"usage":null,"x":1,"usage":{}}"#, usage));
         assert!(!has_non_null(br#"{"text":"usage"}"#, usage));
         assert!(has_non_null(br#"{"error":{}}"#, &ERROR_KEY));
+    }
+
+    #[test]
+    fn token_counts_keep_what_is_not_a_count() {
+        let read = |text: &str| serde_json::from_str::<Option<Count>>(text).unwrap();
+        assert_eq!(read("12"), Some(Count::Read(12)));
+        assert_eq!(read("12.0"), Some(Count::Read(12)));
+        assert_eq!(read("\"12\""), Some(Count::Read(12)));
+        assert_eq!(read("1.2e1"), Some(Count::Read(12)));
+        assert_eq!(read("18446744073709551615"), Some(Count::Read(u64::MAX)));
+        assert_eq!(read("null"), None);
+        for text in [
+            "-5",
+            "12.5",
+            "1e30",
+            "18446744073709551616",
+            "\"many\"",
+            "true",
+            "{}",
+        ] {
+            assert_eq!(read(text), Some(Count::Unreadable(text.into())), "{text}");
+        }
+        let long = format!("\"{}\"", "x".repeat(100));
+        let Some(Count::Unreadable(kept)) = read(&long) else {
+            panic!("a long string is not a count");
+        };
+        assert_eq!(kept.chars().count(), UNREADABLE_TEXT_MAX + 1);
+
+        let mut slot = None;
+        let (a, b) = (Count::Read(1), Count::Unreadable("-5".into()));
+        note_unreadable(
+            &mut slot,
+            [("input_tokens", Some(&a)), ("output_tokens", Some(&b))],
+        );
+        assert_eq!(slot.as_deref(), Some("output_tokens = -5"));
+        note_unreadable(&mut slot, [("input_tokens", Some(&b))]);
+        assert_eq!(
+            slot.as_deref(),
+            Some("output_tokens = -5"),
+            "the first one stays"
+        );
     }
 
     #[test]

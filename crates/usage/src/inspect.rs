@@ -119,5 +119,8 @@ pub fn report(provider: Provider, s: &Scanned) -> Value {
     if let Some(e) = &s.decode_error {
         out.insert("decode_error".into(), json!(e));
     }
+    if let Some(count) = &s.unreadable_count {
+        out.insert("unreadable_count".into(), json!(count));
+    }
     Value::Object(out)
 }

@@ -29,7 +29,9 @@
 //! `usage_found` distinguishes unknown usage from zero; `complete` says the terminal event (or
 //! the end of the JSON value) was reached; `error` carries a provider error, including one sent
 //! inside a 200 stream. A truncated stream reports the last cumulative values seen with
-//! `complete = false`.
+//! `complete = false`. A token count is a non-negative integer up to `u64::MAX` (`12`, `12.0`,
+//! `"12"`); anything else in its place (`-5`, `12.5`, `1e30`) is not read as usage but reported
+//! as `unreadable_count`, so that the gateway can say what the provider sent.
 
 mod anthropic;
 mod decode;
@@ -94,6 +96,10 @@ pub struct Scanned {
     /// The body could not be decompressed (or its Content-Encoding is not supported); whatever
     /// was read before that is still reported.
     pub decode_error: Option<String>,
+    /// The first token count the provider sent that is not one — negative, fractional, beyond
+    /// `u64`, not a number — as `field = text` (`prompt_tokens = 1e30`). It is left out of
+    /// `usage`; the gateway bills such a call at its reservation instead.
+    pub unreadable_count: Option<String>,
 }
 
 /// How the decoded body is framed.
@@ -225,6 +231,7 @@ impl Scanner {
             complete: outcome.complete,
             error,
             decode_error: self.decode_error.or(decode_error),
+            unreadable_count: outcome.unreadable_count,
         }
     }
 }
@@ -424,6 +431,52 @@ mod tests {
             assert!(!got.usage_found, "{provider}");
             assert!(!got.complete, "{provider}");
         }
+    }
+
+    #[test]
+    fn a_count_that_is_not_one_is_reported_not_read() {
+        let scan = |provider, path, body: &str| {
+            let mut s = scanner(&info(provider, path));
+            s.feed(body.as_bytes());
+            s.finish()
+        };
+        let chat = "/v1/chat/completions";
+        for reported in ["-5", "12.5", "1e30", "18446744073709551616"] {
+            let body =
+                format!(r#"{{"usage":{{"prompt_tokens":{reported},"completion_tokens":10}}}}"#);
+            let got = scan(Provider::OpenAi, chat, &body);
+            let want = format!("prompt_tokens = {reported}");
+            assert_eq!(got.unreadable_count.as_deref(), Some(want.as_str()));
+            assert_eq!((got.usage.input_tokens, got.usage.output_tokens), (0, 10));
+        }
+        // At the top of u64 it is a count; whether a call could use it is the gateway's rule.
+        let body = r#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":10}}"#;
+        let got = scan(Provider::OpenAi, chat, body);
+        assert_eq!(
+            (got.usage.input_tokens, got.unreadable_count),
+            (u64::MAX, None)
+        );
+
+        // A stream keeps the first one, whatever later events say.
+        let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":\
+            {\"model\":\"claude\",\"usage\":{\"input_tokens\":-3,\"output_tokens\":1}}}\n\n\
+            event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\n\n";
+        let mut s = scanner(&RequestInfo {
+            response_content_type: Some("text/event-stream"),
+            ..info(Provider::Anthropic, "/v1/messages")
+        });
+        s.feed(stream.as_bytes());
+        let got = s.finish();
+        assert_eq!(got.unreadable_count.as_deref(), Some("input_tokens = -3"));
+        assert_eq!(got.usage.output_tokens, 7);
+
+        let gemini = "/v1beta/models/gemini-2.5-pro:generateContent";
+        let body = r#"{"usageMetadata":{"promptTokenCount":"lots","candidatesTokenCount":2}}"#;
+        let got = scan(Provider::Gemini, gemini, body);
+        assert_eq!(
+            got.unreadable_count.as_deref(),
+            Some(r#"promptTokenCount = "lots""#)
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@ use serde::Deserialize;
 use tollgate_domain::Usage;
 
 use crate::handler::{
-    Ctx, ERROR_KEY, Handle, Handler, Outcome, USAGE_KEY, has_non_null, parse, set_error, set_string,
+    Count, Ctx, ERROR_KEY, Handle, Handler, Outcome, USAGE_KEY, count_value, has_non_null,
+    note_unreadable, parse, set_error, set_string,
 };
 use crate::json_scan::{Captured, Path, Seg, Spec};
 
@@ -49,62 +50,115 @@ pub(crate) fn handler(path: &str) -> Handler {
 /// `prompt_/completion_` and the `input_/output_` spellings, every detail optional.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawUsage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
+    prompt_tokens: Option<Count>,
+    completion_tokens: Option<Count>,
+    input_tokens: Option<Count>,
+    output_tokens: Option<Count>,
     prompt_tokens_details: Option<InputDetails>,
     input_tokens_details: Option<InputDetails>,
     completion_tokens_details: Option<OutputDetails>,
     output_tokens_details: Option<OutputDetails>,
     /// Mistral's older spelling of cached prompt tokens.
-    num_cached_tokens: Option<u64>,
+    num_cached_tokens: Option<Count>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct InputDetails {
-    cached_tokens: Option<u64>,
-    cache_write_tokens: Option<u64>,
+    cached_tokens: Option<Count>,
+    cache_write_tokens: Option<Count>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct OutputDetails {
-    reasoning_tokens: Option<u64>,
+    reasoning_tokens: Option<Count>,
 }
 
 impl RawUsage {
-    /// `None` when the object holds no count at all.
+    fn in_details(&self) -> Option<&InputDetails> {
+        self.prompt_tokens_details
+            .as_ref()
+            .or(self.input_tokens_details.as_ref())
+    }
+
+    fn out_details(&self) -> Option<&OutputDetails> {
+        self.completion_tokens_details
+            .as_ref()
+            .or(self.output_tokens_details.as_ref())
+    }
+
+    /// `None` when the object holds no readable input or output count. A count that is not one
+    /// counts as absent here; [`RawUsage::note_unreadable`] reports it.
     pub(crate) fn normalize(&self) -> Option<Usage> {
-        let input = self.prompt_tokens.or(self.input_tokens);
-        let output = self.completion_tokens.or(self.output_tokens);
+        let input = count_value(self.prompt_tokens.as_ref().or(self.input_tokens.as_ref()));
+        let output = count_value(
+            self.completion_tokens
+                .as_ref()
+                .or(self.output_tokens.as_ref()),
+        );
         if input.is_none() && output.is_none() {
             return None;
         }
-        let in_details = self
-            .prompt_tokens_details
-            .as_ref()
-            .or(self.input_tokens_details.as_ref());
-        let out_details = self
-            .completion_tokens_details
-            .as_ref()
-            .or(self.output_tokens_details.as_ref());
+        let (in_details, out_details) = (self.in_details(), self.out_details());
         Some(Usage {
             input_tokens: input.unwrap_or(0),
-            cached_input_tokens: in_details
-                .and_then(|d| d.cached_tokens)
-                .or(self.num_cached_tokens)
+            cached_input_tokens: count_value(in_details.and_then(|d| d.cached_tokens.as_ref()))
+                .or(count_value(self.num_cached_tokens.as_ref()))
                 .unwrap_or(0),
-            cache_creation_input_tokens: in_details.and_then(|d| d.cache_write_tokens).unwrap_or(0),
+            cache_creation_input_tokens: count_value(
+                in_details.and_then(|d| d.cache_write_tokens.as_ref()),
+            )
+            .unwrap_or(0),
             output_tokens: output.unwrap_or(0),
-            reasoning_tokens: out_details.and_then(|d| d.reasoning_tokens).unwrap_or(0),
+            reasoning_tokens: count_value(out_details.and_then(|d| d.reasoning_tokens.as_ref()))
+                .unwrap_or(0),
             ..Usage::default()
         })
     }
+
+    /// Records the first count of this object that is not a count, unless one was recorded.
+    pub(crate) fn note_unreadable(&self, slot: &mut Option<String>) {
+        let (in_details, out_details) = (self.in_details(), self.out_details());
+        note_unreadable(
+            slot,
+            [
+                ("prompt_tokens", self.prompt_tokens.as_ref()),
+                ("input_tokens", self.input_tokens.as_ref()),
+                ("completion_tokens", self.completion_tokens.as_ref()),
+                ("output_tokens", self.output_tokens.as_ref()),
+                (
+                    "cached_tokens",
+                    in_details.and_then(|d| d.cached_tokens.as_ref()),
+                ),
+                (
+                    "cache_write_tokens",
+                    in_details.and_then(|d| d.cache_write_tokens.as_ref()),
+                ),
+                ("num_cached_tokens", self.num_cached_tokens.as_ref()),
+                (
+                    "reasoning_tokens",
+                    out_details.and_then(|d| d.reasoning_tokens.as_ref()),
+                ),
+            ],
+        );
+    }
 }
 
-fn set_usage(slot: &mut Option<Usage>, value: Captured<'_>) {
-    if let Some(u) = parse::<RawUsage>(value).and_then(|r| r.normalize()) {
-        *slot = Some(u);
+/// What a response's `usage` objects said: the last readable usage, and the first count that
+/// was not one.
+#[derive(Debug, Default)]
+struct Reported {
+    usage: Option<Usage>,
+    unreadable_count: Option<String>,
+}
+
+impl Reported {
+    fn set(&mut self, value: Captured<'_>) {
+        if let Some(raw) = parse::<RawUsage>(value) {
+            raw.note_unreadable(&mut self.unreadable_count);
+            if let Some(u) = raw.normalize() {
+                self.usage = Some(u);
+            }
+        }
     }
 }
 
@@ -125,7 +179,7 @@ static CHAT_SPEC: &Spec = &[
 /// Chat completions, legacy completions, embeddings; Mistral's chat, FIM and embeddings.
 #[derive(Debug, Default)]
 pub(crate) struct Chat {
-    usage: Option<Usage>,
+    usage: Reported,
     model: Option<String>,
     error: Option<String>,
     complete: bool,
@@ -143,7 +197,7 @@ impl Handle for Chat {
     }
     fn capture(&mut self, id: u8, value: Captured<'_>) {
         match id {
-            USAGE => set_usage(&mut self.usage, value),
+            USAGE => self.usage.set(value),
             MODEL => set_string(&mut self.model, value),
             ERROR => set_error(&mut self.error, value),
             _ => {}
@@ -160,11 +214,12 @@ impl Handle for Chat {
     fn finish(self, _ctx: &Ctx) -> Outcome {
         Outcome {
             model: self.model,
-            usage_found: self.usage.is_some(),
-            usage: self.usage.unwrap_or_default(),
+            usage_found: self.usage.usage.is_some(),
+            usage: self.usage.usage.unwrap_or_default(),
             complete: self.complete,
             error: self.error,
             units_from_tariff: false,
+            unreadable_count: self.usage.unreadable_count,
         }
     }
 }
@@ -205,7 +260,7 @@ fn responses_event(name: &[u8]) -> ResponsesEvent {
 /// The Responses API (`POST /v1/responses`).
 #[derive(Debug, Default)]
 pub(crate) struct Responses {
-    usage: Option<Usage>,
+    usage: Reported,
     model: Option<String>,
     error: Option<String>,
     complete: bool,
@@ -234,7 +289,7 @@ impl Handle for Responses {
                     self.event_type = Some(responses_event(name));
                 }
             }
-            USAGE => set_usage(&mut self.usage, value),
+            USAGE => self.usage.set(value),
             MODEL => set_string(&mut self.model, value),
             ERROR => set_error(&mut self.event_error, value),
             _ => {}
@@ -264,11 +319,12 @@ impl Handle for Responses {
     fn finish(self, _ctx: &Ctx) -> Outcome {
         Outcome {
             model: self.model,
-            usage_found: self.usage.is_some(),
-            usage: self.usage.unwrap_or_default(),
+            usage_found: self.usage.usage.is_some(),
+            usage: self.usage.usage.unwrap_or_default(),
             complete: self.complete,
             error: self.error,
             units_from_tariff: false,
+            unreadable_count: self.usage.unreadable_count,
         }
     }
 }
@@ -297,7 +353,7 @@ fn image_completed(name: &[u8]) -> bool {
 /// in `data`, counted as units.
 #[derive(Debug, Default)]
 pub(crate) struct Images {
-    usage: Option<Usage>,
+    usage: Reported,
     images: u64,
     error: Option<String>,
     complete: bool,
@@ -318,7 +374,7 @@ impl Handle for Images {
                     self.event_completed = text.ends_with(b".completed\"");
                 }
             }
-            USAGE => set_usage(&mut self.usage, value),
+            USAGE => self.usage.set(value),
             ERROR => set_error(&mut self.error, value),
             IMAGE => self.images += 1,
             _ => {}
@@ -335,16 +391,17 @@ impl Handle for Images {
         self.complete = complete;
     }
     fn finish(self, ctx: &Ctx) -> Outcome {
-        let mut usage = self.usage.unwrap_or_default();
+        let mut usage = self.usage.usage.unwrap_or_default();
         let images = if ctx.success() { self.images } else { 0 };
         usage.units = images;
         Outcome {
             model: None,
-            usage_found: self.usage.is_some() || images > 0,
+            usage_found: self.usage.usage.is_some() || images > 0,
             usage,
             complete: self.complete,
             error: self.error,
             units_from_tariff: false,
+            unreadable_count: self.usage.unreadable_count,
         }
     }
 }

@@ -233,6 +233,7 @@ impl Handle for PerCall {
             units_from_tariff: from_tariff && units.is_some(),
             complete: self.complete,
             error: self.error,
+            unreadable_count: None,
         }
     }
 }

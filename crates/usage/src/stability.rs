@@ -137,6 +137,7 @@ impl Handle for Stability {
             // Raw image bytes have no end marker of their own.
             complete: self.complete || self.raw_bytes > 0,
             error: self.error,
+            unreadable_count: None,
         }
     }
 }

@@ -139,6 +139,7 @@ fn found(model: &str, usage: Usage) -> Scanned {
         complete: true,
         error: None,
         decode_error: None,
+        unreadable_count: None,
     }
 }
 
@@ -158,6 +159,7 @@ fn unknown(model: Option<&str>, complete: bool, error: Option<&str>) -> Scanned 
         complete,
         error: error.map(str::to_owned),
         decode_error: None,
+        unreadable_count: None,
     }
 }
 
