@@ -7,6 +7,7 @@
 //! they read from the configuration comes from the snapshot the request started with
 //! (`snapshot`). docs/architecture.md follows one call through them.
 
+pub mod access;
 pub mod admission;
 mod admit;
 pub mod alerts;
@@ -26,6 +27,7 @@ pub mod metering;
 pub mod metrics;
 pub mod pricing;
 pub mod request;
+pub mod request_id;
 mod respond;
 pub mod route;
 mod settle;

@@ -87,6 +87,8 @@ pub fn observe_chunk(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stre
 #[derive(Debug)]
 pub struct CallRecord<'a> {
     pub provider: Provider,
+    /// The call's `x-request-id`.
+    pub request_id: &'a str,
     pub identity: &'a Identity,
     pub period: BillingPeriod,
     pub method: &'a str,
@@ -147,6 +149,7 @@ pub fn settle_call(config: &Config, call: CallRecord<'_>) -> (UsageEvent, Amount
         billing_period: call.period.key(),
         occurred_at: Utc::now(),
         error_message,
+        request_id: Some(call.request_id.to_owned()),
     };
     (event, actual)
 }
