@@ -39,7 +39,10 @@ use utoipa_axum::routes;
 pub use auth::{AdminTokens, Caller};
 pub use deliver::{Deliverer, WebhookSigner};
 pub use error::AdminError;
-pub use live::{ConfigControl, ConfigControlRef, ConfigStatus, Readiness, RefusedReload};
+pub use live::{
+    ConfigControl, ConfigControlRef, ConfigStatus, InvalidLogLevel, LogControl, LogControlRef,
+    Readiness, RefusedReload,
+};
 pub use state::{AdminState, ConfigSource, MetricsRenderer, OnKeyRevoked};
 
 /// The API's routes and the OpenAPI document describing exactly those routes.
@@ -67,6 +70,10 @@ pub fn api(state: AdminState) -> (Router, OpenApi) {
         .routes(routes!(routes::users::revoke_key))
         .routes(routes!(routes::live::config_status))
         .routes(routes!(routes::live::reload))
+        .routes(routes!(
+            routes::live::log_level,
+            routes::live::set_log_level
+        ))
         .routes(routes!(routes::system::metrics))
         .with_state(state.clone())
         .split_for_parts();

@@ -1,6 +1,6 @@
 //! The running gateway as operators and orchestrators see it: which configuration is in force
 //! and a reload of it (`/api/admin/config`, `/api/admin/reload`), and whether the instance is
-//! ready for traffic (`/readyz`). The binary does the reloading and knows the counter store and
+//! ready for traffic (`/readyz`), and the log's level (`/api/admin/log-level`). The binary does the reloading and knows the counter store and
 //! the shutdown; this crate, which never depends on the proxy, is handed them as a trait object
 //! and a closure.
 
@@ -58,3 +58,20 @@ pub type ConfigControlRef = Arc<dyn ConfigControl>;
 /// Why the instance should not get new traffic now, besides its database (which the admin API
 /// probes itself): shutting down, the counter store away with calls refused. Empty: ready.
 pub type Readiness = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+/// The log level the gateway writes at, and a change of it while the gateway runs.
+pub trait LogControl: Send + Sync {
+    /// The filter in force, as an `EnvFilter` directive (`info`, `warn,tollgate=debug`).
+    fn level(&self) -> String;
+
+    /// Writes at `directive` from now on: a level (`debug`) or `EnvFilter` directives
+    /// (`warn,tollgate::access=info`). The old one stays when it does not parse.
+    fn set_level(&self, directive: &str) -> Result<String, InvalidLogLevel>;
+}
+
+pub type LogControlRef = Arc<dyn LogControl>;
+
+/// A log level that is not a level or a filter directive; says why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidLogLevel(pub String);

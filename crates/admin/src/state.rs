@@ -8,7 +8,7 @@ use tollgate_ledger::Ledger;
 
 use crate::auth::{AdminTokens, sha256};
 use crate::error::Result;
-use crate::live::{ConfigControlRef, Readiness};
+use crate::live::{ConfigControlRef, LogControlRef, Readiness};
 
 /// Returns the configuration in force; a reload swaps what it returns.
 pub type ConfigSource = Arc<dyn Fn() -> Arc<Config> + Send + Sync>;
@@ -32,6 +32,8 @@ pub struct AdminState {
     /// The running gateway's configuration and its reload; none: a fixed configuration.
     pub(crate) control: Option<ConfigControlRef>,
     pub(crate) readiness: Option<Readiness>,
+    /// The running gateway's log level; none: `/api/admin/log-level` answers 404.
+    pub(crate) log: Option<LogControlRef>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -53,6 +55,7 @@ impl AdminState {
             on_key_revoked: None,
             control: None,
             readiness: None,
+            log: None,
         }
     }
 
@@ -80,6 +83,12 @@ impl AdminState {
     /// Answer `/readyz` with what `readiness` reports beside the database.
     pub fn with_readiness(mut self, readiness: Readiness) -> AdminState {
         self.readiness = Some(readiness);
+        self
+    }
+
+    /// Serve `/api/admin/log-level` through `log`.
+    pub fn with_log_control(mut self, log: LogControlRef) -> AdminState {
+        self.log = Some(log);
         self
     }
 

@@ -53,7 +53,7 @@ async fn start_receiver(received: Arc<Mutex<Received>>) -> std::net::SocketAddr 
                 let first_seen = r.attempts.len();
                 let attempts = r.attempts.entry(id.clone()).or_default();
                 *attempts += 1;
-                if *attempts == 1 && first_seen % 2 == 0 {
+                if *attempts == 1 && first_seen.is_multiple_of(2) {
                     return StatusCode::SERVICE_UNAVAILABLE;
                 }
                 *r.accepted.entry(id).or_default() += 1;

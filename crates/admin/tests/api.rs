@@ -518,6 +518,7 @@ async fn trends_alerts_mark_read_logs_and_preflight() {
     let log = &body["logs"][0];
     assert_eq!(log["provider"], "tavily");
     assert_eq!(log["cost_total"], 0.019);
+    assert_eq!(log["request_id"], "req-admin-test");
     assert!(
         body.get("success").is_none(),
         "HEAD's usage-logs has no envelope"

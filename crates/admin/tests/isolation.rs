@@ -55,6 +55,8 @@ fn cases() -> BTreeMap<&'static str, Expect> {
         ("DELETE /api/admin/keys/{key_id}", Forbidden),
         ("GET /api/admin/config", Forbidden),
         ("POST /api/admin/reload", Forbidden),
+        ("GET /api/admin/log-level", Forbidden),
+        ("PUT /api/admin/log-level", Forbidden),
         ("GET /metrics", Forbidden),
     ])
 }
@@ -72,6 +74,7 @@ fn concrete(path: &str, user: &str, alert_id: i64, key_id: &str) -> (String, Val
         "user_id": user,
         "id": "mallory",
         "plan_id": "pro",
+        "level": "trace",
         "operations": [{"provider": "gemini", "operation_type": "chat"}],
     });
     (p, body)

@@ -20,8 +20,8 @@ pub use problem::{Problem, Report, Severity};
 pub use restart::pending_restart;
 pub use settings::{
     AdminSettings, AlertDelivery, Config, CounterStore, LedgerFullPolicy, LedgerSettings,
-    PricingSettings, ProviderSettings, ProxySettings, Secret, StaticKey, StorageSettings,
-    UnpricedPolicy, provider_defaults,
+    LogFormat, LogSettings, PricingSettings, ProviderSettings, ProxySettings, Secret, StaticKey,
+    StorageSettings, UnpricedPolicy, provider_defaults,
 };
 pub use validate::Env;
 

@@ -41,6 +41,8 @@ pub struct Gateway {
     #[serde(default)]
     pub alerts: Alerts,
     #[serde(default)]
+    pub log: Log,
+    #[serde(default)]
     pub providers: BTreeMap<String, ProviderEntry>,
     pub default_plan: Option<String>,
     #[serde(default)]
@@ -92,6 +94,11 @@ pub struct Ledger {
     pub spool_dir: Option<String>,
     pub spool_max_bytes: Option<i64>,
     pub on_full: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Log {
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

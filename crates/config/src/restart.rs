@@ -1,6 +1,7 @@
 //! Which settings a running gateway takes only when it starts: its listeners, threads, the
-//! request-head guard, the counter store and the ledger are built once from the configuration
-//! the process started with, so a reload that changes them leaves them as they were and says so.
+//! request-head guard, the counter store, the ledger and the log's format are built once from
+//! the configuration the process started with, so a reload that changes them leaves them as
+//! they were and says so.
 
 use crate::Config;
 
@@ -32,6 +33,7 @@ pub fn pending_restart(running: &Config, new: &Config) -> Vec<&'static str> {
             a.storage.database_url != b.storage.database_url,
         ),
         ("ledger", a.ledger != b.ledger),
+        ("log.format", a.log.format != b.log.format),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))
@@ -79,6 +81,7 @@ mod tests {
         };
         new.storage.database_url = "postgres://db/tollgate".into();
         new.ledger.queue_capacity += 1;
+        new.log.format = crate::LogFormat::Json;
         assert_eq!(
             pending_restart(&running, &new),
             [
@@ -86,7 +89,8 @@ mod tests {
                 "proxy.threads",
                 "storage.counters",
                 "storage.database_url",
-                "ledger"
+                "ledger",
+                "log.format"
             ]
         );
     }

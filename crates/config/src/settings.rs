@@ -136,6 +136,21 @@ pub struct LedgerSettings {
     pub on_full: LedgerFullPolicy,
 }
 
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event (`key=value` fields).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
 /// What happens to a call whose model has no price.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UnpricedPolicy {
@@ -182,6 +197,7 @@ pub struct Config {
     /// Percentages of a limit at which alerts are raised, ascending.
     pub alert_thresholds: Vec<u8>,
     pub alert_delivery: AlertDelivery,
+    pub log: LogSettings,
     /// Enabled providers only.
     pub providers: BTreeMap<Provider, ProviderSettings>,
     pub default_plan: Option<String>,

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tollgate_config::{CounterStore, UnpricedPolicy, load_with_env};
+use tollgate_config::{CounterStore, LogFormat, UnpricedPolicy, load_with_env};
 use tollgate_domain::{LimitKey, Provider, Tier, cost};
 
 fn shipped() -> PathBuf {
@@ -201,6 +201,31 @@ fn redis_counters_take_a_url_a_timeout_a_prefix_and_cluster_mode() {
         .to_string();
     assert!(
         report.contains(":5: error: storage.redis_key_prefix: \"{acme}:\" contains a brace"),
+        "{report}"
+    );
+}
+
+#[test]
+fn the_log_format_is_text_json_or_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let pricing = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pricing");
+    let path = dir.path().join("gateway.toml");
+    let with = |log: &str| {
+        let text = format!(
+            "[pricing]\ndir = {:?}\n{log}",
+            pricing.display().to_string()
+        );
+        std::fs::write(&path, text).unwrap();
+        load_with_env(&path, &every_key)
+    };
+    assert_eq!(with("").unwrap().config.log.format, LogFormat::Text);
+    let json = with("[log]\nformat = \"json\"\n").unwrap().config;
+    assert_eq!(json.log.format, LogFormat::Json);
+    let report = with("[log]\nformat = \"xml\"\n").unwrap_err().to_string();
+    assert!(
+        report.contains(
+            ":4: error: log.format: unknown log format \"xml\" (expected \"text\" or \"json\")"
+        ),
         "{report}"
     );
 }

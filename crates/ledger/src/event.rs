@@ -30,6 +30,10 @@ pub struct UsageEvent {
     pub billing_period: String,
     pub occurred_at: DateTime<Utc>,
     pub error_message: Option<String>,
+    /// The `x-request-id` the client was answered with. Events spooled before it existed have
+    /// none, hence the default.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 impl UsageEvent {
@@ -63,4 +67,23 @@ pub(crate) fn to_db(value: u64) -> i64 {
 /// The inverse of [`to_db`]: a negative value (never written by the ledger) reads as 0.
 pub(crate) fn from_db(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_spooled_before_request_ids_still_replays() {
+        let mut event = crate::testing::event("e-1", "alice");
+        event.request_id = Some("req-7".into());
+        let mut json = serde_json::to_value(&event).unwrap();
+        let back: UsageEvent = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, event);
+        // A spool frame written by an earlier version has no `request_id` at all.
+        json.as_object_mut().unwrap().remove("request_id");
+        let old: UsageEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(old.request_id, None);
+        assert_eq!(old.event_id, "e-1");
+    }
 }

@@ -174,6 +174,8 @@ pub struct UsageLog {
     pub billing_period: String,
     pub occurred_at: DateTime<Utc>,
     pub recorded_at: DateTime<Utc>,
+    /// The `x-request-id` the client was answered with (none on rows from before it was kept).
+    pub request_id: Option<String>,
 }
 
 /// A page of usage logs, newest first, with the number of rows the filter matches.
@@ -230,7 +232,7 @@ pub(crate) const LOG_COLUMNS: &str = "id, event_id, user_id, key_id, provider, m
     cache_creation_1h_input_tokens, output_tokens, reasoning_tokens, total_tokens, units, \
     reported_cost_nanousd, cost_input_nanousd, cost_output_nanousd, cost_other_nanousd, \
     cost_total_nanousd, price_version, estimated, latency_ms, request_bytes, response_bytes, \
-    error_message, billing_period, occurred_at, recorded_at";
+    error_message, billing_period, occurred_at, recorded_at, request_id";
 
 fn empty_period(user_id: &str, key: &str) -> PeriodUsage {
     PeriodUsage {

@@ -21,7 +21,7 @@ use crate::db::{Db, on_db};
 use crate::error::{LedgerError, Result};
 use crate::event::{UsageEvent, to_db};
 
-/// Rows per INSERT statement: 31 parameters each stays well under both backends' limits.
+/// Rows per INSERT statement: 32 parameters each stays well under both backends' limits.
 const ROWS_PER_INSERT: usize = 200;
 
 /// What a batch write did.
@@ -127,7 +127,8 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
                     .push_bind(e.billing_period.clone())
                     .push_bind(e.occurred_at)
                     .push_bind(e.occurred_at.date_naive().to_string())
-                    .push_bind(now);
+                    .push_bind(now)
+                    .push_bind(e.request_id.clone());
             });
             insert.push(" ON CONFLICT (event_id) DO NOTHING");
             insert
@@ -245,7 +246,7 @@ const INSERT_LOGS: &str = "INSERT INTO api_usage_logs (event_id, user_id, key_id
     reasoning_tokens, total_tokens, units, reported_cost_nanousd, cost_input_nanousd, \
     cost_output_nanousd, cost_other_nanousd, cost_total_nanousd, price_version, estimated, \
     latency_ms, request_bytes, response_bytes, error_message, billing_period, occurred_at, \
-    occurred_day, recorded_at) ";
+    occurred_day, recorded_at, request_id) ";
 
 /// The largest value a `BIGINT` holds, as SQL text.
 const BIGINT_MAX: &str = "9223372036854775807";

@@ -34,5 +34,6 @@ pub(crate) fn event(id: &str, user: &str) -> UsageEvent {
         billing_period: "2026-11".into(),
         occurred_at: Utc.with_ymd_and_hms(2026, 11, 3, 10, 0, 0).unwrap(),
         error_message: None,
+        request_id: None,
     }
 }

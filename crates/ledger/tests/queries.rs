@@ -286,6 +286,8 @@ async fn usage_log_pages_and_filters(backend: &str) {
     assert_eq!(row.cost_total_nanousd as u64, original.cost.total_nanousd);
     assert_eq!(row.occurred_at, original.occurred_at);
     assert_eq!(row.key_id, original.key_id);
+    assert!(original.request_id.is_some());
+    assert_eq!(row.request_id, original.request_id);
     assert_eq!(row.price_version, "2026-08-21");
     ledger.close().await;
 }

@@ -87,6 +87,7 @@ impl Gateway {
             let progress = Arc::new(Progress::default());
             let call_id = self.inflight.enter(Running {
                 reservation: reservation.clone(),
+                request_id: ctx.request_id.clone(),
                 identity: Arc::clone(&identity),
                 period: plan.period,
                 method: ctx.method.as_str().to_owned(),
@@ -97,6 +98,14 @@ impl Gateway {
                 progress: Arc::clone(&progress),
             });
             ctx.progress = Some(progress);
+            tracing::debug!(
+                request_id = ctx.request_id.as_str(),
+                user = identity.user.as_str(),
+                provider = provider.as_str(),
+                reserved_tokens = amount.tokens,
+                reserved_cost_nanousd = amount.cost_nanousd,
+                "call admitted"
+            );
             ctx.admitted = Some(Admitted {
                 call_id,
                 reservation,

@@ -53,6 +53,8 @@ pub struct Admitted {
 pub struct RequestCtx {
     /// The configuration this request runs under, from its start to its end.
     pub snapshot: Arc<Snapshot>,
+    /// The call's id (`request_id`), set when its head arrives; empty until then.
+    pub request_id: String,
     pub started: Instant,
     pub provider: Option<Provider>,
     pub method: http::Method,
@@ -73,6 +75,8 @@ pub struct RequestCtx {
     /// that a call the provider already had (an upload cut off by its deadline) is recorded
     /// with it.
     pub refusal: Option<GatewayError>,
+    /// The code (`GatewayError::code`) of the gateway's own error answer, for the access line.
+    pub answered_with: Option<&'static str>,
     pub scanner: Option<Scanner>,
     /// The gateway asked for a stream's usage chunk that the client did not ask for.
     pub usage_injected: bool,
@@ -93,6 +97,7 @@ impl RequestCtx {
     pub fn new(snapshot: Arc<Snapshot>) -> RequestCtx {
         RequestCtx {
             snapshot,
+            request_id: String::new(),
             started: Instant::now(),
             provider: None,
             method: http::Method::GET,
@@ -106,6 +111,7 @@ impl RequestCtx {
             output_cap: None,
             progress: None,
             refusal: None,
+            answered_with: None,
             scanner: None,
             usage_injected: false,
             usage_chunk: None,

@@ -37,7 +37,7 @@ use crate::limits::Counters;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::upstream::AddressCache;
-use crate::{body, head, metering, respond, upstream};
+use crate::{access, body, head, metering, request_id, respond, upstream};
 
 /// The gateway: the configuration snapshot, and what outlives any one snapshot (counters, the
 /// ledger, stored keys, metrics, alerts).
@@ -173,6 +173,7 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let started = Instant::now();
+        ctx.request_id = request_id::of_request(session.req_header());
         let outcome = self.start_call(session, ctx).await;
         ctx.overhead += started.elapsed().saturating_sub(ctx.body_wait);
         outcome.map(|()| false)
@@ -221,6 +222,11 @@ impl ProxyHttp for Gateway {
             self.metrics.upstream_latency(provider, sent.elapsed());
         }
         let started = Instant::now();
+        // The provider's own id (OpenAI's) stays with the client, under another name.
+        if let Some(theirs) = upstream_response.remove_header(request_id::HEADER) {
+            upstream_response.insert_header(request_id::UPSTREAM_HEADER, theirs)?;
+        }
+        upstream_response.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
         if let Some(cap) = ctx.output_cap {
             // The client learns that its output was capped to fit what was left of its budget.
             upstream_response.insert_header(OUTPUT_CAP_HEADER, cap)?;
@@ -255,12 +261,13 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let error = self.end_failed(e, ctx).await;
+        ctx.answered_with = Some(error.code());
         // The provider's status and part of its body may already be with the client: an error
         // body appended now would pass for the end of the provider's stream. Closing the
         // connection without ending the body is how HTTP/1.1 says it was cut.
         let error_code = match session.response_written() {
             Some(_) => 0,
-            None => respond::write_error(session, ctx.provider, &error).await,
+            None => respond::write_error(session, ctx, &error).await,
         };
         FailToProxy {
             error_code,
@@ -271,18 +278,16 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let started = Instant::now();
-        self.finish_call(session.req_header().method.as_str(), error, ctx)
+        let call = self
+            .finish_call(session.req_header().method.as_str(), error, ctx)
             .await;
         ctx.overhead += started.elapsed();
         self.metrics.gateway_overhead(ctx.overhead);
         self.metrics.request_finished(ctx.provider, status);
-        tracing::info!(
-            provider = ctx.provider_name(),
-            user = ctx.user_name(),
-            status,
-            error = error.map(|e| e.etype().as_str()),
-            elapsed_ms = ctx.started.elapsed().as_millis() as u64,
-            "request"
-        );
+        if ctx.request_id.is_empty() {
+            // Pingora ended the request before its head reached `request_filter`.
+            ctx.request_id = request_id::new();
+        }
+        access::log(ctx, status, error, call.as_ref());
     }
 }

@@ -21,6 +21,7 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::errors::{GatewayError, render};
 use crate::metrics::Metrics;
+use crate::request_id;
 use crate::route::route;
 
 /// How long a kept-alive connection may wait for its next request.
@@ -164,8 +165,9 @@ impl HeadLimits {
     }
 }
 
-/// The response to a head that was refused, in the shape of the provider its path names.
-fn refusal(head: &[u8], error: &GatewayError) -> (u16, Vec<u8>) {
+/// The response to a head that was refused, in the shape of the provider its path names, with
+/// a new request id (the head is not parsed: a client's own id in it is not looked for).
+fn refusal(head: &[u8], error: &GatewayError, request_id: &str) -> (u16, Vec<u8>) {
     let provider = head
         .split(|&b| b == b' ')
         .nth(1)
@@ -176,13 +178,14 @@ fn refusal(head: &[u8], error: &GatewayError) -> (u16, Vec<u8>) {
     let body = rendered.body.to_string();
     let mut out = format!(
         // `content-type` comes with the rendered headers.
-        "HTTP/1.1 {} {}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-length: {}\r\nconnection: close\r\n{}: {request_id}\r\n",
         rendered.status,
         http::StatusCode::from_u16(rendered.status)
             .ok()
             .and_then(|s| s.canonical_reason())
             .unwrap_or(""),
-        body.len()
+        body.len(),
+        request_id::HEADER,
     );
     for (name, value) in &rendered.headers {
         out.push_str(&format!("{name}: {value}\r\n"));
@@ -246,10 +249,18 @@ where
                 Head::TooSlow(buf) => (buf, GatewayError::HeadersTimeout),
             };
             let (buf, error) = error;
-            let (status, response) = refusal(&buf, &error);
+            let id = request_id::new();
+            let (status, response) = refusal(&buf, &error, &id);
             self.metrics.request_started();
             self.metrics.request_finished(None, status);
-            tracing::info!(status, head_bytes = buf.len(), "request head refused");
+            tracing::info!(
+                target: "tollgate::access",
+                request_id = id.as_str(),
+                status,
+                error_code = error.code(),
+                head_bytes = buf.len(),
+                "request head refused"
+            );
             let _ = stream.write_all(&response).await;
             let _ = stream.shutdown().await;
             return None;
@@ -322,7 +333,8 @@ mod tests {
         let Head::TooLarge(buf) = head else {
             panic!("{head:?}")
         };
-        let (status, response) = refusal(&buf, &GatewayError::HeadersTooLarge { max_bytes: 64 });
+        let too_large = GatewayError::HeadersTooLarge { max_bytes: 64 };
+        let (status, response) = refusal(&buf, &too_large, "req-1");
         assert_eq!(status, 431);
         let text = String::from_utf8(response).unwrap();
         assert!(
@@ -331,6 +343,7 @@ mod tests {
         );
         // Anthropic's error shape, chosen from the request line.
         assert!(text.contains("\"type\":\"error\""), "{text}");
+        assert!(text.contains("\r\nx-request-id: req-1\r\n"), "{text}");
     }
 
     #[tokio::test]

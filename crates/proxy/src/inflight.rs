@@ -33,6 +33,7 @@ pub struct Progress {
 #[derive(Debug)]
 pub struct Running {
     pub reservation: Reservation,
+    pub request_id: String,
     pub identity: Arc<Identity>,
     pub period: BillingPeriod,
     pub method: String,
@@ -106,6 +107,7 @@ impl CutOff {
             let status = call.progress.status.load(Relaxed);
             let record = CallRecord {
                 provider: call.reservation.provider,
+                request_id: &call.request_id,
                 identity: &call.identity,
                 period: call.period,
                 method: &call.method,

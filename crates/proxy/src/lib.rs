@@ -8,6 +8,7 @@
 //! they read from the configuration comes from the snapshot the request started with
 //! (`snapshot`). docs/architecture.md follows one call through them.
 
+pub mod access;
 pub mod admission;
 mod admit;
 pub mod alerts;
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod plausible;
 pub mod pricing;
 pub mod request;
+pub mod request_id;
 mod respond;
 pub mod route;
 mod settle;

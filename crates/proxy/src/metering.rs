@@ -90,6 +90,8 @@ pub fn observe_chunk(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stre
 #[derive(Debug)]
 pub struct CallRecord<'a> {
     pub provider: Provider,
+    /// The call's `x-request-id`.
+    pub request_id: &'a str,
     pub identity: &'a Identity,
     pub period: BillingPeriod,
     pub method: &'a str,
@@ -195,6 +197,7 @@ pub fn settle_call(config: &Config, call: CallRecord<'_>) -> Settled {
         billing_period: call.period.key(),
         occurred_at: Utc::now(),
         error_message,
+        request_id: Some(call.request_id.to_owned()),
     };
     Settled {
         event,
@@ -239,6 +242,7 @@ mod tests {
         settle_call(
             config,
             CallRecord {
+                request_id: "req-plausible",
                 provider: Provider::OpenAi,
                 identity: &identity,
                 period: BillingPeriod::containing(Utc::now(), identity.anchor_day),

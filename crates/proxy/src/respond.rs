@@ -3,22 +3,23 @@
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-use tollgate_domain::Provider;
 
+use crate::context::RequestCtx;
 use crate::errors::{GatewayError, render};
+use crate::request_id;
 
-/// Writes `error` as the provider's error response; answers the status written.
-pub async fn write_error(
-    session: &mut Session,
-    provider: Option<Provider>,
-    error: &GatewayError,
-) -> u16 {
-    let rendered = render(provider, error);
+/// Writes `error` as the provider's error response, with the request's id; answers the status
+/// written.
+pub async fn write_error(session: &mut Session, ctx: &RequestCtx, error: &GatewayError) -> u16 {
+    let rendered = render(ctx.provider, error);
     let body = Bytes::from(rendered.body.to_string());
     let written = async {
-        let mut head = ResponseHeader::build(rendered.status, Some(rendered.headers.len() + 1))?;
+        let mut head = ResponseHeader::build(rendered.status, Some(rendered.headers.len() + 2))?;
         for (name, value) in &rendered.headers {
             head.insert_header(*name, value.as_str())?;
+        }
+        if !ctx.request_id.is_empty() {
+            head.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
         }
         head.insert_header("content-length", body.len().to_string())?;
         session.write_response_header(Box::new(head), false).await?;

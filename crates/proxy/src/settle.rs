@@ -8,25 +8,27 @@ use pingora::{Error, ErrorSource, ErrorType};
 use tollgate_domain::Provider;
 use tollgate_usage::Scanner;
 
+use crate::access::CallSummary;
 use crate::context::RequestCtx;
 use crate::errors::GatewayError;
 use crate::gateway::Gateway;
 use crate::metering::{CallRecord, Settled, settle_call};
 
 impl Gateway {
-    /// Settles and records an admitted call; nothing for a request that was never admitted.
+    /// Settles and records an admitted call, and answers what it used for its access line;
+    /// nothing for a request that was never admitted.
     pub(crate) async fn finish_call(
         &self,
         method: &str,
         error: Option<&Error>,
         ctx: &mut RequestCtx,
-    ) {
+    ) -> Option<CallSummary> {
         let (Some(admitted), Some(identity)) = (ctx.admitted.take(), ctx.identity.clone()) else {
-            return;
+            return None;
         };
         if !self.inflight.take(admitted.call_id) {
             // The shutdown recorded it, with what it had received, when its grace period ended.
-            return;
+            return None;
         }
         let provider = admitted.reservation.provider;
         let mut scanned = ctx.scanner.take().map(Scanner::finish);
@@ -44,6 +46,7 @@ impl Gateway {
         };
         let record = CallRecord {
             provider,
+            request_id: &ctx.request_id,
             identity: &identity,
             period: admitted.period,
             method,
@@ -92,9 +95,16 @@ impl Gateway {
         let cost = event.cost.total_nanousd;
         self.metrics
             .usage(provider, &event.usage, cost, event.estimated);
+        let summary = CallSummary {
+            model: event.model.clone(),
+            input_tokens: event.usage.input_tokens,
+            output_tokens: event.usage.output_tokens,
+            cost_nanousd: cost,
+        };
         if let Err(e) = self.ledger.record(event).await {
             tracing::error!(error = %e, "usage event not recorded");
         }
+        Some(summary)
     }
 
     /// The refusal or failure `e` ended the request with, for `fail_to_proxy` to render. A call

@@ -200,6 +200,7 @@ fn admission_and_settlement_resolve_the_same_model_and_price() {
             &config,
             CallRecord {
                 provider: call.provider,
+                request_id: "req-same-model",
                 identity: &identity,
                 period: BillingPeriod::containing(Utc::now(), identity.anchor_day),
                 method: "POST",

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 use tollgate_admin::{
-    AdminState, AdminTokens, ConfigControlRef, ConfigSource, Deliverer, MetricsRenderer,
-    OnKeyRevoked, Readiness,
+    AdminState, AdminTokens, ConfigControlRef, ConfigSource, Deliverer, LogControlRef,
+    MetricsRenderer, OnKeyRevoked, Readiness,
 };
 use tollgate_ledger::Ledger;
 
@@ -26,6 +26,8 @@ pub struct Gateway {
     pub on_key_revoked: OnKeyRevoked,
     pub control: ConfigControlRef,
     pub readiness: Readiness,
+    /// The log's level, changed through `PUT /api/admin/log-level`.
+    pub log: LogControlRef,
 }
 
 /// Binds `[admin] listen` and starts serving the API and delivering alerts.
@@ -36,6 +38,7 @@ pub fn start(gateway: Gateway, ledger: Ledger) -> anyhow::Result<AdminServer> {
         on_key_revoked,
         control,
         readiness,
+        log,
     } = gateway;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -59,7 +62,8 @@ pub fn start(gateway: Gateway, ledger: Ledger) -> anyhow::Result<AdminServer> {
         .with_metrics(metrics)
         .on_key_revoked(on_key_revoked)
         .with_config_control(control)
-        .with_readiness(readiness);
+        .with_readiness(readiness)
+        .with_log_control(log);
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

@@ -330,4 +330,23 @@ mod tests {
         assert!(!text.contains("tg_secret_canary"), "{text}");
         assert_eq!(text.matches("key=***").count(), 2, "{text}");
     }
+
+    #[test]
+    fn a_key_in_a_json_line_never_reaches_the_sink_either() {
+        let sink = Recorder::default();
+        let (log, flusher) = BufferedLog::new(Box::new(sink.clone()), false);
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(log)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(uri = "/gemini/x?alt=sse&key=tg_secret_canary", "failed");
+        });
+        drop(flusher);
+        let text = sink.text();
+        assert!(!text.contains("tg_secret_canary"), "{text}");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["uri"], "/gemini/x?alt=sse&key=***", "{text}");
+    }
 }

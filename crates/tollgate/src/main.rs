@@ -7,6 +7,7 @@ mod health;
 mod import;
 mod inspect_usage;
 mod log_writer;
+mod logging;
 mod reload;
 mod serve;
 mod shutdown;
@@ -93,17 +94,10 @@ enum PricingCommand {
 }
 
 fn main() -> ExitCode {
-    let (log, _flusher) = log_writer::BufferedLog::new(Box::new(std::io::stderr()), true);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(log)
-        // Colours for a person at a terminal; plain lines for files and log collectors.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    // `run` installs the log in the format its configuration names, once it has read it.
+    let _log = (!matches!(cli.command, Command::Run { .. }))
+        .then(|| logging::init(tollgate_config::LogFormat::Text));
     let result = match cli.command {
         Command::Run { config } => serve::run(&config),
         Command::Check {

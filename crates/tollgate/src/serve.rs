@@ -32,6 +32,8 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         }
     };
     eprint!("{warnings}");
+    // Written out when `run` returns; a SIGTERM's exit flushes it itself (`flush_all`).
+    let logging = crate::logging::init(config.log.format);
     let config = Arc::new(config);
 
     // The ledger's writer runs on a runtime of its own so that flushing to SQL never competes
@@ -120,6 +122,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             on_key_revoked: Arc::new(move || keys.invalidate()),
             control: Arc::clone(&reloader) as tollgate_admin::ConfigControlRef,
             readiness: ready,
+            log: Arc::clone(&logging.level) as tollgate_admin::LogControlRef,
         },
         ledger,
     )?;

@@ -1,4 +1,5 @@
-//! The configuration in force and its reload (operators), and `/readyz` (orchestrators).
+//! The configuration in force and its reload, the log level (operators), and `/readyz`
+//! (orchestrators).
 
 use std::time::Duration;
 
@@ -6,12 +7,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{AdminError, ErrorBody, Result};
-use crate::live::{ConfigControlRef, ConfigStatus};
+use crate::extract::JsonBody;
+use crate::live::{ConfigControlRef, ConfigStatus, LogControlRef};
 use crate::model::Envelope;
 use crate::state::AdminState;
 
@@ -57,6 +60,63 @@ pub async fn reload(
         Ok(status) => Ok(Json(Envelope::ok(status))),
         Err(problems) => Err(AdminError::InvalidConfig(problems)),
     }
+}
+
+/// The longest log directive accepted.
+const MAX_DIRECTIVE_BYTES: usize = 1024;
+
+/// A log level: `error`, `warn`, `info`, `debug`, `trace`, or `EnvFilter` directives
+/// (`warn,tollgate=debug`).
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+pub struct LogLevel {
+    pub level: String,
+}
+
+fn log_control(state: &AdminState) -> Result<&LogControlRef> {
+    state.log.as_ref().ok_or_else(|| {
+        AdminError::NotFound("this admin server does not manage a running gateway".to_owned())
+    })
+}
+
+/// The log level in force.
+#[utoipa::path(get, path = "/api/admin/log-level", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = Envelope<LogLevel>), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn log_level(
+    caller: Caller,
+    State(state): State<AdminState>,
+) -> Result<Json<Envelope<LogLevel>>> {
+    caller.require_admin()?;
+    let level = log_control(&state)?.level();
+    Ok(Json(Envelope::ok(LogLevel { level })))
+}
+
+/// Changes the log level at once, until the next change or restart (the start's level comes
+/// from `RUST_LOG`). 400 when it is neither a level nor a filter directive; the old one stays.
+#[utoipa::path(put, path = "/api/admin/log-level", tag = "admin", security(("bearer" = [])),
+    request_body = LogLevel,
+    responses((status = 200, body = Envelope<LogLevel>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn set_log_level(
+    caller: Caller,
+    State(state): State<AdminState>,
+    JsonBody(wanted): JsonBody<LogLevel>,
+) -> Result<Json<Envelope<LogLevel>>> {
+    caller.require_admin()?;
+    let control = log_control(&state)?;
+    let directive = wanted.level.trim();
+    if directive.is_empty() || directive.len() > MAX_DIRECTIVE_BYTES {
+        return Err(AdminError::BadRequest(format!(
+            "level must be 1 to {MAX_DIRECTIVE_BYTES} bytes: a level (error, warn, info, debug, \
+             trace) or filter directives such as \"warn,tollgate=debug\""
+        )));
+    }
+    let level = control
+        .set_level(directive)
+        .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+    tracing::info!(level = level.as_str(), "log level changed");
+    Ok(Json(Envelope::ok(LogLevel { level })))
 }
 
 #[derive(Debug, Serialize)]

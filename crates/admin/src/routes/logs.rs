@@ -63,6 +63,9 @@ pub struct LogOut {
     pub is_aggregated: bool,
     /// The usage was estimated (a stream that ended without reporting it).
     pub estimated: bool,
+    /// The `x-request-id` the client was answered with (none on calls from before it was kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// HEAD's envelope-less answer.
@@ -108,6 +111,7 @@ fn log_out(r: &UsageLog) -> LogOut {
         retry_count: 0,
         is_aggregated: false,
         estimated: r.estimated,
+        request_id: r.request_id.clone(),
     }
 }
 

@@ -253,5 +253,6 @@ pub fn call(
         billing_period: UsageEvent::calendar_period(at),
         occurred_at: at,
         error_message: (status >= 400).then(|| "upstream said no".to_owned()),
+        request_id: Some("req-admin-test".to_owned()),
     }
 }

@@ -14,7 +14,8 @@ use crate::problem::FileProblems;
 use crate::raw::{self, DecimalText};
 use crate::settings::{
     AdminSettings, AlertDelivery, Config, CounterStore, LedgerFullPolicy, LedgerSettings,
-    PricingSettings, ProxySettings, Secret, StorageSettings, UnpricedPolicy,
+    LogFormat, LogSettings, PricingSettings, ProxySettings, Secret, StorageSettings,
+    UnpricedPolicy,
 };
 use access::{keys, plans, providers, unreachable_policy};
 
@@ -52,6 +53,7 @@ pub(crate) fn gateway(
         pricing: pricing(p, &raw.pricing, base_dir),
         alert_thresholds: thresholds(p, raw.alerts.thresholds.as_deref()),
         alert_delivery: alert_delivery(p, &raw.alerts, env),
+        log: log(p, &raw.log),
         providers,
         default_plan: raw.default_plan,
         plans,
@@ -370,6 +372,21 @@ fn ledger(p: &mut FileProblems, raw: &raw::Ledger, base_dir: &Path) -> LedgerSet
         ),
         on_full,
     }
+}
+
+fn log(p: &mut FileProblems, raw: &raw::Log) -> LogSettings {
+    let format = match raw.format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            p.error(
+                &["log", "format"],
+                format!("unknown log format {other:?} (expected \"text\" or \"json\")"),
+            );
+            LogFormat::Text
+        }
+    };
+    LogSettings { format }
 }
 
 fn pricing(p: &mut FileProblems, raw: &raw::Pricing, base_dir: &Path) -> PricingSettings {

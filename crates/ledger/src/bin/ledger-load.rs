@@ -47,6 +47,7 @@ fn event(id: String, n: u64) -> UsageEvent {
         billing_period: UsageEvent::calendar_period(now),
         occurred_at: now,
         error_message: None,
+        request_id: None,
     }
 }
 

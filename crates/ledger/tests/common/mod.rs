@@ -105,6 +105,7 @@ pub fn event(id: impl Into<String>, n: u64) -> UsageEvent {
         billing_period: "2026-11".into(),
         occurred_at,
         error_message: None,
+        request_id: Some(format!("req-{n}")),
     }
 }
 

@@ -4,10 +4,14 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::client::request;
 use super::process::{Supervised, free_port};
+
+/// Where [`Gateway::start_capturing_log`] writes the gateway's stderr, in its directory.
+const STDERR_FILE: &str = "stderr.log";
 
 /// A running `tollgate run`. It is started under a small shell that sends it SIGTERM as soon as
 /// the shell's stdin closes: on `stop`, and also when the test process exits without stopping it
@@ -48,6 +52,30 @@ impl Gateway {
         rest: &str,
         extra_env: &[(&str, &str)],
     ) -> Gateway {
+        let database = (database_url, storage_extra);
+        Gateway::launch(proxy_extra, database, rest, extra_env, false)
+    }
+
+    /// [`Gateway::start`] with the gateway's stderr written to a file in its temporary
+    /// directory instead of the test's, for the test to read ([`Gateway::log`]).
+    pub fn start_capturing_log(proxy_extra: &str, rest: &str, env: &[(&str, &str)]) -> Gateway {
+        let database = ("sqlite://ledger.db", "");
+        Gateway::launch(proxy_extra, database, rest, env, true)
+    }
+
+    /// Everything the gateway has written to stderr so far (a gateway started with
+    /// [`Gateway::start_capturing_log`]). Info lines are buffered for up to 100 ms.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(STDERR_FILE)).unwrap()
+    }
+
+    fn launch(
+        proxy_extra: &str,
+        (database_url, storage_extra): (&str, &str),
+        rest: &str,
+        extra_env: &[(&str, &str)],
+        capture_log: bool,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let admin_port = free_port();
@@ -84,12 +112,18 @@ dir = "{pricing}"
         let config_arg = config_path.display().to_string();
         let mut env: Vec<(&str, &str)> = vec![("RUST_LOG", "warn,tollgate=info")];
         env.extend_from_slice(extra_env);
-        let mut child = Supervised::spawn(
+        let stderr = if capture_log {
+            Stdio::from(std::fs::File::create(dir.path().join(STDERR_FILE)).unwrap())
+        } else {
+            Stdio::inherit()
+        };
+        let mut child = Supervised::spawn_with_stderr(
             &binary,
             &["run", "--config", &config_arg],
             &env,
             "TERM",
             dir.path(),
+            stderr,
         );
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {

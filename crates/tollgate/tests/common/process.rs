@@ -26,13 +26,26 @@ pub struct Supervised {
 }
 
 impl Supervised {
-    /// Starts `program args` with `env`; closing stdin sends it `SIG<on_close>`.
+    /// Starts `program args` with `env`; closing stdin sends it `SIG<on_close>`. Its stderr is
+    /// the test's.
     pub fn spawn(
         program: &Path,
         args: &[&str],
         env: &[(&str, &str)],
         on_close: &str,
         dir: &Path,
+    ) -> Supervised {
+        Supervised::spawn_with_stderr(program, args, env, on_close, dir, Stdio::inherit())
+    }
+
+    /// [`Supervised::spawn`] with the process's stderr going to `stderr` (a file, say).
+    pub fn spawn_with_stderr(
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        on_close: &str,
+        dir: &Path,
+        stderr: Stdio,
     ) -> Supervised {
         static SPAWNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = SPAWNED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -50,7 +63,7 @@ impl Supervised {
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (name, value) in env {
             command.env(name, value);
         }
