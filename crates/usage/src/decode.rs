@@ -297,6 +297,10 @@ mod tests {
     const BODY: &[u8] = br#"{"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
 
     fn scan(encoding: Option<&str>, body: &[u8]) -> Scanned {
+        scan_in_chunks(encoding, body, 3)
+    }
+
+    fn scan_in_chunks(encoding: Option<&str>, body: &[u8], chunk: usize) -> Scanned {
         let mut s = scanner(&RequestInfo {
             provider: Provider::OpenAi,
             method: "POST",
@@ -307,7 +311,7 @@ mod tests {
             response_content_type: Some("application/json"),
             response_content_encoding: encoding,
         });
-        for piece in body.chunks(3) {
+        for piece in body.chunks(chunk) {
             s.feed(piece);
         }
         s.finish()
@@ -400,20 +404,7 @@ mod tests {
                 "{coding}: {}",
                 body.len()
             );
-            let mut s = scanner(&RequestInfo {
-                provider: Provider::OpenAi,
-                method: "POST",
-                path: "/v1/chat/completions",
-                query: None,
-                request: crate::RequestFacts::none(),
-                response_status: 200,
-                response_content_type: Some("application/json"),
-                response_content_encoding: Some(coding),
-            });
-            for piece in body.chunks(16 * 1024) {
-                s.feed(piece);
-            }
-            let got = s.finish();
+            let got = scan_in_chunks(Some(coding), &body, 16 * 1024);
             let error = got.decode_error.unwrap_or_default();
             assert!(error.contains("budget"), "{coding}: {error:?}");
             // The usage at the end was never reached: unknown, so estimated by the gateway.
@@ -436,20 +427,7 @@ mod tests {
             .unwrap();
         let body = e.finish().unwrap();
         assert!(body.len() < text.len() / 2);
-        let mut s = scanner(&RequestInfo {
-            provider: Provider::OpenAi,
-            method: "POST",
-            path: "/v1/chat/completions",
-            query: None,
-            request: crate::RequestFacts::none(),
-            response_status: 200,
-            response_content_type: Some("application/json"),
-            response_content_encoding: Some("gzip"),
-        });
-        for piece in body.chunks(16 * 1024) {
-            s.feed(piece);
-        }
-        let got = s.finish();
+        let got = scan_in_chunks(Some("gzip"), &body, 16 * 1024);
         assert_eq!(got.decode_error, None);
         assert_eq!(got.usage.output_tokens, 4);
     }
