@@ -90,10 +90,9 @@ impl Gateway {
                 request_id: ctx.request_id.clone(),
                 identity: Arc::clone(&identity),
                 period: plan.period,
-                method: ctx.method.as_str().to_owned(),
+                method: ctx.method.clone(),
                 path: ctx.path.clone(),
                 facts: ctx.facts.clone(),
-                request_bytes: ctx.facts.input_tokens_bound,
                 started: ctx.started,
                 progress: Arc::clone(&progress),
             });

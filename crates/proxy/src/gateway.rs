@@ -214,7 +214,7 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -231,7 +231,7 @@ impl ProxyHttp for Gateway {
             // The client learns that its output was capped to fit what was left of its budget.
             upstream_response.insert_header(OUTPUT_CAP_HEADER, cap)?;
         }
-        metering::start_response(ctx, session.req_header().method.as_str(), upstream_response);
+        metering::start_response(ctx, upstream_response);
         ctx.overhead += started.elapsed();
         Ok(())
     }
@@ -278,9 +278,7 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let started = Instant::now();
-        let call = self
-            .finish_call(session.req_header().method.as_str(), error, ctx)
-            .await;
+        let call = self.finish_call(error, ctx).await;
         ctx.overhead += started.elapsed();
         self.metrics.gateway_overhead(ctx.overhead);
         self.metrics.request_finished(ctx.provider, status);

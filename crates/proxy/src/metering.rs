@@ -30,13 +30,13 @@ const BYTES_PER_TOKEN: u64 = 4;
 
 /// The scanner for a response whose head just arrived: the provider's usage format, chosen by
 /// the request (provider, path, facts) and the response's status, type and encoding.
-pub fn scanner_for(ctx: &RequestCtx, method: &str, response: &ResponseHeader) -> Option<Scanner> {
+pub fn scanner_for(ctx: &RequestCtx, response: &ResponseHeader) -> Option<Scanner> {
     let provider = ctx.provider?;
     let header =
         |name: http::header::HeaderName| response.headers.get(name).and_then(|v| v.to_str().ok());
     Some(tollgate_usage::scanner(&RequestInfo {
         provider,
-        method,
+        method: ctx.method.as_str(),
         path: &ctx.path,
         query: ctx.query.as_deref(),
         request: &ctx.facts,
@@ -49,18 +49,21 @@ pub fn scanner_for(ctx: &RequestCtx, method: &str, response: &ResponseHeader) ->
 /// Starts reading a response whose head just arrived: its scanner, and the filter that keeps
 /// the usage chunk the gateway asked for from a client that did not (an event stream passed
 /// through as the provider sent it, uncompressed and without a fixed length).
-pub fn start_response(ctx: &mut RequestCtx, method: &str, response: &ResponseHeader) {
+pub fn start_response(ctx: &mut RequestCtx, response: &ResponseHeader) {
     ctx.status = response.status.as_u16();
     if let Some(progress) = &ctx.progress {
         progress.status.store(ctx.status, Relaxed);
     }
-    ctx.scanner = scanner_for(ctx, method, response);
+    ctx.scanner = scanner_for(ctx, response);
+    if !ctx.usage_injected || !response.status.is_success() {
+        return;
+    }
     let header = |name| response.headers.get(name).and_then(|v| v.to_str().ok());
     let streamed = header(http::header::CONTENT_TYPE).is_some_and(|t| t.contains("event-stream"))
         && header(http::header::CONTENT_ENCODING)
             .is_none_or(|e| e.eq_ignore_ascii_case("identity"))
         && header(http::header::CONTENT_LENGTH).is_none();
-    if ctx.usage_injected && streamed && response.status.is_success() {
+    if streamed {
         ctx.usage_chunk = Some(UsageChunkFilter::default());
     }
 }

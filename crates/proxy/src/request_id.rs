@@ -26,12 +26,7 @@ pub fn of_request(head: &RequestHeader) -> String {
 
 /// A fresh id: a UUID v7, time-ordered, so ids sort by when their calls began.
 pub fn new() -> String {
-    // Encoded directly rather than through `Display`: one is made for every call.
-    let mut text = uuid::Uuid::encode_buffer();
-    uuid::Uuid::now_v7()
-        .hyphenated()
-        .encode_lower(&mut text)
-        .to_owned()
+    tollgate_ledger::UsageEvent::new_id()
 }
 
 fn is_sane(id: &[u8]) -> bool {

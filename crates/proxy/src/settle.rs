@@ -19,7 +19,6 @@ impl Gateway {
     /// nothing for a request that was never admitted.
     pub(crate) async fn finish_call(
         &self,
-        method: &str,
         error: Option<&Error>,
         ctx: &mut RequestCtx,
     ) -> Option<CallSummary> {
@@ -35,7 +34,7 @@ impl Gateway {
         if let Some(scanned) = scanned.as_mut() {
             let user = identity.user.as_str();
             self.jobs
-                .bill_increase(provider, method, &ctx.path, user, scanned)
+                .bill_increase(provider, ctx.method.as_str(), &ctx.path, user, scanned)
                 .await;
         }
         let complete = scanned.as_ref().is_some_and(|s| s.complete);
@@ -49,7 +48,7 @@ impl Gateway {
             request_id: &ctx.request_id,
             identity: &identity,
             period: admitted.period,
-            method,
+            method: ctx.method.as_str(),
             path: &ctx.path,
             facts: &ctx.facts,
             status: ctx.status,

@@ -233,15 +233,20 @@ mod tests {
         }
     }
 
+    /// A subscriber writing plain lines (no colours, no time) to `log`.
+    fn plain_lines(log: BufferedLog) -> impl tracing::Subscriber + Send + Sync {
+        tracing_subscriber::fmt()
+            .with_writer(log)
+            .with_ansi(false)
+            .without_time()
+            .finish()
+    }
+
     #[test]
     fn info_lines_wait_and_a_warning_writes_them_first_in_one_write() {
         let sink = Recorder::default();
         let (log, _flusher) = BufferedLog::new(Box::new(sink.clone()), false);
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(log)
-            .with_ansi(false)
-            .without_time()
-            .finish();
+        let subscriber = plain_lines(log);
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!("first");
             tracing::info!("second");
@@ -314,11 +319,7 @@ mod tests {
     fn a_key_in_a_logged_uri_never_reaches_the_sink() {
         let sink = Recorder::default();
         let (log, flusher) = BufferedLog::new(Box::new(sink.clone()), false);
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(log)
-            .with_ansi(false)
-            .without_time()
-            .finish();
+        let subscriber = plain_lines(log);
         tracing::subscriber::with_default(subscriber, || {
             tracing::error!(
                 "Fail to proxy: POST /gemini/v1beta/models/m:generateContent?key=tg_secret_canary"
