@@ -152,6 +152,10 @@ fn request_stream_usage(object: &mut serde_json::Map<String, Value>) -> bool {
     let options = object
         .entry("stream_options")
         .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if options.is_null() {
+        // `"stream_options": null` is OpenAI's way of leaving them unset.
+        *options = Value::Object(serde_json::Map::new());
+    }
     let Some(options) = options.as_object_mut() else {
         return false;
     };
@@ -186,6 +190,9 @@ mod tests {
             out,
             " {\"stream_options\":{\"include_usage\":true},\"model\": \"gpt-4o\",\n \"stream\": true}\n"
         );
+        let out = add(r#"{"stream":true,"stream_options":null}"#).unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true, "{v}");
         let out = add(r#"{"stream":true,"stream_options":{"include_obfuscation":false}}"#).unwrap();
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["stream_options"]["include_obfuscation"], false);

@@ -7,6 +7,7 @@
 //! Tavily's search and extract depths. A JSON body is read borrowing the few fields it needs and
 //! checking the rest for syntax only; the prompt is never built.
 
+use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tollgate_domain::Provider;
@@ -40,12 +41,7 @@ impl RequestFacts {
     /// Stability's multipart form gives its `model` field. A body that is not a JSON object
     /// where the provider takes JSON is an error.
     pub fn read(provider: Provider, path: &str, body: &[u8]) -> Result<RequestFacts, UsageError> {
-        let base = RequestFacts {
-            model: path_model(provider, path),
-            stream: path.ends_with(":streamGenerateContent"),
-            input_tokens_bound: body.len() as u64,
-            ..RequestFacts::default()
-        };
+        let base = base(provider, path, body);
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(base);
         }
@@ -82,6 +78,16 @@ impl RequestFacts {
     }
 }
 
+/// What the path and the body's size say, before the body is read.
+pub(crate) fn base(provider: Provider, path: &str, body: &[u8]) -> RequestFacts {
+    RequestFacts {
+        model: path_model(provider, path),
+        stream: path.ends_with(":streamGenerateContent"),
+        input_tokens_bound: body.len() as u64,
+        ..RequestFacts::default()
+    }
+}
+
 /// The one rule for a model named by the path: Gemini's `/v1beta/models/{model}:{method}`.
 pub fn path_model(provider: Provider, path: &str) -> Option<String> {
     if provider != Provider::Gemini {
@@ -92,7 +98,7 @@ pub fn path_model(provider: Provider, path: &str) -> Option<String> {
 
 /// The facts of a JSON body built whole as a `Value`: the reference for [`peek`], and the
 /// errors of a body that is not a JSON object.
-fn parse(body: &[u8], base: RequestFacts) -> Result<RequestFacts, UsageError> {
+pub(crate) fn parse(body: &[u8], base: RequestFacts) -> Result<RequestFacts, UsageError> {
     let json: Value =
         serde_json::from_slice(body).map_err(|e| UsageError::RequestNotJson(e.to_string()))?;
     let Some(object) = json.as_object() else {
@@ -135,14 +141,20 @@ struct Peek<'a> {
     stream: Option<&'a RawValue>,
     #[serde(borrow, rename = "generationConfig")]
     generation_config: Option<&'a RawValue>,
-    #[serde(borrow)]
-    stream_options: Option<&'a RawValue>,
+    /// Present at all, `null` included (an `Option` would read `null` as absent).
+    #[serde(default, deserialize_with = "present")]
+    stream_options: bool,
     #[serde(borrow)]
     search_depth: Option<&'a RawValue>,
     #[serde(borrow)]
     extract_depth: Option<&'a RawValue>,
     #[serde(borrow)]
     urls: Option<&'a RawValue>,
+}
+
+/// A field is there, whatever its value.
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(value).map(|_| true)
 }
 
 #[derive(serde::Deserialize)]
@@ -182,7 +194,7 @@ fn peek(body: &[u8], base: RequestFacts) -> Option<RequestFacts> {
             .or(nested),
         stream: base.stream || peek.stream.is_some_and(|v| v.get() == "true"),
         input_tokens_bound: base.input_tokens_bound,
-        lacks_stream_options: peek.stream_options.is_none(),
+        lacks_stream_options: !peek.stream_options,
         search_depth: text(peek.search_depth),
         extract_depth: text(peek.extract_depth),
         urls,
@@ -269,6 +281,7 @@ mod tests {
             r#"  {"stream" : true , "model" : "spaced"}  "#,
             r#"{"search_depth":"advanced","urls":["a",{"b":1},3],"extract_depth":7}"#,
             r#"{"urls":"one"}"#,
+            r#"{"stream_options":null,"stream":true}"#,
             r#"{}"#,
         ];
         for body in bodies {
