@@ -5,6 +5,7 @@
 //! into an immutable [`Config`] snapshot. Unknown keys are collected as problems rather than
 //! aborting the parse at the first one, so `tollgate check` names every mistake at once.
 
+pub mod fuzzing;
 pub mod litellm;
 mod pricing;
 mod problem;
@@ -26,6 +27,7 @@ pub use settings::{
 pub use validate::Env;
 
 use problem::FileProblems;
+use tollgate_domain::PriceBook;
 
 /// A configuration that loaded, with the warnings found on the way.
 #[derive(Debug)]
@@ -50,11 +52,23 @@ pub fn load_with_env(path: &Path, env: Env<'_>) -> Result<Loaded, Report> {
             return Err(p.report);
         }
     };
+    load_text(path, text, &pricing::load_dir, env)
+}
+
+/// Loads `gateway.toml`'s `text` (read from `path`); `prices` loads the pricing directory the
+/// text names. The file system is reached only through `prices`, so the fuzz check can load
+/// text alone.
+fn load_text(
+    path: &Path,
+    text: String,
+    prices: &dyn Fn(&Path) -> (PriceBook, Report),
+    env: Env<'_>,
+) -> Result<Loaded, Report> {
     let mut p = FileProblems::new(path, text);
     let Some(raw) = p.parse::<raw::Gateway>() else {
         return Err(p.report);
     };
-    let (prices, pricing_report) = pricing::load_dir(&validate::pricing_dir(&raw, path));
+    let (prices, pricing_report) = prices(&validate::pricing_dir(&raw, path));
     let config = validate::gateway(&mut p, raw, path, prices, env);
     check_every_provider_priced(&mut p, &config);
     let mut report = p.report;

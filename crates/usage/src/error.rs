@@ -33,4 +33,13 @@ pub enum UsageError {
         chunk: usize,
         scans: Box<[Scanned; 3]>,
     },
+    /// The request-facts fuzz check's finding: reading a body (`read`) and the full parse the
+    /// read's shortcut stands in for (`parsed`) disagree.
+    #[error("{provider} {path}: request facts read {read:?}\nparsed {parsed:?}")]
+    FactsDisagree {
+        provider: tollgate_domain::Provider,
+        path: &'static str,
+        read: Box<Result<crate::RequestFacts, String>>,
+        parsed: Box<Result<crate::RequestFacts, String>>,
+    },
 }
