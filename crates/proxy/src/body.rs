@@ -137,6 +137,28 @@ pub async fn on_chunk(
     }
 }
 
+/// How much of a body an early answer keeps reading, and for how long, so that a client still
+/// writing it gets to read the answer.
+const LINGER_MAX_BYTES: usize = 64 << 20;
+const LINGER_TIME: Duration = Duration::from_secs(10);
+
+/// After an answer sent before the request body was read to its end (a 413, a refusal, an
+/// upstream failure): closing now, with the client's bytes unread, makes the kernel reset the
+/// connection, and a client still writing never reads the answer (RFC 9112 §9.6). So the rest
+/// of the body is read and discarded, up to a bound in bytes and time, as nginx's lingering
+/// close does; past it the connection is closed anyway.
+pub async fn linger(session: &mut Session) {
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut left = LINGER_MAX_BYTES;
+    session.set_read_timeout(Some(LINGER_TIME));
+    while left > 0 && !session.is_body_done() {
+        match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+            Ok(Ok(Some(chunk))) => left = left.saturating_sub(chunk.len()),
+            _ => return,
+        }
+    }
+}
+
 /// The body is complete: read its facts once, admit the call; the body as it goes upstream.
 async fn admit_body(
     gw: &Gateway,

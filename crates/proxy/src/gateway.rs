@@ -28,7 +28,7 @@ use tollgate_usage::RequestFacts;
 use crate::alerts::AlertRaiser;
 use crate::context::{BodyState, REFUSED, RequestCtx};
 use crate::deferred::{DeferredPlans, raise_on_replay};
-use crate::errors::ProxyError;
+use crate::errors::{GatewayError, ProxyError};
 use crate::head::{BodyPlan, has_body};
 use crate::inflight::{CutOff, InFlight};
 use crate::jobs::JobBilling;
@@ -173,6 +173,9 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let started = Instant::now();
+        // Requests a client pipelines on one connection are answered in order, one after
+        // another, rather than the connection being closed after the first.
+        session.set_pipelining_enabled(true);
         ctx.request_id = request_id::of_request(session.req_header());
         let outcome = self.start_call(session, ctx).await;
         ctx.overhead += started.elapsed().saturating_sub(ctx.body_wait);
@@ -269,6 +272,13 @@ impl ProxyHttp for Gateway {
             Some(_) => 0,
             None => respond::write_error(session, ctx, &error).await,
         };
+        if !matches!(
+            error,
+            GatewayError::BodyTimeout { .. } | GatewayError::HeadersTimeout
+        ) {
+            // A client too slow to send its body in time is not waited for again.
+            body::linger(session).await;
+        }
         FailToProxy {
             error_code,
             can_reuse_downstream: false,

@@ -195,6 +195,13 @@ fn refusal(head: &[u8], error: &GatewayError, request_id: &str) -> (u16, Vec<u8>
     (rendered.status, out.into_bytes())
 }
 
+/// Whether the bytes of a next request, pipelined behind the last, came with the connection.
+/// Pingora 0.9 keeps them inside the settings with no accessor; only their debug form shows
+/// whether there are any.
+fn carries_pipelined_request(settings: &HttpPersistentSettings) -> bool {
+    format!("{settings:?}").contains("pipelined_prefix: Some(")
+}
+
 #[async_trait]
 impl<A> ServerApp for HeadGuard<A>
 where
@@ -209,6 +216,21 @@ where
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut idle = Duration::ZERO;
         loop {
+            if let Some(settings) = persistent.take_if(|s| carries_pipelined_request(s)) {
+                // The client sent this request behind the last one, and Pingora read part of
+                // it already: its own parser takes it from there (under its per-read timeout
+                // and 1 MiB head cap), so requests pipelined on one connection are answered in
+                // order.
+                let mut session = ServerSession::new_http1(stream);
+                settings.apply_to_session(&mut session);
+                if *shutdown.borrow() {
+                    session.set_keepalive(None);
+                }
+                let reused = self.inner.process_new_http(session, shutdown).await?;
+                (stream, persistent) = reused.consume();
+                idle = Duration::from_secs(KEEPALIVE_SECS);
+                continue;
+            }
             let head = self
                 .limits
                 .read(&mut stream, &mut watch, idle, Instant::now())
