@@ -502,3 +502,111 @@ fn a_chunked_upload_over_the_cap_is_413() {
     );
     gateway.stop();
 }
+
+/// A client that writes its whole body before reading, as most do, gets the 413 rather than a
+/// reset in the middle of its write: the gateway reads and discards the rest of the body before
+/// closing (up to a bound).
+#[test]
+fn a_client_still_writing_its_body_reads_the_413() {
+    use std::io::{Read, Write};
+    let path = "/openai/v1/chat/completions";
+    let body = format!(
+        r#"{{"model":"gpt-4o","messages":[],"padding":"{}"}}"#,
+        "x".repeat(16 << 20)
+    );
+    let announced = format!(
+        "POST {path} HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {KEY}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut chunked = format!(
+        "POST {path} HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {KEY}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    for piece in body.as_bytes().chunks(64 * 1024) {
+        chunked.push_str(&format!(
+            "{:x}\r\n{}\r\n",
+            piece.len(),
+            std::str::from_utf8(piece).unwrap()
+        ));
+    }
+    chunked.push_str("0\r\n\r\n");
+    for raw in [announced, chunked] {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port())).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let written = stream.write_all(raw.as_bytes());
+        assert!(written.is_ok(), "the write was cut: {written:?}");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        assert_shape(
+            "openai",
+            413,
+            "request_too_large",
+            &common::parse_response(&answer),
+        );
+    }
+    assert_alive();
+}
+
+/// Splits what a connection sent back into its responses.
+fn responses(mut raw: &[u8]) -> Vec<Response> {
+    let mut out = Vec::new();
+    while let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        out.push(common::parse_response(&raw[..end + 4 + length]));
+        raw = &raw[end + 4 + length..];
+    }
+    out
+}
+
+/// Three requests pipelined in one write are each answered, in order, on the one connection.
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let mock = Mock::with_handler(|seen| {
+        let n = seen.header("x-seq").unwrap_or("?");
+        Reply::json(format!(
+            r#"{{"id":"call-{n}","object":"chat.completion","model":"gpt-4o","choices":[],"usage":{{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}}}"#
+        ))
+    });
+    let key = common::client_key("pipeliner");
+    let rest = format!(
+        "[providers.openai]\nbase_url = \"http://127.0.0.1:{}\"\nkey_env = \"TG_OPENAI_KEY\"\n\
+         [plans.p]\nname = \"P\"\ntier = \"pro\"\n{}",
+        mock.port,
+        common::key_entry("pipeliner", "p", &key),
+    );
+    let gateway = Gateway::start("", &rest, &[("TG_OPENAI_KEY", "sk-openai")]);
+    let body = r#"{"model":"gpt-4o","messages":[]}"#;
+    let mut raw = String::new();
+    for n in 1..=3 {
+        let connection = if n == 3 { "close" } else { "keep-alive" };
+        raw.push_str(&format!(
+            "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {key}\r\n\
+             x-seq: {n}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             connection: {connection}\r\n\r\n{body}",
+            body.len()
+        ));
+    }
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", gateway.port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    std::io::Write::write_all(&mut stream, raw.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+    let got = responses(&answer);
+    let ids: Vec<String> = got
+        .iter()
+        .map(|r| format!("{} {}", r.status, r.json()["id"].as_str().unwrap_or("-")))
+        .collect();
+    assert_eq!(ids, ["200 call-1", "200 call-2", "200 call-3"]);
+    assert_eq!(mock.seen().len(), 3);
+    gateway.stop();
+}
