@@ -52,15 +52,32 @@ impl Gateway {
         rest: &str,
         extra_env: &[(&str, &str)],
     ) -> Gateway {
-        let database = (database_url, storage_extra);
+        let database = (database_url, storage_extra, "");
         Gateway::launch(proxy_extra, database, rest, extra_env, false)
     }
 
     /// [`Gateway::start`] with the gateway's stderr written to a file in its temporary
     /// directory instead of the test's, for the test to read ([`Gateway::log`]).
     pub fn start_capturing_log(proxy_extra: &str, rest: &str, env: &[(&str, &str)]) -> Gateway {
-        let database = ("sqlite://ledger.db", "");
+        let database = ("sqlite://ledger.db", "", "");
         Gateway::launch(proxy_extra, database, rest, env, true)
+    }
+
+    /// [`Gateway::start_capturing_log`] with the ledger at `database_url` and `ledger_extra`
+    /// inside `[ledger]`.
+    pub fn start_capturing_log_with_ledger(
+        proxy_extra: &str,
+        (database_url, ledger_extra): (&str, &str),
+        rest: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
+        Gateway::launch(
+            proxy_extra,
+            (database_url, "", ledger_extra),
+            rest,
+            env,
+            true,
+        )
     }
 
     /// Everything the gateway has written to stderr so far (a gateway started with
@@ -71,7 +88,7 @@ impl Gateway {
 
     fn launch(
         proxy_extra: &str,
-        (database_url, storage_extra): (&str, &str),
+        (database_url, storage_extra, ledger_extra): (&str, &str, &str),
         rest: &str,
         extra_env: &[(&str, &str)],
         capture_log: bool,
@@ -100,6 +117,7 @@ database_url = "{database_url}"
 {storage_extra}
 [ledger]
 flush_interval_ms = 20
+{ledger_extra}
 [pricing]
 dir = "{pricing}"
 {rest}
