@@ -30,7 +30,16 @@ impl Gateway {
             return None;
         }
         let provider = admitted.reservation.provider;
-        let mut scanned = ctx.scanner.take().map(Scanner::finish);
+        let mut scanned = match ctx.scanner.take() {
+            // What decoding left for the end may take up to its budget's CPU: not on the
+            // thread that serves other requests.
+            Some(scanner) if scanner.has_backlog() => {
+                tokio::task::spawn_blocking(move || scanner.finish())
+                    .await
+                    .ok()
+            }
+            scanner => scanner.map(Scanner::finish),
+        };
         if let Some(scanned) = scanned.as_mut() {
             let user = identity.user.as_str();
             self.jobs

@@ -11,6 +11,7 @@
 //! is reported as `decode_error`.
 
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use crate::{Core, UsageError};
 
@@ -37,6 +38,18 @@ pub(crate) fn budget(compressed: u64) -> u64 {
         .saturating_add(FLOOR_BYTES)
         .min(DECODED_MAX_BYTES)
 }
+
+/// Decoding is also sliced in time: a feed decodes for at most [`SLICE`] (looking at the clock
+/// between pieces of [`PIECE_BYTES`] compressed bytes) and leaves the rest of its input in a
+/// backlog for the next feed, or for the end of the body, which the gateway finishes off its
+/// request threads. So a body that is slow to decode — a bomb up to its budget, or a large
+/// response on a loaded machine — holds a request thread for about a millisecond per chunk, not
+/// for the whole body. The backlog is bounded: past [`BACKLOG_MAX_BYTES`] the scan stops with
+/// [`FELL_BEHIND`] (estimated usage; the body still passes).
+pub(crate) const SLICE: Duration = Duration::from_millis(1);
+const PIECE_BYTES: usize = 4096;
+pub(crate) const BACKLOG_MAX_BYTES: usize = 16 << 20;
+pub(crate) const FELL_BEHIND: &str = "decoding fell too far behind the body";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Encoding {
@@ -200,6 +213,60 @@ impl Body {
                 }
             }
             Body::Failed { .. } => {}
+        }
+    }
+
+    /// Feeds `chunk` after the `backlog` of compressed bytes earlier feeds left, decoding for
+    /// at most [`SLICE`]; what is left is the new backlog. A body known to be plain is fed
+    /// whole: scanning plain text is not what a bomb slows down.
+    pub(crate) fn feed_sliced(&mut self, backlog: &mut Vec<u8>, chunk: &[u8]) {
+        if backlog.is_empty() && matches!(self, Body::Plain { sniff: false, .. }) {
+            return self.feed(chunk);
+        }
+        let deadline = Instant::now() + SLICE;
+        if !backlog.is_empty() {
+            let done = self.feed_until(backlog, deadline);
+            backlog.drain(..done);
+            if !backlog.is_empty() {
+                return self.defer(backlog, chunk);
+            }
+        }
+        let done = self.feed_until(chunk, deadline);
+        self.defer(backlog, &chunk[done..]);
+    }
+
+    /// Everything still waiting, however long it takes (bounded by the budget).
+    pub(crate) fn feed_backlog(&mut self, backlog: Vec<u8>) {
+        self.feed(&backlog);
+    }
+
+    /// Feeds `input` piece by piece until the deadline passes; how much it fed.
+    fn feed_until(&mut self, input: &[u8], deadline: Instant) -> usize {
+        let mut done = 0;
+        for piece in input.chunks(PIECE_BYTES) {
+            self.feed(piece);
+            done += piece.len();
+            if matches!(self, Body::Failed { .. }) {
+                return input.len();
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        done
+    }
+
+    fn defer(&mut self, backlog: &mut Vec<u8>, rest: &[u8]) {
+        if backlog.len() + rest.len() > BACKLOG_MAX_BYTES {
+            backlog.clear();
+            backlog.shrink_to_fit();
+            let core = self.take_core();
+            *self = Body::Failed {
+                core,
+                reason: FELL_BEHIND.to_owned(),
+            };
+        } else {
+            backlog.extend_from_slice(rest);
         }
     }
 
@@ -412,10 +479,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_large_body_within_its_ratio_is_decoded_whole() {
-        // 4 MiB of varied text, which compresses a few times as responses do: past the floor,
-        // within the ratio, decoded whole.
+    /// 4 MiB of varied text behind a usage, gzipped: it compresses a few times, as responses do.
+    fn large_gzip_body() -> Vec<u8> {
         let alphabet = b"abcdefghijklmnopqrstuvwxyz ,.;:";
         let text: Vec<u8> = (0..4u32 << 20)
             .map(|i| alphabet[(i.wrapping_mul(2_654_435_761) >> 16) as usize % alphabet.len()])
@@ -427,7 +492,38 @@ mod tests {
             .unwrap();
         let body = e.finish().unwrap();
         assert!(body.len() < text.len() / 2);
-        let got = scan_in_chunks(Some("gzip"), &body, 16 * 1024);
+        body
+    }
+
+    #[test]
+    fn a_feed_leaves_what_it_cannot_decode_in_a_slice_for_later() {
+        let mut s = scanner(&RequestInfo {
+            provider: Provider::OpenAi,
+            method: "POST",
+            path: "/v1/chat/completions",
+            query: None,
+            request: crate::RequestFacts::none(),
+            response_status: 200,
+            response_content_type: Some("application/json"),
+            response_content_encoding: Some("gzip"),
+        });
+        // Half of it decodes to 2 MiB of text to scan: milliseconds of work on any machine,
+        // more than one slice.
+        let body = large_gzip_body();
+        let half = body.len() / 2;
+        s.feed(&body[..half]);
+        assert!(s.has_backlog(), "one feed decoded {half} bytes whole");
+        s.feed(&body[half..]);
+        // The rest is decoded at the end: the usage is read as if nothing had been deferred.
+        let got = s.finish();
+        assert_eq!(got.decode_error, None);
+        assert_eq!(got.usage.output_tokens, 4);
+    }
+
+    #[test]
+    fn a_large_body_within_its_ratio_is_decoded_whole() {
+        // Past the floor, within the ratio: decoded whole.
+        let got = scan_in_chunks(Some("gzip"), &large_gzip_body(), 16 * 1024);
         assert_eq!(got.decode_error, None);
         assert_eq!(got.usage.output_tokens, 4);
     }

@@ -190,6 +190,9 @@ impl std::io::Write for Core {
 #[derive(Debug)]
 pub struct Scanner {
     body: Body,
+    /// Compressed bytes received but not decoded yet (decoding is sliced in time, see
+    /// [`decode`](crate::decode)).
+    backlog: Vec<u8>,
     ctx: Ctx,
     /// The model named by the path (Gemini, Stability), which outranks the body's.
     path_model: Option<String>,
@@ -199,8 +202,17 @@ pub struct Scanner {
 impl Scanner {
     /// Feeds the next chunk of the body as received. Never fails and never panics; memory stays
     /// bounded however much is fed.
+    ///
+    /// A compressed body is decoded for about a millisecond per feed; what is left waits for
+    /// the next one, or for [`Scanner::finish`] (see [`Scanner::has_backlog`]).
     pub fn feed(&mut self, chunk: &[u8]) {
-        self.body.feed(chunk);
+        self.body.feed_sliced(&mut self.backlog, chunk);
+    }
+
+    /// Whether compressed bytes are still waiting to be decoded: [`Scanner::finish`] may then
+    /// take up to the decoding budget's worth of CPU, so it belongs off a request thread.
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
     }
 
     /// Bytes held by the scanner's growable buffers (event data and value captures), which
@@ -215,7 +227,8 @@ impl Scanner {
     }
 
     /// Ends the body (complete or cut short) and reports what was read.
-    pub fn finish(self) -> Scanned {
+    pub fn finish(mut self) -> Scanned {
+        self.body.feed_backlog(std::mem::take(&mut self.backlog));
         let (core, decode_error) = self.body.finish();
         let outcome = core.finish(&self.ctx);
         let error = match outcome.error {
@@ -344,6 +357,7 @@ pub fn scanner(req: &RequestInfo<'_>) -> Scanner {
     };
     Scanner {
         body,
+        backlog: Vec::new(),
         ctx: Ctx {
             status: req.response_status,
             request_model: facts.model.clone(),
