@@ -9,8 +9,13 @@ use memchr::memmem;
 pub enum Framed {
     /// More bytes are needed.
     Incomplete,
-    /// A whole request occupies the first `len_bytes` bytes of the buffer.
-    Complete { len_bytes: usize, stream: bool },
+    /// A whole request occupies the first `len_bytes` bytes of the buffer; `heavy`: it has an
+    /// `x-heavy` header (asking for [`Responses::heavy`](crate::responses::Responses)).
+    Complete {
+        len_bytes: usize,
+        stream: bool,
+        heavy: bool,
+    },
     /// Not a request this mock understands: the connection is closed.
     Invalid,
 }
@@ -23,6 +28,7 @@ pub fn frame(buf: &[u8]) -> Framed {
     let body_start = head_end + 4;
     let mut content_length: Option<usize> = None;
     let mut chunked = false;
+    let mut heavy = false;
     for line in buf[..head_end].split(|&b| b == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = memchr::memchr(b':', line) else {
@@ -36,6 +42,8 @@ pub fn frame(buf: &[u8]) -> Framed {
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             chunked = value.to_ascii_lowercase().ends_with(b"chunked");
+        } else if name.eq_ignore_ascii_case(b"x-heavy") {
+            heavy = true;
         }
     }
     let rest = &buf[body_start..];
@@ -46,6 +54,7 @@ pub fn frame(buf: &[u8]) -> Framed {
             Dechunked::Complete { len_bytes, body } => Framed::Complete {
                 len_bytes: body_start + len_bytes,
                 stream: asks_for_stream(&body),
+                heavy,
             },
         };
     }
@@ -54,6 +63,7 @@ pub fn frame(buf: &[u8]) -> Framed {
         Some(body) => Framed::Complete {
             len_bytes: body_start + body_len,
             stream: asks_for_stream(body),
+            heavy,
         },
         None => Framed::Incomplete,
     }
@@ -141,7 +151,8 @@ mod tests {
             frame(&buf),
             Framed::Complete {
                 len_bytes: request.len(),
-                stream: true
+                stream: true,
+                heavy: false
             }
         );
         assert_eq!(
@@ -153,7 +164,8 @@ mod tests {
             frame(plain.as_bytes()),
             Framed::Complete {
                 len_bytes: plain.len(),
-                stream: false
+                stream: false,
+                heavy: false
             }
         );
     }
@@ -171,7 +183,8 @@ mod tests {
             frame(request.as_bytes()),
             Framed::Complete {
                 len_bytes: request.len(),
-                stream: true
+                stream: true,
+                heavy: false
             }
         );
         for cut in [request.len() - 1, request.len() - 3, 80] {

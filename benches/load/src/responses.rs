@@ -7,6 +7,10 @@
 pub struct Responses {
     /// A non-streaming completion: one write.
     pub json: Vec<u8>,
+    /// A gzip completion padded to [`HEAVY_DECODED_BYTES`] decoded: the most decoding work the
+    /// gateway's budget lets one response cost (it compresses about six times, well within the
+    /// budget's ratio), for measuring what such responses do to other calls' latency.
+    pub heavy: Vec<u8>,
     /// A streaming completion, one element per write: the head with the first event, then one
     /// HTTP chunk per SSE event as a provider flushes them, the last with the terminating chunk.
     pub stream: Vec<Vec<u8>>,
@@ -58,8 +62,46 @@ impl Responses {
         if let Some(last) = stream.last_mut() {
             last.extend_from_slice(b"0\r\n\r\n");
         }
-        Responses { json, stream }
+        Responses {
+            json,
+            stream,
+            heavy: heavy(),
+        }
     }
+}
+
+/// Decoded size of [`Responses::heavy`]: just under the gateway's absolute decoding budget.
+pub const HEAVY_DECODED_BYTES: usize = 60 << 20;
+
+fn heavy() -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut pad = vec![0u8; HEAVY_DECODED_BYTES];
+    // Two letters at random: about one bit of entropy per byte, so gzip gets ~6×.
+    let mut x: u32 = 0x9e37_79b9;
+    for b in &mut pad {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = if x & 1 == 0 { b'a' } else { b'b' };
+    }
+    let written = gz
+        .write_all(br#"{"id":"chatcmpl-heavy","object":"chat.completion","model":"gpt-4o","pad":""#)
+        .and_then(|()| gz.write_all(&pad))
+        .and_then(|()| {
+            gz.write_all(
+                br#"","choices":[],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29}}"#,
+            )
+        });
+    let body = written.and_then(|()| gz.finish()).unwrap_or_default();
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
 }
 
 #[cfg(test)]

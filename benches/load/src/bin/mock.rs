@@ -1,6 +1,7 @@
 //! A fast mock OpenAI upstream for the load harness: HTTP/1.1 with keep-alive on plain tokio,
 //! answering every request with a canned chat completion (JSON, or an SSE stream when the body
-//! asks for `"stream": true`). Prints `listening on <addr>` once it accepts connections.
+//! asks for `"stream": true`, or a gzip body that decodes to 60 MiB for a request with an
+//! `x-heavy` header). Prints `listening on <addr>` once it accepts connections.
 
 use std::sync::Arc;
 
@@ -64,9 +65,15 @@ async fn connection(mut socket: TcpStream, responses: &Responses) -> std::io::Re
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
         match frame(&buf) {
-            Framed::Complete { len_bytes, stream } => {
+            Framed::Complete {
+                len_bytes,
+                stream,
+                heavy,
+            } => {
                 buf.drain(..len_bytes);
-                if stream {
+                if heavy {
+                    socket.write_all(&responses.heavy).await?;
+                } else if stream {
                     // One write per event, as a provider flushes them.
                     for part in &responses.stream {
                         socket.write_all(part).await?;
