@@ -394,7 +394,7 @@ mod tests {
             .await
             .unwrap();
 
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new().unwrap());
         let raiser = AlertRaiser::start(
             ledger.clone(),
             &tokio::runtime::Handle::current(),

@@ -14,6 +14,10 @@ use tollgate_domain::{Denial, LimitKey, Measure, Provider, format_usd};
 pub enum ProxyError {
     #[error("provider base URL {url:?}: {reason}")]
     BadUpstream { url: String, reason: &'static str },
+    /// A metric the gateway could not register (two metrics of one name, a malformed name):
+    /// a mistake in the code, found at start rather than on a scrape.
+    #[error("registering the gateway's metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// Why the gateway answered instead of the provider.

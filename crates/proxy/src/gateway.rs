@@ -70,7 +70,7 @@ impl Gateway {
             inflight: Arc::default(),
             ledger,
             jobs: JobBilling::default(),
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(Metrics::new()?),
             addresses: AddressCache::default(),
             alerts: None,
             deferred: Arc::default(),

@@ -8,6 +8,7 @@ mod import;
 mod inspect_usage;
 mod log_writer;
 mod logging;
+mod metrics;
 mod reload;
 mod serve;
 mod shutdown;

@@ -88,6 +88,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let mut server = Server::new_with_opt_and_conf(None, server_conf);
     server.bootstrap();
     let metrics = gateway.metrics();
+    crate::metrics::register(&metrics, handle.clone()).context("registering metrics")?;
     // Every request head passes the guard (total deadline, size cap) before Pingora parses it.
     let head_limits = HeadLimits {
         max_bytes: usize::try_from(config.proxy.max_request_header_bytes).unwrap_or(usize::MAX),
@@ -106,17 +107,14 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             // The admin API reads the configuration the proxy's new requests start with.
             config: Arc::new(move || Arc::clone(&snapshots.load().config)),
             metrics: {
-                let handle = handle.clone();
                 let metrics = Arc::clone(&metrics);
-                // The proxy's own metrics, then the ledger's. The degraded gauge is read when
-                // scraped, so that it shows a recovery also when no request has come since.
+                // The degraded gauge is read when scraped, so that it shows a recovery also
+                // when no request has come since.
                 Arc::new(move || {
                     if let Some(store) = &shared_counters {
                         metrics.set_counters_degraded(store.is_degraded());
                     }
-                    let mut text = metrics.render();
-                    text.push_str(&tollgate_admin::metrics::render_ledger(&handle.metrics()));
-                    text
+                    metrics.render()
                 })
             },
             on_key_revoked: Arc::new(move || keys.invalidate()),

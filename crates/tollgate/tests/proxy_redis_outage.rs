@@ -422,7 +422,7 @@ fn degraded(admin_port: u16) -> f64 {
     common::request(admin_port, "GET", "/metrics", &[], b"")
         .text()
         .lines()
-        .find_map(|l| l.strip_prefix("tollgate_counter_store_degraded "))
+        .find_map(|l| l.strip_prefix("tollgate_redis_degraded "))
         .and_then(|v| v.trim().parse().ok())
         .expect("the degraded gauge on /metrics")
 }

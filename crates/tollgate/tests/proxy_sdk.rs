@@ -391,12 +391,8 @@ fn assert_sdk_refusals(out: &Value, limit_type: &str, limit_name: &str, auth_typ
 
 /// The count of `tollgate_requests_total` for `provider` answered `status`.
 fn requests_answered(gateway: &Gateway, provider: &str, status: u16) -> u64 {
-    let metrics = common::request(gateway.admin_port, "GET", "/metrics", &[], b"").text();
-    let series = format!("tollgate_requests_total{{provider=\"{provider}\",status=\"{status}\"}} ");
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&series))
-        .map_or(0, |n| n.trim().parse().unwrap())
+    let series = format!("tollgate_requests_total{{provider=\"{provider}\",status=\"{status}\"}}");
+    gateway.metric(&series).map_or(0, |n| n as u64)
 }
 
 /// A limit of the billing period cannot be met by retrying before it resets, days away. The

@@ -212,13 +212,16 @@ dir = "{pricing}"
         self.child.signal(name);
     }
 
-    /// The value of a metric without labels on the admin `/metrics`, if it is there.
-    pub fn metric(&self, name: &str) -> Option<f64> {
+    /// The admin `/metrics` text.
+    pub fn scrape(&self) -> String {
         let response = request(self.admin_port, "GET", "/metrics", &[], b"");
         assert_eq!(response.status, 200, "{}", response.text());
-        response.text().lines().find_map(|line| {
-            let (n, v) = line.split_once(' ')?;
-            (n == name).then(|| v.trim().parse().ok()).flatten()
-        })
+        response.text()
+    }
+
+    /// The value of a series on the admin `/metrics` (`name`, or `name{labels}` with its labels
+    /// in any order), if it is there.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        super::metrics::sample_value(&super::metrics::parse_samples(&self.scrape()), series)
     }
 }

@@ -1,7 +1,7 @@
 //! What every end-to-end test of the binary needs, a module per thing it starts or reads: the
 //! real `tollgate run` (`gateway`), under a supervisor that outlives no test (`process`); Redis,
 //! private or shared (`redis`); the ledger read back (`ledger`); a scripted mock upstream that
-//! records every request (`mock`); raw HTTP/1.1 requests, so the bytes on the wire are exactly
+//! records every request (`mock`); `/metrics` parsed and checked by `promtool` (`metrics`); raw HTTP/1.1 requests, so the bytes on the wire are exactly
 //! what the test says (`client`); the keys the tests hand out (`keys`); and the official Python
 //! SDKs run against the gateway (`sdk`). Everything is re-exported here, as `common::…`.
 
@@ -13,6 +13,7 @@ mod client;
 mod gateway;
 mod keys;
 mod ledger;
+mod metrics;
 mod mock;
 mod process;
 mod redis;
@@ -26,6 +27,7 @@ pub use self::{
     gateway::Gateway,
     keys::{assert_key_swapped, client_key, key_entry, provider_key},
     ledger::{UsageLog, ledger_alerts, ledger_rows, wait_rows},
+    metrics::{Sample, parse_samples, promtool_check, sample_value},
     mock::{Mock, Reply, Seen, fixture},
     process::free_port,
     redis::{RedisServer, redis_cleanup, redis_url},
