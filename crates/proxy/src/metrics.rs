@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tollgate_domain::{LimitKey, Provider, Usage};
@@ -104,6 +104,9 @@ pub struct Metrics {
     upstream_latency: [Histogram; PROVIDERS],
     overhead: Histogram,
     in_flight: AtomicI64,
+    /// Connections that have a request or are waiting for their first one (not idle between
+    /// requests): what a shutdown waits for besides the requests in flight.
+    busy_connections: AtomicI64,
     /// 1 while the shared counter store is unreachable and limits run in a degraded mode.
     counters_degraded: AtomicI64,
     counter_store_errors: AtomicU64,
@@ -136,6 +139,7 @@ impl Default for Metrics {
             upstream_latency: std::array::from_fn(|_| Histogram::default()),
             overhead: Histogram::default(),
             in_flight: AtomicI64::new(0),
+            busy_connections: AtomicI64::new(0),
             counters_degraded: AtomicI64::new(0),
             counter_store_errors: AtomicU64::new(0),
             alerts_raised: AtomicU64::new(0),
@@ -144,6 +148,16 @@ impl Default for Metrics {
             config_reloads_error: AtomicU64::new(0),
             config_info: Mutex::default(),
         }
+    }
+}
+
+/// A connection counted in [`Metrics::busy_connections`] while this lives.
+#[derive(Debug)]
+pub struct BusyConnection(Arc<Metrics>);
+
+impl Drop for BusyConnection {
+    fn drop(&mut self) {
+        self.0.busy_connections.fetch_sub(1, Relaxed);
     }
 }
 
@@ -176,6 +190,17 @@ impl Metrics {
     /// Requests being served now.
     pub fn in_flight(&self) -> i64 {
         self.in_flight.load(Relaxed)
+    }
+
+    /// Connections busy now (see [`BusyConnection`]).
+    pub fn busy_connections(&self) -> i64 {
+        self.busy_connections.load(Relaxed)
+    }
+
+    /// Counts a connection as busy until the answer is dropped.
+    pub fn connection_busy(self: &Arc<Self>) -> BusyConnection {
+        self.busy_connections.fetch_add(1, Relaxed);
+        BusyConnection(Arc::clone(self))
     }
 
     pub fn request_started(&self) {
