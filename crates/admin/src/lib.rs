@@ -131,8 +131,20 @@ pub async fn serve(
 }
 
 /// Binds `addr` (port 0 picks a free port) and returns the listener and its address.
+///
+/// The socket is bound with `SO_REUSEPORT`, so that during an upgrade (`tollgate run
+/// --upgrade`) the new process binds the admin address while the old one still listens on it:
+/// the admin API answers throughout. (Only a process of the same user can bind beside it, and
+/// the gateway's pid file keeps a second one from starting without `--upgrade`.)
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(1024)?;
     let local = listener.local_addr()?;
     Ok((listener, local))
 }

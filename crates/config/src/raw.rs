@@ -64,6 +64,8 @@ pub struct Proxy {
     pub inject_stream_usage: Option<bool>,
     pub graceful_shutdown_secs: Option<i64>,
     pub key_cache_ttl_ms: Option<i64>,
+    pub upgrade_socket: Option<String>,
+    pub pid_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -24,6 +24,11 @@ pub fn pending_restart(running: &Config, new: &Config) -> Vec<&'static str> {
             "proxy.graceful_shutdown_secs",
             a.proxy.graceful_shutdown_secs != b.proxy.graceful_shutdown_secs,
         ),
+        (
+            "proxy.upgrade_socket",
+            a.proxy.upgrade_socket != b.proxy.upgrade_socket,
+        ),
+        ("proxy.pid_file", a.proxy.pid_file != b.proxy.pid_file),
         ("admin.listen", a.admin.listen != b.admin.listen),
         ("admin.token_env", a.admin.token_env != b.admin.token_env),
         ("admin.token_file", a.admin.token_file != b.admin.token_file),

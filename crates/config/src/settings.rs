@@ -51,6 +51,11 @@ pub struct ProxySettings {
     pub graceful_shutdown_secs: u64,
     /// How long a key read from the ledger's key table is trusted before it is read again.
     pub key_cache_ttl_ms: u64,
+    /// The Unix socket a new process (`tollgate run --upgrade`) receives the listening sockets
+    /// on.
+    pub upgrade_socket: PathBuf,
+    /// Holds the running process's pid, locked for as long as it runs.
+    pub pid_file: PathBuf,
 }
 
 impl ProxySettings {

@@ -48,6 +48,10 @@ pub struct LedgerConfig {
     /// A spool file is closed and a new one started past this size.
     pub spool_segment_bytes: u64,
     pub on_spool_full: OnSpoolFull,
+    /// The spool may still be held by the process this one replaces (an upgrade, where both
+    /// run for a while): instead of refusing to start, the writer takes the spool over once
+    /// that process has let it go. Until then nothing can be spooled by this process.
+    pub spool_takeover: bool,
     /// How long one database operation may wait for a connection (PostgreSQL) or a lock
     /// (SQLite's busy timeout) before the batch goes to the spool.
     pub db_timeout_ms: u64,
@@ -71,6 +75,7 @@ impl LedgerConfig {
             spool_max_bytes: 1 << 30,
             spool_segment_bytes: 16 << 20,
             on_spool_full: OnSpoolFull::default(),
+            spool_takeover: false,
             db_timeout_ms: 5_000,
             max_connections: 5,
             retry_backoff_max_ms: 5_000,

@@ -67,13 +67,30 @@ pub(crate) struct Spool {
     /// Held (an advisory lock on `dir/lock`) for as long as the spool is open: two processes
     /// appending to one spool would interleave their segments. The OS releases it when the
     /// process dies, SIGKILL included.
-    _lock: File,
+    lock: File,
+    /// False while another process (the one an upgrade replaces) holds the lock: the spool is
+    /// then empty to this process and refuses appends, and is taken over, segments and all,
+    /// at the first use after that process has let it go.
+    held: bool,
 }
 
 impl Spool {
-    /// Opens (creating if needed) the spool in `dir`. Existing segments are all sealed: new
-    /// batches go to a fresh segment.
+    /// Opens a spool no other process holds (what most tests need).
+    #[cfg(test)]
     pub fn open(dir: &Path, max_bytes: u64, segment_bytes: u64) -> Result<Spool> {
+        Spool::open_or_wait(dir, max_bytes, segment_bytes, false)
+    }
+
+    /// Opens (creating if needed) the spool in `dir`. Existing segments are all sealed: new
+    /// batches go to a fresh segment. A spool another process holds is refused, or, with
+    /// `takeover`, opened unheld and taken over once that process lets it go
+    /// ([`Spool::take_over_if_free`]).
+    pub fn open_or_wait(
+        dir: &Path,
+        max_bytes: u64,
+        segment_bytes: u64,
+        takeover: bool,
+    ) -> Result<Spool> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock_path = dir.join("lock");
         let lock = OpenOptions::new()
@@ -82,8 +99,24 @@ impl Spool {
             .write(true)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
+        let mut spool = Spool {
+            dir: dir.to_owned(),
+            max_bytes,
+            segment_bytes: segment_bytes.max(1),
+            sealed: VecDeque::new(),
+            active: None,
+            next_seq: 1,
+            lock,
+            held: false,
+        };
+        match spool.lock.try_lock() {
+            Ok(()) => spool.adopt_segments()?,
+            Err(std::fs::TryLockError::WouldBlock) if takeover => {
+                tracing::info!(
+                    dir = %dir.display(),
+                    "the spool is held by the process being replaced; taking it over when it exits"
+                );
+            }
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(LedgerError::Spool {
                     path: dir.display().to_string(),
@@ -94,9 +127,39 @@ impl Spool {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
         }
+        Ok(spool)
+    }
+
+    /// Takes the spool over if the process that held it has let it go; answers whether this
+    /// process holds it now.
+    pub fn take_over_if_free(&mut self) -> bool {
+        if self.held {
+            return true;
+        }
+        if self.lock.try_lock().is_err() {
+            return false;
+        }
+        match self.adopt_segments() {
+            Ok(()) => tracing::info!(
+                dir = %self.dir.display(),
+                segments = self.sealed.len(),
+                "spool taken over from the replaced process"
+            ),
+            // Its segments stay on disk for the next start; this process spools anew.
+            Err(e) => {
+                self.held = true;
+                tracing::error!(error = %e, "reading the spool taken over");
+            }
+        }
+        true
+    }
+
+    /// With the lock held: every existing segment, sealed, replayed in order.
+    fn adopt_segments(&mut self) -> Result<()> {
+        let dir = self.dir.clone();
         let mut sealed = Vec::new();
-        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-            let entry = entry.map_err(io_err(dir))?;
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
             let path = entry.path();
             let Some(seq) = segment_seq(&path) else {
                 continue;
@@ -105,16 +168,10 @@ impl Spool {
             sealed.push(Segment { seq, path, len });
         }
         sealed.sort_by_key(|s| s.seq);
-        let next_seq = sealed.last().map_or(1, |s| s.seq + 1);
-        Ok(Spool {
-            dir: dir.to_owned(),
-            max_bytes,
-            segment_bytes: segment_bytes.max(1),
-            sealed: sealed.into(),
-            active: None,
-            next_seq,
-            _lock: lock,
-        })
+        self.next_seq = sealed.last().map_or(1, |s| s.seq + 1);
+        self.sealed = sealed.into();
+        self.held = true;
+        Ok(())
     }
 
     /// Bytes held, replayed or not.
@@ -129,6 +186,14 @@ impl Spool {
 
     /// Appends one batch as a frame and syncs it to disk before returning.
     pub fn append(&mut self, events: &[UsageEvent]) -> Result<u64> {
+        if !self.take_over_if_free() {
+            return Err(LedgerError::Spool {
+                path: self.dir.display().to_string(),
+                source: std::io::Error::other(
+                    "the spool is still held by the process being replaced; it is taken over when that process exits",
+                ),
+            });
+        }
         let payload = serde_json::to_vec(events)?;
         let len = u32::try_from(payload.len()).map_err(|_| LedgerError::SpoolFull {
             bytes: self.bytes(),
@@ -186,6 +251,9 @@ impl Spool {
     /// The oldest segment to replay, sealing the active one if it is the only one left, so
     /// that a segment being replayed is never appended to.
     pub fn oldest_for_replay(&mut self) -> Option<(u64, PathBuf)> {
+        if !self.take_over_if_free() {
+            return None;
+        }
         if self.sealed.is_empty() {
             if self.active.as_ref().is_some_and(|a| a.segment.len > 0) {
                 self.seal_active();
@@ -422,6 +490,32 @@ mod tests {
         assert!(err.to_string().contains("in use"), "{err}");
         drop(first);
         Spool::open(dir.path(), u64::MAX, 1 << 20).unwrap();
+    }
+
+    #[test]
+    fn a_spool_held_elsewhere_is_taken_over_with_its_segments_once_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = Spool::open(dir.path(), u64::MAX, 1 << 20).unwrap();
+        first.append(&[event("old", "u1")]).unwrap();
+        let mut second = Spool::open_or_wait(dir.path(), u64::MAX, 1 << 20, true).unwrap();
+        assert!(second.is_empty());
+        assert!(second.oldest_for_replay().is_none());
+        let err = second.append(&[event("new", "u1")]).unwrap_err();
+        assert!(err.to_string().contains("process being replaced"), "{err}");
+        first.append(&[event("old2", "u1")]).unwrap();
+        drop(first);
+        assert!(second.take_over_if_free());
+        assert!(!second.is_empty());
+        second.append(&[event("new", "u1")]).unwrap();
+        drop(second);
+        assert_eq!(
+            frames_in(dir.path()),
+            vec![
+                vec!["old".to_owned()],
+                vec!["old2".to_owned()],
+                vec!["new".to_owned()]
+            ]
+        );
     }
 
     #[test]

@@ -38,10 +38,11 @@ const REJECTED_FILE: &str = "rejected.jsonl";
 /// Opens the spool in `config.spool_dir` and starts the writer over `db` and the overflow task
 /// beside it; returns the handle that feeds both.
 pub(crate) fn start(db: Db, config: &LedgerConfig, migrated: bool) -> Result<LedgerHandle> {
-    let spool = Spool::open(
+    let spool = Spool::open_or_wait(
         &config.spool_dir,
         config.spool_max_bytes,
         config.spool_segment_bytes,
+        config.spool_takeover,
     )?;
     let counters = Arc::new(Counters::default());
     set(&counters.spool_bytes, spool.bytes());
@@ -307,7 +308,10 @@ impl Writer {
     }
 
     async fn spool_has_data(&self) -> bool {
-        !self.spool.lock().await.is_empty()
+        let mut spool = self.spool.lock().await;
+        // After an upgrade, what the replaced process left spooled is replayed from here on.
+        spool.take_over_if_free();
+        !spool.is_empty()
     }
 
     /// Replays spooled frames in order until the spool is empty, the database fails, or the

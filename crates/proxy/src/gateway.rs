@@ -13,6 +13,7 @@
 //! - `logging`: the call settled and recorded, exactly once (`settle`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -55,6 +56,9 @@ pub struct Gateway {
     /// Where usage alerts go; none: alerts are not raised.
     pub(crate) alerts: Option<AlertRaiser>,
     pub(crate) deferred: Arc<DeferredPlans>,
+    /// Set when this process is being replaced (`tollgate run --upgrade`): every response
+    /// from then on ends its connection, so that clients reconnect to the new process.
+    pub(crate) closing: Arc<AtomicBool>,
 }
 
 impl Gateway {
@@ -74,7 +78,14 @@ impl Gateway {
             addresses: AddressCache::default(),
             alerts: None,
             deferred: Arc::default(),
+            closing: Arc::default(),
         })
+    }
+
+    /// Ends every connection after its current response once `closing` is set.
+    pub fn with_closing(mut self, closing: Arc<AtomicBool>) -> Gateway {
+        self.closing = closing;
+        self
     }
 
     /// Raise usage alerts through `raiser` when a call crosses a threshold of a limit, also for
@@ -169,6 +180,18 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         self.metrics.request_started();
         RequestCtx::new(self.snapshots.load())
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Here, not before the head is parsed: parsing applies the client's keep-alive wish.
+        if self.closing.load(Ordering::SeqCst) {
+            session.set_keepalive(None);
+        }
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

@@ -6,6 +6,12 @@
 //! deadline from its first byte (from the connection's start for the first request) and the
 //! configured size cap, answers 408 or 431 in the provider's error shape when either is passed,
 //! and otherwise hands the bytes it read to Pingora's parser as the session's first bytes.
+//!
+//! It also keeps what a shutdown or an upgrade needs: a connection counts as busy (the drain
+//! waits for it) from its accept until it is idle between requests, so that a connection
+//! accepted just before the listener closed still has its first request served instead of
+//! being dropped. (Once the process is being replaced, each response ends its connection: the
+//! gateway's `early_request_filter`, as the parsed head sets the connection's keep-alive.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,7 +148,9 @@ impl HeadLimits {
             let read = tokio::select! {
                 biased;
                 read = timeout_at(until, stream.read_buf(&mut buf)) => read,
-                _ = shutdown.changed(), if buf.is_empty() => return Head::Closed,
+                // Only an idle kept-alive connection is closed: a new one was accepted to be
+                // served, and its request is on its way.
+                _ = shutdown.changed(), if buf.is_empty() && !idle.is_zero() => return Head::Closed,
             };
             match read {
                 Err(_) if buf.is_empty() && !idle.is_zero() => return Head::Closed,
@@ -215,6 +223,7 @@ where
         let mut watch = shutdown.clone();
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut idle = Duration::ZERO;
+        let mut busy = Some(self.metrics.connection_busy());
         loop {
             if let Some(settings) = persistent.take_if(|s| carries_pipelined_request(s)) {
                 // The client sent this request behind the last one, and Pingora read part of
@@ -235,6 +244,7 @@ where
                 .limits
                 .read(&mut stream, &mut watch, idle, Instant::now())
                 .await;
+            busy.get_or_insert_with(|| self.metrics.connection_busy());
             let head = match head {
                 Head::Complete(buf) => match malformed(&buf) {
                     Some(why) => Head::Malformed(buf, why),
@@ -259,6 +269,8 @@ where
                     stream = next;
                     persistent = settings;
                     idle = Duration::from_secs(KEEPALIVE_SECS);
+                    // Idle until the next request's head arrives.
+                    drop(busy.take());
                     continue;
                 }
                 Head::Closed => return None,
@@ -391,6 +403,43 @@ mod tests {
         // (without it the trickle would end and the read would see the connection close).
         assert!(matches!(head, Head::TooSlow(_)), "{head:?}");
         trickle.abort();
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_s_first_head_is_read_through_a_shutdown() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let reading = tokio::spawn(async move {
+            limits()
+                .read(&mut server, &mut rx, Duration::ZERO, Instant::now())
+                .await
+        });
+        tx.send(true).unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        client
+            .write_all(b"GET /openai/v1/models HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(matches!(reading.await.unwrap(), Head::Complete(_)));
+    }
+
+    #[tokio::test]
+    async fn an_idle_kept_alive_connection_closes_at_a_shutdown() {
+        let (_client, mut server) = tokio::io::duplex(1024);
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let reading = tokio::spawn(async move {
+            limits()
+                .read(
+                    &mut server,
+                    &mut rx,
+                    Duration::from_secs(60),
+                    Instant::now(),
+                )
+                .await
+        });
+        tx.send(true).unwrap();
+        let head = tokio::time::timeout(Duration::from_secs(5), reading).await;
+        assert_eq!(head.unwrap().unwrap(), Head::Closed);
     }
 
     #[tokio::test]

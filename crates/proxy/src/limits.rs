@@ -24,6 +24,9 @@ pub enum Counters {
         /// Per user, the periods (year, month they start in) whose counters were read from
         /// the ledger.
         seeded: Mutex<HashMap<String, HashSet<(i32, u32)>>>,
+        /// After an upgrade, closed until the replaced process has exited: its calls are in
+        /// the ledger only then, so no user is read from it before.
+        gate: Option<tokio::sync::watch::Receiver<bool>>,
     },
     Shared(ResilientStore),
 }
@@ -71,7 +74,18 @@ impl Counters {
             store,
             ledger,
             seeded: Mutex::new(HashMap::new()),
+            gate: None,
         }
+    }
+
+    /// In-process counters wait, before starting any user's counters from the ledger, for
+    /// `open` to turn true (a no-op for shared counters, which both processes of an upgrade
+    /// share).
+    pub fn with_seed_gate(mut self, open: tokio::sync::watch::Receiver<bool>) -> Counters {
+        if let Counters::Memory { gate, .. } = &mut self {
+            *gate = Some(open);
+        }
+        self
     }
 
     /// Reserves; also answers the user-period's totals from the ledger when this call started
@@ -86,6 +100,7 @@ impl Counters {
                 store,
                 ledger,
                 seeded,
+                gate,
             } => {
                 let mut started = None;
                 if let Some(ledger) = ledger {
@@ -96,6 +111,10 @@ impl Counters {
                         .get(request.user)
                         .is_some_and(|months| months.contains(&month));
                     if !known {
+                        if let Some(gate) = gate {
+                            // Err: the sender is gone, which happens only once it was opened.
+                            let _ = gate.clone().wait_for(|open| *open).await;
+                        }
                         let totals = Box::pin(ledger_totals(ledger, request.user, request.period))
                             .await
                             .map_err(|e| CounterError::Unreachable(e.to_string()))?;

@@ -91,6 +91,12 @@ impl AdminServer {
         self.runtime.handle()
     }
 
+    /// Sending `true` stops accepting admin connections and delivering alerts, without
+    /// waiting (the admin runtime stays up for the requests in flight).
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+
     /// Stops accepting, lets requests in flight finish (up to 5 s), stops delivering.
     pub fn stop(self) {
         let _ = self.stop.send(true);

@@ -12,6 +12,7 @@ mod metrics;
 mod reload;
 mod serve;
 mod shutdown;
+mod upgrade;
 mod watch;
 
 use std::path::PathBuf;
@@ -36,6 +37,10 @@ enum Command {
     Run {
         #[arg(long, default_value = "gateway.toml")]
         config: PathBuf,
+        /// Replace the gateway running with this configuration without closing its ports: take
+        /// its listening sockets (it is sent SIGQUIT through its pid file) while it drains.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate gateway.toml and every pricing file; report every problem with its line.
     Check {
@@ -100,7 +105,7 @@ fn main() -> ExitCode {
     let _log = (!matches!(cli.command, Command::Run { .. }))
         .then(|| logging::init(tollgate_config::LogFormat::Text));
     let result = match cli.command {
-        Command::Run { config } => serve::run(&config),
+        Command::Run { config, upgrade } => serve::run(&config, upgrade),
         Command::Check {
             config,
             deny_warnings,

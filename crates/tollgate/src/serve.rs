@@ -1,14 +1,15 @@
 //! `tollgate run`: the gateway on Pingora, with the ledger writer, the alert writer, the admin
 //! API and the alert deliverer beside it, and the configuration reloaded live (SIGHUP, the admin
-//! API, the files watched).
+//! API, the files watched); with `--upgrade`, taking over from the gateway running with the
+//! same configuration (crate::upgrade).
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 use tollgate_config::{Config, CounterStore, LedgerFullPolicy, Loaded};
@@ -19,11 +20,12 @@ use tollgate_proxy::{AlertRaiser, Counters, Gateway, HeadGuard, HeadLimits, ledg
 use crate::health::readiness;
 use crate::reload::Reloader;
 use crate::shutdown;
+use crate::upgrade::{PidFile, find_running};
 
 /// How long shutdown waits for queued usage alerts to be stored.
 const ALERT_DRAIN_SECS: u64 = 5;
 
-pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(path: &Path, upgrading: bool) -> anyhow::Result<ExitCode> {
     let Loaded { config, warnings } = match tollgate_config::load(path) {
         Ok(loaded) => loaded,
         Err(report) => {
@@ -35,6 +37,8 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     // Written out when `run` returns; a SIGTERM's exit flushes it itself (`flush_all`).
     let logging = crate::logging::init(config.log.format);
     let config = Arc::new(config);
+    // Before anything is opened: a second gateway on the same files is refused here.
+    let predecessor = find_running(&config.proxy.pid_file, upgrading)?;
 
     // The ledger's writer runs on a runtime of its own so that flushing to SQL never competes
     // with the proxy's request threads.
@@ -45,13 +49,24 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the ledger runtime")?;
     let (ledger, handle) = ledger_runtime
-        .block_on(Ledger::open(ledger_config(&config)))
+        .block_on(Ledger::open(LedgerConfig {
+            // The replaced process holds the spool until it exits.
+            spool_takeover: upgrading,
+            ..ledger_config(&config)
+        }))
         .with_context(|| format!("opening the ledger at {}", config.storage.database_url))?;
 
     let (counters, shared_counters) = counters(&config, &ledger, &handle, &ledger_runtime)?;
+    // In-process counters start from the ledger; after an upgrade, only once the old process
+    // has recorded its last call there (docs/operations.md, "What an upgrade promises").
+    let (seed_gate, seed_gate_open) = tokio::sync::watch::channel(predecessor.is_none());
+    let counters = counters.with_seed_gate(seed_gate_open);
+    // Set at SIGQUIT: every response from then on closes its connection.
+    let closing = Arc::new(AtomicBool::new(false));
     let gateway = Gateway::new(Arc::clone(&config), counters, handle.clone())
         .context("building the gateway from its configuration")?
-        .with_stored_keys(ledger.clone());
+        .with_stored_keys(ledger.clone())
+        .with_closing(Arc::clone(&closing));
     // Alerts are written on the ledger's runtime too: a call only queues its crossings.
     let alerts = AlertRaiser::start(ledger.clone(), ledger_runtime.handle(), gateway.metrics());
     let gateway = gateway.with_alerts(alerts.clone());
@@ -83,10 +98,34 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             config.proxy.graceful_shutdown_secs + shutdown::PINGORA_GRACE_MARGIN_SECS,
         ),
         graceful_shutdown_timeout_seconds: Some(5),
+        upgrade_sock: config.proxy.upgrade_socket.display().to_string(),
+        pid_file: config.proxy.pid_file.display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, server_conf);
+    let opt = Opt {
+        upgrade: upgrading,
+        ..Opt::default()
+    };
+    if let Some(dir) = config.proxy.upgrade_socket.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the directory of {}", dir.display()))?;
+    }
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    if let Some(old) = &predecessor {
+        tracing::info!(pid = old.pid, socket = %config.proxy.upgrade_socket.display(), "upgrade: asking the running gateway for its listening sockets");
+        old.hand_over()?;
+    }
+    // With --upgrade, waits for the sockets (Pingora exits if they do not come).
     server.bootstrap();
+    let pid_file = Arc::new(PidFile::write(&config.proxy.pid_file)?);
+    if let Some(old) = predecessor {
+        old.when_gone(move || {
+            let _ = seed_gate.send(true);
+        })?;
+    } else {
+        drop(seed_gate);
+    }
+    let phases = server.watch_execution_phase();
     let metrics = gateway.metrics();
     crate::metrics::register(&metrics, handle.clone()).context("registering metrics")?;
     // Every request head passes the guard (total deadline, size cap) before Pingora parses it.
@@ -127,7 +166,16 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     crate::reload::on_sighup(Arc::clone(&reloader), admin.handle())
         .context("listening for SIGHUP")?;
     crate::watch::spawn(reloader).context("starting the configuration watcher")?;
+    let upgrade_started = Arc::new(AtomicBool::new(false));
+    let on_handover = {
+        let (closing, upgrade_started) = (Arc::clone(&closing), Arc::clone(&upgrade_started));
+        move || {
+            closing.store(true, Ordering::SeqCst);
+            upgrade_started.store(true, Ordering::SeqCst);
+        }
+    };
     let on_term = {
+        let upgrade_started = Arc::clone(&upgrade_started);
         let started = std::sync::Once::new();
         let metrics = Arc::clone(&metrics);
         let cut_off = cut_off.clone();
@@ -135,18 +183,27 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         let (alerts, handle) = (alerts.clone(), handle.clone());
         let grace = std::time::Duration::from_secs(config.proxy.graceful_shutdown_secs);
         let draining = Arc::clone(&draining);
+        let admin_stop = admin.stopper();
+        let pid_file = Arc::clone(&pid_file);
         move || {
             // From the signal on, /readyz answers 503.
-            draining.store(true, std::sync::atomic::Ordering::SeqCst);
+            draining.store(true, Ordering::SeqCst);
+            // After a handover the new process answers on the admin address too (both bind it
+            // with SO_REUSEPORT): this one stops taking admin connections.
+            if upgrade_started.load(Ordering::SeqCst) {
+                let _ = admin_stop.send(true);
+            }
             started.call_once(|| {
                 let (cut_off, cut_runtime) = (cut_off.clone(), runtime.clone());
                 let (alerts, handle, runtime) = (alerts.clone(), handle.clone(), runtime.clone());
                 let metrics = Arc::clone(&metrics);
+                let pid_file = Arc::clone(&pid_file);
                 shutdown::start(shutdown::Drain {
-                    in_flight: Box::new(move || metrics.in_flight()),
+                    in_flight: Box::new(move || metrics.in_flight() + metrics.busy_connections()),
                     cut_off: Box::new(move || cut_runtime.block_on(cut_off.record_all())),
                     finish: Box::new(move || {
                         finish(&runtime, &alerts, &handle);
+                        pid_file.remove();
                         crate::log_writer::flush_all();
                     }),
                     grace,
@@ -154,13 +211,14 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             });
         }
     };
-    // Returns once the server has stopped (SIGINT: at once; SIGTERM ends the process from the
-    // drain thread, when no call is left).
+    // Returns once the server has stopped (SIGINT: at once; SIGTERM and SIGQUIT end the
+    // process from the drain thread, when no call is left).
     server.run(RunArgs {
-        shutdown_signal: Box::new(shutdown::DrainOnTerm::new(on_term)),
+        shutdown_signal: Box::new(shutdown::DrainOnTerm::new(on_term, on_handover, phases)),
     });
     admin.stop();
     finish(ledger_runtime.handle(), &alerts, &handle);
+    pid_file.remove();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,12 +9,20 @@
 //! and the process exits; Pingora's own grace period is set a little longer, so that no call's
 //! task is dropped before it was recorded.
 //!
-//! SIGINT is a fast shutdown (nothing waits); SIGQUIT is Pingora's graceful upgrade.
+//! SIGQUIT is Pingora's graceful upgrade (`tollgate run --upgrade` sends it): the listening
+//! sockets go to the new process, this one keeps accepting beside it for Pingora's fixed
+//! 5 seconds (answering `connection: close` from the signal on, so that clients reconnect to
+//! the new one), and once Pingora has closed its listeners the same drain as SIGTERM's runs.
+//! SIGINT is a fast shutdown (nothing waits).
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora::server::{ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch};
+use pingora::server::{
+    ExecutionPhase, ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch,
+};
+use tokio::sync::broadcast;
 
 /// How often the drain thread looks at the requests in flight.
 const POLL: Duration = Duration::from_millis(20);
@@ -23,15 +31,58 @@ const POLL: Duration = Duration::from_millis(20);
 /// calls while their tasks still exist.
 pub const PINGORA_GRACE_MARGIN_SECS: u64 = 5;
 
-/// The signals Pingora waits for, with the drain started on SIGTERM.
+/// The signals Pingora waits for, with the drain started on SIGTERM, and on SIGQUIT once the
+/// sockets are handed over.
 pub struct DrainOnTerm {
-    on_term: Box<dyn Fn() + Send + Sync>,
+    on_term: Arc<dyn Fn() + Send + Sync>,
+    on_handover: Box<dyn Fn() + Send + Sync>,
+    /// Pingora's execution phases, to learn when it has closed its listeners after a handover.
+    phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
 }
 
 impl DrainOnTerm {
-    pub fn new(on_term: impl Fn() + Send + Sync + 'static) -> DrainOnTerm {
+    /// `on_term` starts the drain; `on_handover` runs at SIGQUIT, before the sockets are sent.
+    pub fn new(
+        on_term: impl Fn() + Send + Sync + 'static,
+        on_handover: impl Fn() + Send + Sync + 'static,
+        phases: broadcast::Receiver<ExecutionPhase>,
+    ) -> DrainOnTerm {
         DrainOnTerm {
-            on_term: Box::new(on_term),
+            on_term: Arc::new(on_term),
+            on_handover: Box::new(on_handover),
+            phases: Mutex::new(Some(phases)),
+        }
+    }
+
+    /// Starts the drain once Pingora has stopped accepting (`ShutdownStarted`, after its close
+    /// timeout): a drain started earlier could find no call in flight and end the process while
+    /// its listeners still take connections.
+    fn drain_after_handover(&self) {
+        let phases = self
+            .phases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(mut phases) = phases else {
+            return;
+        };
+        let on_term = Arc::clone(&self.on_term);
+        let started = std::thread::Builder::new()
+            .name("tollgate-handover".to_owned())
+            .spawn(move || {
+                loop {
+                    match phases.blocking_recv() {
+                        Ok(ExecutionPhase::ShutdownStarted)
+                        | Err(broadcast::error::RecvError::Closed) => break,
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    }
+                }
+                tracing::info!("listeners handed over and closed: draining");
+                on_term();
+            });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "the handover thread did not start: draining now");
+            (self.on_term)();
         }
     }
 }
@@ -40,8 +91,14 @@ impl DrainOnTerm {
 impl ShutdownSignalWatch for DrainOnTerm {
     async fn recv(&self) -> ShutdownSignal {
         let signal = UnixShutdownSignalWatch.recv().await;
-        if matches!(signal, ShutdownSignal::GracefulTerminate) {
-            (self.on_term)();
+        match signal {
+            ShutdownSignal::GracefulTerminate => (self.on_term)(),
+            ShutdownSignal::GracefulUpgrade => {
+                tracing::info!("SIGQUIT: handing the listening sockets to the new process");
+                (self.on_handover)();
+                self.drain_after_handover();
+            }
+            ShutdownSignal::FastShutdown => {}
         }
         signal
     }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use tollgate_domain::{Decimal, ModelPrice, PriceBook, Rate, TokenRates};
 
 mod access;
+mod upgrade;
 
 use crate::problem::FileProblems;
 use crate::raw::{self, DecimalText};
@@ -46,7 +47,7 @@ pub(crate) fn gateway(
     let keys = keys(p, &raw.keys, &plans);
     Config {
         path: config_path.to_path_buf(),
-        proxy: proxy(p, &raw.proxy),
+        proxy: proxy(p, &raw.proxy, base_dir),
         admin: admin(p, &raw.admin, base_dir),
         storage: storage(p, &raw.storage, base_dir),
         ledger: ledger(p, &raw.ledger, base_dir),
@@ -68,10 +69,12 @@ pub(crate) fn pricing_dir(raw: &raw::Gateway, config_path: &Path) -> PathBuf {
     base_dir.join(raw.pricing.dir.as_deref().unwrap_or("pricing"))
 }
 
-fn proxy(p: &mut FileProblems, raw: &raw::Proxy) -> ProxySettings {
+fn proxy(p: &mut FileProblems, raw: &raw::Proxy, base_dir: &Path) -> ProxySettings {
     let at = |key| ["proxy", key];
+    let listen = listen(p, &at("listen"), raw.listen.as_deref(), "0.0.0.0:8080");
+    let (upgrade_socket, pid_file) = upgrade::paths(p, raw, base_dir, listen.port());
     ProxySettings {
-        listen: listen(p, &at("listen"), raw.listen.as_deref(), "0.0.0.0:8080"),
+        listen,
         threads: count(p, &at("threads"), raw.threads, 0, 0) as usize,
         max_request_header_bytes: count(
             p,
@@ -126,6 +129,8 @@ fn proxy(p: &mut FileProblems, raw: &raw::Proxy) -> ProxySettings {
             0,
         ),
         key_cache_ttl_ms: count(p, &at("key_cache_ttl_ms"), raw.key_cache_ttl_ms, 1_000, 0),
+        upgrade_socket,
+        pid_file,
     }
 }
 

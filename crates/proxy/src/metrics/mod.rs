@@ -13,6 +13,8 @@
 
 mod bind;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
 
 use prometheus::{
@@ -56,6 +58,9 @@ pub struct Metrics {
     upstream_latency: Slots<HistogramVec>,
     overhead: Histogram,
     in_flight: IntGauge,
+    /// Connections that have a request or are waiting for their first one (not idle between
+    /// requests): what a shutdown waits for besides the requests in flight. Not exported.
+    busy_connections: AtomicI64,
     /// 1 while the shared counter store is unreachable and limits run in a degraded mode;
     /// under its name, then under its deprecated one.
     redis_degraded: [IntGauge; 2],
@@ -71,6 +76,16 @@ pub struct Metrics {
     /// The version of the configuration in force and when it was loaded: one series, replaced
     /// by each applied reload.
     config_info: IntGaugeVec,
+}
+
+/// A connection counted in [`Metrics::busy_connections`] while this lives.
+#[derive(Debug)]
+pub struct BusyConnection(Arc<Metrics>);
+
+impl Drop for BusyConnection {
+    fn drop(&mut self) {
+        self.0.busy_connections.fetch_sub(1, Relaxed);
+    }
 }
 
 fn provider_index(provider: Provider) -> usize {
@@ -177,6 +192,7 @@ impl Metrics {
                 ))?,
             )?,
             in_flight: gauge(&r, "tollgate_requests_in_flight", "Requests being served.")?,
+            busy_connections: AtomicI64::new(0),
             // promtool objects to "counter" in a name: the old names stay for one release.
             redis_degraded: [
                 gauge(&r, "tollgate_redis_degraded", DEGRADED_HELP)?,
@@ -228,6 +244,17 @@ impl Metrics {
     /// Requests being served now.
     pub fn in_flight(&self) -> i64 {
         self.in_flight.get()
+    }
+
+    /// Connections busy now (see [`BusyConnection`]).
+    pub fn busy_connections(&self) -> i64 {
+        self.busy_connections.load(Relaxed)
+    }
+
+    /// Counts a connection as busy until the answer is dropped.
+    pub fn connection_busy(self: &Arc<Self>) -> BusyConnection {
+        self.busy_connections.fetch_add(1, Relaxed);
+        BusyConnection(Arc::clone(self))
     }
 
     pub fn request_started(&self) {

@@ -159,6 +159,51 @@ dir = "{pricing}"
         }
     }
 
+    /// Starts `tollgate run --upgrade` (or, with `upgrade` false, a plain second `run`) on the
+    /// same configuration and directory with `env`, and waits until it has written its pid file
+    /// (it holds the listening sockets then). Answers the new gateway and the old process, which
+    /// drains and exits by itself.
+    pub fn replace(self, env: &[(&str, &str)], upgrade: bool) -> (Gateway, Supervised) {
+        let Gateway {
+            child: old,
+            port,
+            admin_port,
+            dir,
+        } = self;
+        let binary = PathBuf::from(env!("CARGO_BIN_EXE_tollgate"));
+        let config_arg = dir.path().join("gateway.toml").display().to_string();
+        let mut args = vec!["run", "--config", &config_arg];
+        if upgrade {
+            args.push("--upgrade");
+        }
+        let mut all_env: Vec<(&str, &str)> = vec![("RUST_LOG", "warn,tollgate=info")];
+        all_env.extend_from_slice(env);
+        let mut child = Supervised::spawn(&binary, &args, &all_env, "TERM", dir.path());
+        let pid_file = dir.path().join(format!("var/run/tollgate-{port}.pid"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let written = std::fs::read_to_string(&pid_file).unwrap_or_default();
+            if written.trim() == child.pid() {
+                break;
+            }
+            if let Some(status) = child.exit_status() {
+                panic!("the new gateway exited: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the new gateway did not take over"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let new = Gateway {
+            child,
+            port,
+            admin_port,
+            dir,
+        };
+        (new, old)
+    }
+
     /// Whether the process is still running (a request must never bring it down).
     pub fn is_alive(&mut self) -> bool {
         self.child.exit_status().is_none()

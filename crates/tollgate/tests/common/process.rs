@@ -81,7 +81,8 @@ impl Supervised {
         self.shell.try_wait().unwrap()
     }
 
-    fn pid(&self) -> String {
+    /// The server's pid (as the shell wrote it).
+    pub fn pid(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let pid = std::fs::read_to_string(&self.pid_file).unwrap_or_default();
@@ -127,6 +128,20 @@ impl Supervised {
             .status()
             .unwrap();
         assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits up to `within` for the process to end by itself; answers its status.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exit_status() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL, then waits for the process to end.
