@@ -29,7 +29,7 @@ use tollgate_usage::RequestFacts;
 use crate::alerts::AlertRaiser;
 use crate::context::{BodyState, REFUSED, RequestCtx};
 use crate::deferred::{DeferredPlans, raise_on_replay};
-use crate::errors::{GatewayError, ProxyError};
+use crate::errors::ProxyError;
 use crate::head::{BodyPlan, has_body};
 use crate::inflight::{CutOff, InFlight};
 use crate::jobs::JobBilling;
@@ -288,24 +288,7 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let error = self.end_failed(e, ctx).await;
         ctx.answered_with = Some(error.code());
-        // The provider's status and part of its body may already be with the client: an error
-        // body appended now would pass for the end of the provider's stream. Closing the
-        // connection without ending the body is how HTTP/1.1 says it was cut.
-        let error_code = match session.response_written() {
-            Some(_) => 0,
-            None => respond::write_error(session, ctx, &error).await,
-        };
-        if !matches!(
-            error,
-            GatewayError::BodyTimeout { .. } | GatewayError::HeadersTimeout
-        ) {
-            // A client too slow to send its body in time is not waited for again.
-            body::linger(session).await;
-        }
-        FailToProxy {
-            error_code,
-            can_reuse_downstream: false,
-        }
+        respond::answer_failure(session, ctx, &error).await
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {

@@ -610,3 +610,60 @@ fn pipelined_requests_are_answered_in_order() {
     assert_eq!(mock.seen().len(), 3);
     gateway.stop();
 }
+
+/// Reads one response with a `content-length` from a kept-alive connection.
+fn read_one(stream: &mut std::net::TcpStream) -> Response {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed mid-head");
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    raw.extend_from_slice(&body);
+    common::parse_response(&raw)
+}
+
+/// A refusal keeps a kept-alive connection usable when the request was read to its end, and
+/// otherwise says `connection: close`: a client never sends its next request on a connection
+/// that is about to close without a word.
+#[test]
+fn a_refusal_says_whether_the_connection_stays_open() {
+    use std::io::Write;
+    let path = "/openai/v1/chat/completions";
+    let send = |stream: &mut std::net::TcpStream, key: &str, body: &str| {
+        let raw = format!(
+            "POST {path} HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {key}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(raw.as_bytes()).unwrap();
+        read_one(stream)
+    };
+    let closes = |r: &Response| r.head.to_ascii_lowercase().contains("connection: close");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port())).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // Read whole, then refused (not JSON): the connection stays.
+    let first = send(&mut stream, KEY, r#"{"model": "#);
+    assert_eq!(first.status, 400, "{}", first.text());
+    assert!(!closes(&first), "{}", first.head);
+    // The next request on it is answered.
+    let second = send(
+        &mut stream,
+        "tg_unknown_key_000000",
+        r#"{"model":"gpt-4o"}"#,
+    );
+    assert_eq!(second.status, 401, "{}", second.text());
+    // Refused before its body was read: the answer says the connection closes.
+    assert!(closes(&second), "{}", second.head);
+    assert_alive();
+}
