@@ -21,7 +21,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
-use tollgate_config::Config;
+use tollgate_config::{Config, Durability};
 use tollgate_ledger::LedgerHandle;
 use tollgate_usage::RequestFacts;
 
@@ -55,6 +55,9 @@ pub struct Gateway {
     /// Where usage alerts go; none: alerts are not raised.
     pub(crate) alerts: Option<AlertRaiser>,
     pub(crate) deferred: Arc<DeferredPlans>,
+    /// `sync`: a response's last bytes wait for its usage event to be durable (`durable`). Read
+    /// once, as the ledger's settings: changing it needs a restart.
+    pub(crate) durability: Durability,
 }
 
 impl Gateway {
@@ -63,7 +66,9 @@ impl Gateway {
         counters: Counters,
         ledger: LedgerHandle,
     ) -> Result<Gateway, ProxyError> {
+        let durability = config.ledger.durability;
         Ok(Gateway {
+            durability,
             snapshots: Arc::new(SnapshotCell::new(Snapshot::build(config)?)),
             keys: KeyRing::default(),
             counters: Arc::new(counters),
@@ -232,6 +237,11 @@ impl ProxyHttp for Gateway {
             upstream_response.insert_header(OUTPUT_CAP_HEADER, cap)?;
         }
         metering::start_response(ctx, upstream_response);
+        // A response without a body ends with its head: its event is made durable before the
+        // head goes.
+        if self.durability == Durability::Sync && !metering::has_body(ctx, upstream_response) {
+            self.end_call_durably(None, ctx).await;
+        }
         ctx.overhead += started.elapsed();
         Ok(())
     }
@@ -245,6 +255,9 @@ impl ProxyHttp for Gateway {
     ) -> Result<Option<Duration>> {
         let started = Instant::now();
         metering::observe_chunk(ctx, body, end_of_stream);
+        if end_of_stream && self.durability == Durability::Sync {
+            self.hold_last_bytes(ctx);
+        }
         ctx.overhead += started.elapsed();
         Ok(None)
     }
@@ -262,6 +275,10 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let error = self.end_failed(e, ctx).await;
         ctx.answered_with = Some(error.code());
+        // A call the provider had, answered with the gateway's error: recorded before the answer.
+        if self.durability == Durability::Sync && session.response_written().is_none() {
+            self.end_call_durably(Some(e), ctx).await;
+        }
         // The provider's status and part of its body may already be with the client: an error
         // body appended now would pass for the end of the provider's stream. Closing the
         // connection without ending the body is how HTTP/1.1 says it was cut.
