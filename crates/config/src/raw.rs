@@ -96,6 +96,8 @@ pub struct Ledger {
     pub spool_dir: Option<String>,
     pub spool_max_bytes: Option<i64>,
     pub on_full: Option<String>,
+    pub durability: Option<String>,
+    pub group_commit_ms: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -131,6 +131,18 @@ pub enum LedgerFullPolicy {
     Drop,
 }
 
+/// When a call's usage event is made durable, relative to the end of its response.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Events are written in batches after the response has gone; a SIGKILL loses what was
+    /// not yet flushed (at most about `flush_interval_ms` of calls).
+    #[default]
+    Batched,
+    /// A response's last bytes are released only once its event is committed (or synced to the
+    /// spool), in group commits `group_commit_ms` wide: a SIGKILL loses no completed call.
+    Sync,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerSettings {
     pub batch_max_events: u64,
@@ -139,6 +151,10 @@ pub struct LedgerSettings {
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     pub on_full: LedgerFullPolicy,
+    pub durability: Durability,
+    /// In `sync`, how long a commit waits for more events after its first (0: it takes only
+    /// those already waiting).
+    pub group_commit_ms: u64,
 }
 
 /// How log lines are written to stderr.

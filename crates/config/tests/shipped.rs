@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tollgate_config::{CounterStore, LogFormat, UnpricedPolicy, load_with_env};
+use tollgate_config::{CounterStore, Durability, LogFormat, UnpricedPolicy, load_with_env};
 use tollgate_domain::{LimitKey, Provider, Tier, cost};
 
 fn shipped() -> PathBuf {
@@ -226,6 +226,47 @@ fn the_log_format_is_text_json_or_reported() {
         report.contains(
             ":4: error: log.format: unknown log format \"xml\" (expected \"text\" or \"json\")"
         ),
+        "{report}"
+    );
+}
+
+#[test]
+fn ledger_durability_is_batched_sync_or_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let pricing = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pricing");
+    let path = dir.path().join("gateway.toml");
+    let with = |ledger: &str| {
+        let text = format!(
+            "[pricing]\ndir = {:?}\n[ledger]\n{ledger}",
+            pricing.display().to_string()
+        );
+        std::fs::write(&path, text).unwrap();
+        load_with_env(&path, &every_key)
+    };
+    let batched = with("").unwrap().config.ledger;
+    assert_eq!(
+        (batched.durability, batched.group_commit_ms),
+        (Durability::Batched, 1)
+    );
+    let sync = with("durability = \"sync\"\ngroup_commit_ms = 0\n")
+        .unwrap()
+        .config
+        .ledger;
+    assert_eq!(
+        (sync.durability, sync.group_commit_ms),
+        (Durability::Sync, 0)
+    );
+    let report = with("durability = \"fsync\"\ngroup_commit_ms = -1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        report.contains(
+            ":4: error: ledger.durability: unknown durability \"fsync\" (expected \"batched\" or \"sync\")"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains(":5: error: ledger.group_commit_ms: -1 is out of range"),
         "{report}"
     );
 }

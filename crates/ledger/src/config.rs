@@ -30,6 +30,19 @@ pub enum OnSpoolFull {
     Drop,
 }
 
+/// When the writer commits the events it is given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// A batch is committed once it holds `batch_max_events` or `flush_interval_ms` after its
+    /// first event: few, large transactions; a SIGKILL loses the events not yet committed.
+    #[default]
+    Batched,
+    /// A batch is committed `group_commit_ms` after its first event (or at once with 0), so
+    /// that a caller waiting on [`crate::LedgerHandle::record_durable`] waits about one commit;
+    /// every event that arrives meanwhile shares the next one.
+    Sync,
+}
+
 /// The ledger's settings. [`LedgerConfig::new`] gives the defaults.
 #[derive(Clone, Debug)]
 pub struct LedgerConfig {
@@ -52,6 +65,9 @@ pub struct LedgerConfig {
     /// run for a while): instead of refusing to start, the writer takes the spool over once
     /// that process has let it go. Until then nothing can be spooled by this process.
     pub spool_takeover: bool,
+    pub durability: Durability,
+    /// Under [`Durability::Sync`], how long a batch waits for more events after its first.
+    pub group_commit_ms: u64,
     /// How long one database operation may wait for a connection (PostgreSQL) or a lock
     /// (SQLite's busy timeout) before the batch goes to the spool.
     pub db_timeout_ms: u64,
@@ -76,6 +92,8 @@ impl LedgerConfig {
             spool_segment_bytes: 16 << 20,
             on_spool_full: OnSpoolFull::default(),
             spool_takeover: false,
+            durability: Durability::default(),
+            group_commit_ms: 1,
             db_timeout_ms: 5_000,
             max_connections: 5,
             retry_backoff_max_ms: 5_000,

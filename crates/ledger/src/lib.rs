@@ -38,7 +38,7 @@ pub use accounts::{
 };
 pub use alerts::ClaimedAlert;
 pub use billing::BillingRecord;
-pub use config::{LedgerConfig, OnFull, OnSpoolFull};
+pub use config::{Durability, LedgerConfig, OnFull, OnSpoolFull};
 pub use db::{Db, DbOptions, migrate};
 pub use error::{LedgerError, Result};
 pub use event::UsageEvent;

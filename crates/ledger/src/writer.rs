@@ -20,7 +20,7 @@ use tracing::{debug, error, info, warn};
 use crate::backoff::{Backoff, FIRST_BACKOFF};
 use crate::batcher::{self, Limits};
 use crate::billing::PeriodCloser;
-use crate::config::{LedgerConfig, OnSpoolFull};
+use crate::config::{Durability, LedgerConfig, OnSpoolFull};
 use crate::db::Db;
 use crate::error::{LedgerError, Result, is_transient};
 use crate::event::UsageEvent;
@@ -50,6 +50,12 @@ pub(crate) fn start(db: Db, config: &LedgerConfig, migrated: bool) -> Result<Led
     let spool: SharedSpool = Arc::new(tokio::sync::Mutex::new(spool));
     let batch_max = config.batch_max_events.max(1);
     let retry_backoff_max = Duration::from_millis(config.retry_backoff_max_ms);
+    // Under `sync` callers wait on the commit: a batch is cut after the short group-commit
+    // window, and whatever arrives while it commits makes up the next one.
+    let max_wait_ms = match config.durability {
+        Durability::Batched => config.flush_interval_ms,
+        Durability::Sync => config.group_commit_ms,
+    };
     let capacity = config.queue_capacity.max(1);
     let (queue_tx, queue_rx) = mpsc::channel(capacity);
     let (overflow_tx, overflow_rx) = mpsc::channel(capacity.min(OVERFLOW_MAX_CAPACITY));
@@ -69,7 +75,7 @@ pub(crate) fn start(db: Db, config: &LedgerConfig, migrated: bool) -> Result<Led
         counters: Arc::clone(&counters),
         limits: Limits {
             max_messages: batch_max,
-            max_wait: Duration::from_millis(config.flush_interval_ms),
+            max_wait: Duration::from_millis(max_wait_ms),
         },
         on_spool_full: config.on_spool_full,
         backoff: Backoff::new(retry_backoff_max),

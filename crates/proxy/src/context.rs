@@ -14,6 +14,7 @@ use tollgate_usage::{RequestFacts, Scanner};
 use crate::errors::GatewayError;
 use crate::inflight::Progress;
 use crate::keys::Identity;
+use crate::settle::Ended;
 use crate::snapshot::Snapshot;
 use crate::usage_chunk::UsageChunkFilter;
 
@@ -67,6 +68,9 @@ pub struct RequestCtx {
     pub request_bytes: u64,
     pub facts: RequestFacts,
     pub admitted: Option<Admitted>,
+    /// The call ended and its event recorded before `logging` (`durable`), its counters still to
+    /// settle.
+    pub(crate) ended: Option<Ended>,
     /// What the response has brought so far, shared with the shutdown's record of the call.
     pub progress: Option<Arc<Progress>>,
     /// The output cap admission lowered the request's to, to fit what was left of a budget.
@@ -108,6 +112,7 @@ impl RequestCtx {
             request_bytes: 0,
             facts: RequestFacts::default(),
             admitted: None,
+            ended: None,
             output_cap: None,
             progress: None,
             refusal: None,

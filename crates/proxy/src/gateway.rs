@@ -22,7 +22,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
-use tollgate_config::Config;
+use tollgate_config::{Config, Durability};
 use tollgate_ledger::LedgerHandle;
 use tollgate_usage::RequestFacts;
 
@@ -59,6 +59,9 @@ pub struct Gateway {
     /// Set when this process is being replaced (`tollgate run --upgrade`): every response
     /// from then on ends its connection, so that clients reconnect to the new process.
     pub(crate) closing: Arc<AtomicBool>,
+    /// `sync`: a response's last bytes wait for its usage event to be durable (`durable`). Read
+    /// once, as the ledger's settings: changing it needs a restart.
+    pub(crate) durability: Durability,
 }
 
 impl Gateway {
@@ -67,7 +70,9 @@ impl Gateway {
         counters: Counters,
         ledger: LedgerHandle,
     ) -> Result<Gateway, ProxyError> {
+        let durability = config.ledger.durability;
         Ok(Gateway {
+            durability,
             snapshots: Arc::new(SnapshotCell::new(Snapshot::build(config)?)),
             keys: KeyRing::default(),
             counters: Arc::new(counters),
@@ -258,6 +263,11 @@ impl ProxyHttp for Gateway {
             upstream_response.insert_header(OUTPUT_CAP_HEADER, cap)?;
         }
         metering::start_response(ctx, upstream_response);
+        // A response without a body ends with its head: its event is made durable before the
+        // head goes.
+        if self.durability == Durability::Sync && !metering::has_body(ctx, upstream_response) {
+            self.end_call_durably(None, ctx).await;
+        }
         ctx.overhead += started.elapsed();
         Ok(())
     }
@@ -271,6 +281,9 @@ impl ProxyHttp for Gateway {
     ) -> Result<Option<Duration>> {
         let started = Instant::now();
         metering::observe_chunk(ctx, body, end_of_stream);
+        if end_of_stream && self.durability == Durability::Sync {
+            self.hold_last_bytes(ctx);
+        }
         ctx.overhead += started.elapsed();
         Ok(None)
     }
@@ -288,6 +301,10 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let error = self.end_failed(e, ctx).await;
         ctx.answered_with = Some(error.code());
+        // A call the provider had, answered with the gateway's error: recorded before the answer.
+        if self.durability == Durability::Sync && session.response_written().is_none() {
+            self.end_call_durably(Some(e), ctx).await;
+        }
         respond::answer_failure(session, ctx, &error).await
     }
 

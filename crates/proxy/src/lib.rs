@@ -16,6 +16,7 @@ mod body;
 pub mod context;
 pub mod credentials;
 mod deferred;
+mod durable;
 pub mod errors;
 pub mod gateway;
 mod head;

@@ -68,6 +68,21 @@ pub fn start_response(ctx: &mut RequestCtx, response: &ResponseHeader) {
     }
 }
 
+/// Whether a response whose head just arrived has a body to follow (RFC 9110 §6.4.1): not for
+/// a HEAD request, a 1xx, 204 or 304, nor with a `content-length` of 0.
+pub fn has_body(ctx: &RequestCtx, response: &ResponseHeader) -> bool {
+    let status = response.status.as_u16();
+    let empty = response
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0");
+    !(ctx.method == http::Method::HEAD
+        || response.status.is_informational()
+        || status == 204
+        || status == 304
+        || empty)
+}
+
 /// One chunk of the response on its way to the client: counted, fed to the scanner as the
 /// provider sent it, and passed on (without the injected usage chunk).
 pub fn observe_chunk(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stream: bool) {

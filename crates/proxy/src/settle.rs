@@ -4,24 +4,57 @@
 //! alerts, and its usage event handed to the ledger. Also the end of a call the gateway fails:
 //! a hold given back when nothing reached the provider.
 
+use std::sync::Arc;
+
 use pingora::{Error, ErrorSource, ErrorType};
-use tollgate_domain::Provider;
+use tollgate_domain::{Amount, Provider};
+use tollgate_ledger::UsageEvent;
 use tollgate_usage::Scanner;
 
 use crate::access::CallSummary;
-use crate::context::RequestCtx;
+use crate::context::{Admitted, RequestCtx};
 use crate::errors::GatewayError;
 use crate::gateway::Gateway;
+use crate::keys::Identity;
 use crate::metering::{CallRecord, Settled, settle_call};
+
+/// A call settled and its event made, what is left to do once the event is with the ledger:
+/// the reservation replaced by the actual amounts, and the alerts that crosses.
+#[derive(Debug)]
+pub(crate) struct Ended {
+    admitted: Admitted,
+    identity: Arc<Identity>,
+    actual: Amount,
+    summary: CallSummary,
+}
 
 impl Gateway {
     /// Settles and records an admitted call, and answers what it used for its access line;
-    /// nothing for a request that was never admitted.
+    /// nothing for a request that was never admitted. A call whose event was already recorded
+    /// (`durable`: at the end of its response) is only accounted.
     pub(crate) async fn finish_call(
         &self,
         error: Option<&Error>,
         ctx: &mut RequestCtx,
     ) -> Option<CallSummary> {
+        if let Some(ended) = ctx.ended.take() {
+            return Some(self.account(ended, ctx).await);
+        }
+        let (event, ended) = self.end_call(error, ctx).await?;
+        let summary = self.account(ended, ctx).await;
+        if let Err(e) = self.ledger.record(event).await {
+            tracing::error!(error = %e, "usage event not recorded");
+        }
+        Some(summary)
+    }
+
+    /// Takes an admitted call out of the in-flight registry and settles it: its usage event,
+    /// and what accounting it needs. Nothing for a call never admitted or already ended.
+    pub(crate) async fn end_call(
+        &self,
+        error: Option<&Error>,
+        ctx: &mut RequestCtx,
+    ) -> Option<(UsageEvent, Ended)> {
         let (Some(admitted), Some(identity)) = (ctx.admitted.take(), ctx.identity.clone()) else {
             return None;
         };
@@ -68,12 +101,11 @@ impl Gateway {
             response_bytes: ctx.response_bytes,
             latency_ms: u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
-        let config = &ctx.snapshot.config;
         let Settled {
             event,
             actual,
             implausible,
-        } = settle_call(config, record);
+        } = settle_call(&ctx.snapshot.config, record);
         if implausible {
             self.metrics.implausible_usage(provider);
             tracing::warn!(
@@ -84,22 +116,6 @@ impl Gateway {
                 "usage not billed as reported"
             );
         }
-        let settled = self.counters.settle(&admitted.reservation, actual).await;
-        match (settled, &self.alerts) {
-            (Some(settled), Some(raiser)) => raiser.raise_crossed(
-                &identity.user,
-                admitted.period,
-                &admitted.limits,
-                &settled,
-                actual,
-                &config.alert_thresholds,
-            ),
-            // Deferred until Redis is back: its alerts are raised when it is replayed.
-            (None, Some(_)) if self.counters.degraded() => {
-                self.deferred.remember(&identity.user, &identity.plan);
-            }
-            _ => {}
-        }
         let cost = event.cost.total_nanousd;
         self.metrics
             .usage(provider, &event.usage, cost, event.estimated);
@@ -109,10 +125,40 @@ impl Gateway {
             output_tokens: event.usage.output_tokens,
             cost_nanousd: cost,
         };
-        if let Err(e) = self.ledger.record(event).await {
-            tracing::error!(error = %e, "usage event not recorded");
+        let ended = Ended {
+            admitted,
+            identity,
+            actual,
+            summary,
+        };
+        Some((event, ended))
+    }
+
+    /// The reservation of an ended call replaced by what it used, and the alerts that raises.
+    async fn account(&self, ended: Ended, ctx: &RequestCtx) -> CallSummary {
+        let Ended {
+            admitted,
+            identity,
+            actual,
+            summary,
+        } = ended;
+        let settled = self.counters.settle(&admitted.reservation, actual).await;
+        match (settled, &self.alerts) {
+            (Some(settled), Some(raiser)) => raiser.raise_crossed(
+                &identity.user,
+                admitted.period,
+                &admitted.limits,
+                &settled,
+                actual,
+                &ctx.snapshot.config.alert_thresholds,
+            ),
+            // Deferred until Redis is back: its alerts are raised when it is replayed.
+            (None, Some(_)) if self.counters.degraded() => {
+                self.deferred.remember(&identity.user, &identity.plan);
+            }
+            _ => {}
         }
-        Some(summary)
+        summary
     }
 
     /// The refusal or failure `e` ended the request with, for `fail_to_proxy` to render. A call

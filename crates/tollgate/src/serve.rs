@@ -12,7 +12,7 @@ use anyhow::Context;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
-use tollgate_config::{Config, CounterStore, LedgerFullPolicy, Loaded};
+use tollgate_config::{Config, CounterStore, Durability, LedgerFullPolicy, Loaded};
 use tollgate_counters::{MemoryStore, RedisConfig, RedisStore, ResilientConfig, ResilientStore};
 use tollgate_ledger::{Ledger, LedgerConfig, OnFull};
 use tollgate_proxy::{AlertRaiser, Counters, Gateway, HeadGuard, HeadLimits, ledger_seeder};
@@ -305,5 +305,10 @@ fn ledger_config(config: &Config) -> LedgerConfig {
         LedgerFullPolicy::Spool => OnFull::Spool,
         LedgerFullPolicy::Drop => OnFull::Drop,
     };
+    ledger.durability = match settings.durability {
+        Durability::Batched => tollgate_ledger::Durability::Batched,
+        Durability::Sync => tollgate_ledger::Durability::Sync,
+    };
+    ledger.group_commit_ms = settings.group_commit_ms;
     ledger
 }

@@ -14,9 +14,9 @@ mod upgrade;
 use crate::problem::FileProblems;
 use crate::raw::{self, DecimalText};
 use crate::settings::{
-    AdminSettings, AlertDelivery, Config, CounterStore, LedgerFullPolicy, LedgerSettings,
-    LogFormat, LogSettings, PricingSettings, ProxySettings, Secret, StorageSettings,
-    UnpricedPolicy,
+    AdminSettings, AlertDelivery, Config, CounterStore, Durability, LedgerFullPolicy,
+    LedgerSettings, LogFormat, LogSettings, PricingSettings, ProxySettings, Secret,
+    StorageSettings, UnpricedPolicy,
 };
 use access::{keys, plans, providers, unreachable_policy};
 
@@ -363,6 +363,17 @@ fn ledger(p: &mut FileProblems, raw: &raw::Ledger, base_dir: &Path) -> LedgerSet
             LedgerFullPolicy::Spool
         }
     };
+    let durability = match raw.durability.as_deref().unwrap_or("batched") {
+        "batched" => Durability::Batched,
+        "sync" => Durability::Sync,
+        other => {
+            p.error(
+                &at("durability"),
+                format!("unknown durability {other:?} (expected \"batched\" or \"sync\")"),
+            );
+            Durability::Batched
+        }
+    };
     LedgerSettings {
         batch_max_events: count(p, &at("batch_max_events"), raw.batch_max_events, 500, 1),
         flush_interval_ms: count(p, &at("flush_interval_ms"), raw.flush_interval_ms, 200, 1),
@@ -376,6 +387,8 @@ fn ledger(p: &mut FileProblems, raw: &raw::Ledger, base_dir: &Path) -> LedgerSet
             1024,
         ),
         on_full,
+        durability,
+        group_commit_ms: count(p, &at("group_commit_ms"), raw.group_commit_ms, 1, 0),
     }
 }
 

@@ -56,6 +56,17 @@ impl Gateway {
         Gateway::launch(proxy_extra, database, rest, extra_env, false)
     }
 
+    /// [`Gateway::start_with_database`] with `ledger_extra` inside `[ledger]` (its
+    /// `flush_interval_ms`, if set, replaces the harness's 20 ms).
+    pub fn start_with_ledger(
+        database_url: &str,
+        ledger_extra: &str,
+        rest: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
+        Gateway::launch("", (database_url, "", ledger_extra), rest, env, false)
+    }
+
     /// [`Gateway::start`] with the gateway's stderr written to a file in its temporary
     /// directory instead of the test's, for the test to read ([`Gateway::log`]).
     pub fn start_capturing_log(proxy_extra: &str, rest: &str, env: &[(&str, &str)]) -> Gateway {
@@ -103,6 +114,12 @@ impl Gateway {
         } else {
             "graceful_shutdown_secs = 0"
         };
+        // Batches flushed at once unless the test says otherwise: rows are there to read.
+        let flush = if ledger_extra.contains("flush_interval_ms") {
+            ""
+        } else {
+            "flush_interval_ms = 20"
+        };
         let config = format!(
             r#"
 [proxy]
@@ -116,7 +133,7 @@ metrics_public = true
 database_url = "{database_url}"
 {storage_extra}
 [ledger]
-flush_interval_ms = 20
+{flush}
 {ledger_extra}
 [pricing]
 dir = "{pricing}"

@@ -46,6 +46,22 @@ pub fn ledger_rows(url: &str, user: &str) -> Vec<UsageLog> {
     })
 }
 
+/// Starts the ledger at `url` with its spool in `spool_dir` and stops it, as the next start of
+/// a gateway would: whatever the spool held is replayed into the database.
+pub fn reopen_ledger(url: &str, spool_dir: &std::path::Path) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let config = tollgate_ledger::LedgerConfig::new(url, spool_dir);
+        let (ledger, handle) = tollgate_ledger::Ledger::open(config).await.unwrap();
+        handle.shutdown().await.unwrap();
+        ledger.close().await;
+    });
+}
+
 /// Every usage alert of `user` in the ledger at `url`, newest first.
 pub fn ledger_alerts(url: &str, user: &str) -> Vec<tollgate_ledger::Alert> {
     with_ledger(url, |ledger| async move {
