@@ -17,6 +17,7 @@ pub mod context;
 pub mod credentials;
 mod deferred;
 pub mod errors;
+pub mod exceeded;
 pub mod gateway;
 mod head;
 pub mod head_guard;

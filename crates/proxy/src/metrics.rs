@@ -100,6 +100,8 @@ pub struct Metrics {
     estimated: [AtomicU64; PROVIDERS],
     /// Calls whose reported usage no call could have used, billed at their reservation instead.
     implausible: [AtomicU64; PROVIDERS],
+    /// Calls billed more than their reservation held: the one way a limit can be passed.
+    reservation_exceeded: [AtomicU64; PROVIDERS],
     refusals: [AtomicU64; LIMITS],
     upstream_latency: [Histogram; PROVIDERS],
     overhead: Histogram,
@@ -132,6 +134,7 @@ impl Default for Metrics {
             cost_nanousd: std::array::from_fn(|_| AtomicU64::new(0)),
             estimated: std::array::from_fn(|_| AtomicU64::new(0)),
             implausible: std::array::from_fn(|_| AtomicU64::new(0)),
+            reservation_exceeded: std::array::from_fn(|_| AtomicU64::new(0)),
             refusals: std::array::from_fn(|_| AtomicU64::new(0)),
             upstream_latency: std::array::from_fn(|_| Histogram::default()),
             overhead: Histogram::default(),
@@ -218,6 +221,11 @@ impl Metrics {
     /// A call whose usage report was not billed as reported (`plausible`).
     pub fn implausible_usage(&self, provider: Provider) {
         self.implausible[provider_index(provider)].fetch_add(1, Relaxed);
+    }
+
+    /// A call billed more than its reservation held (`exceeded`).
+    pub fn reservation_exceeded(&self, provider: Provider) {
+        self.reservation_exceeded[provider_index(provider)].fetch_add(1, Relaxed);
     }
 
     pub fn refused_by_limit(&self, key: LimitKey) {
@@ -465,6 +473,19 @@ impl Metrics {
                 n.load(Relaxed)
             );
         }
+        head(
+            out,
+            "tollgate_reservation_exceeded_total",
+            "counter",
+            "Calls billed more than their reservation held (a charge the request did not bound): the one way a limit can be passed, by that call's excess.",
+        );
+        for (provider, n) in Provider::ALL.iter().zip(&self.reservation_exceeded) {
+            let _ = writeln!(
+                out,
+                "tollgate_reservation_exceeded_total{{provider=\"{provider}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
     }
 }
 
@@ -507,6 +528,7 @@ mod tests {
         };
         m.usage(Provider::OpenAi, &usage, 4_012_500, false);
         m.implausible_usage(Provider::Anthropic);
+        m.reservation_exceeded(Provider::Exa);
         m.refused_by_limit(LimitKey::ProviderCalls(Provider::Gemini));
         m.upstream_latency(Provider::OpenAi, Duration::from_millis(3));
         m.gateway_overhead(Duration::from_micros(80));
@@ -520,6 +542,7 @@ mod tests {
             "tollgate_cost_nanousd_total{provider=\"openai\"} 4012500",
             "tollgate_implausible_usage_total{provider=\"anthropic\"} 1",
             "tollgate_implausible_usage_total{provider=\"openai\"} 0",
+            "tollgate_reservation_exceeded_total{provider=\"exa\"} 1",
             "tollgate_limit_refusals_total{limit=\"gemini_calls\"} 1",
             "tollgate_upstream_latency_seconds_bucket{provider=\"openai\",le=\"0.0025\"} 0",
             "tollgate_upstream_latency_seconds_bucket{provider=\"openai\",le=\"0.005\"} 1",
