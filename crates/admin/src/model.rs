@@ -125,6 +125,13 @@ pub struct PriceOut {
     pub description: String,
     pub effective_date: String,
     pub source: String,
+    /// USD: what the gateway reserves for a call with the provider's default options (a
+    /// token-billed model: an empty prompt without an output cap), by the bound admission uses.
+    pub max_cost_per_call: f64,
+    /// Why a call is taken to cost at most `max_cost_per_call`, where its request does not
+    /// bound the charge (`max_per_call` in `pricing/`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_cost_reason: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

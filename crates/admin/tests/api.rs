@@ -339,6 +339,24 @@ async fn plans_pricing_subscription_and_status() {
     assert!(!rows.is_empty());
     assert!(rows.iter().all(|r| r["provider"] == "tavily"));
     assert_eq!(rows[0]["cost_per_credit"], 0.008);
+    // What a call with the provider's default options reserves, and why where the request
+    // cannot bound it.
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r["model_name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row("search")["max_cost_per_call"], 0.008);
+    assert_eq!(row("map")["max_cost_per_call"], 0.04);
+    assert_eq!(row("*")["max_cost_per_call"], 2.0);
+    assert!(
+        row("*")["max_cost_reason"]
+            .as_str()
+            .unwrap()
+            .contains("250 credits")
+    );
+    assert!(row("search").get("max_cost_reason").is_none());
     let (status, body) = server
         .get("/api/subscription/pricing?provider=nope", ADMIN_TOKEN)
         .await;
@@ -554,6 +572,37 @@ async fn trends_alerts_mark_read_logs_and_preflight() {
     assert_eq!(d["operations"][0]["limit_info"]["remaining"], 4);
     assert_eq!(d["operations"][1]["allowed"], false);
     assert_no_nulls(d, "preflight");
+    // The bound admission reserves, from the request the call will send: 25 results with
+    // summaries are $0.007 + 15 × $0.001 + 25 × $0.001; a crawl without a limit is 10,000
+    // pages; the operation's type names the endpoint when no path is given.
+    let (status, body) = server
+        .send_json(
+            "POST",
+            "/api/subscription/preflight-check",
+            ADMIN_TOKEN,
+            json!({"user_id": "alice", "operations": [
+                {"provider": "exa", "endpoint": "/search",
+                 "request": {"query": "q", "numResults": 25, "contents": {"summary": true}}},
+                {"provider": "firecrawl", "endpoint": "/v2/crawl", "request": {"url": "https://a"}},
+                {"provider": "metaphor", "operation_type": "search"},
+                {"provider": "openai", "endpoint": "/v1/images/generations",
+                 "request": {"model": "gpt-image-1", "prompt": "p", "n": 2, "quality": "low"}}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let costs: Vec<f64> = body["data"]["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["cost"].as_f64().unwrap())
+        .collect();
+    // Images: 816 output tokens at $40/M, and the body's bytes as input at $5/M.
+    let image_input = json!({"model": "gpt-image-1", "prompt": "p", "n": 2, "quality": "low"})
+        .to_string()
+        .len() as f64;
+    let image = (816.0 * 40.0 + image_input * 5.0) / 1e6;
+    assert_eq!(costs[..3], [0.047, 8.3, 0.007], "{body}");
+    assert!((costs[3] - image).abs() < 1e-9, "{} vs {image}", costs[3]);
     let (status, _) = server
         .send_json(
             "POST",

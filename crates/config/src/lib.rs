@@ -5,6 +5,7 @@
 //! into an immutable [`Config`] snapshot. Unknown keys are collected as problems rather than
 //! aborting the parse at the first one, so `tollgate check` names every mistake at once.
 
+mod bound;
 pub mod fuzzing;
 pub mod litellm;
 mod pricing;

@@ -188,6 +188,11 @@ fn model(
         _ => None,
     };
     let reported_cost = entry.reported_cost.unwrap_or(false);
+    let billing = crate::bound::Billing {
+        provider,
+        per_unit: per_unit.is_some(),
+    };
+    let (bound, max_per_call) = crate::bound::bound(p, name, entry, billing);
     let has_token_rates = entry.input.is_some() || entry.output.is_some();
     if provider.is_token_billed() && tokens.is_none() && !has_token_rates {
         p.error(
@@ -268,6 +273,8 @@ fn model(
         reported_cost,
         max_output_tokens: positive(p, "max_output_tokens", entry.max_output_tokens),
         context_window: positive(p, "context_window", entry.context_window),
+        bound,
+        max_per_call,
         source: source.unwrap_or_default(),
         effective,
     })

@@ -198,10 +198,46 @@ pub struct ModelEntry {
     pub reported_cost: Option<bool>,
     pub max_output_tokens: Option<i64>,
     pub context_window: Option<i64>,
+    pub bound: Option<BoundEntry>,
     #[serde(default)]
     pub aliases: Vec<String>,
     pub source: Option<String>,
     pub effective: Option<String>,
+}
+
+/// `[models."x".bound]`: the most one call can cost, by the provider's rule.
+#[derive(Debug, Default, Deserialize)]
+pub struct BoundEntry {
+    /// What the amounts count: `usd`, `units` or `output_tokens`.
+    #[serde(rename = "in")]
+    pub unit: Option<String>,
+    pub base: Option<DecimalText>,
+    #[serde(default)]
+    pub terms: Vec<TermEntry>,
+    pub max_per_call: Option<DecimalText>,
+    pub why: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TermEntry {
+    pub add: Option<DecimalText>,
+    pub per: Option<String>,
+    pub default: Option<i64>,
+    pub above: Option<i64>,
+    pub every: Option<i64>,
+    #[serde(default)]
+    pub when: BTreeMap<String, ExpectEntry>,
+    #[serde(default)]
+    pub unless: BTreeMap<String, ExpectEntry>,
+}
+
+/// A condition's value: a text, `true`/`false` (set or not), or a list of texts (any of).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ExpectEntry {
+    Flag(bool),
+    Text(String),
+    AnyOf(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]

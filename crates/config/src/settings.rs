@@ -178,7 +178,7 @@ pub enum UnpricedPolicy {
     /// Refuse with 400 before anything is sent upstream.
     Reject,
     /// Forward, bill at this price, and count it in a warning metric.
-    Allow(ModelPrice),
+    Allow(Box<ModelPrice>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

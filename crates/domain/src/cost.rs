@@ -120,6 +120,8 @@ mod tests {
             reported_cost: false,
             max_output_tokens: None,
             context_window: None,
+            bound: None,
+            max_per_call: None,
             source: "test".into(),
             effective: NaiveDate::from_ymd_opt(2026, 8, 21).unwrap(),
         }

@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod alerts;
+pub mod bound;
 pub mod cost;
 pub mod money;
 pub mod period;
@@ -17,6 +18,10 @@ pub mod usage;
 
 pub use admission::{Amount, Decision, Denial, Limit, LimitKey, Measure, Standing, decide};
 pub use alerts::{AlertSeverity, Crossing, crossings};
+pub use bound::{
+    BoundTerm, BoundUnit, CallBound, CallShape, DEFAULT_MAX_OUTPUT_TOKENS, Expect, FieldValue,
+    MaxPerCall, RequestFields, output_bound, per_call_cost_bound, reservation_amount,
+};
 pub use cost::{Cost, cost, upper_bound, upper_bound_cost};
 pub use money::{Decimal, DecimalError, Rate, format_usd, round_div};
 pub use period::{AnchorDay, BillingPeriod};

@@ -6,6 +6,7 @@ use std::fmt;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use crate::bound::{CallBound, MaxPerCall};
 use crate::money::Rate;
 use crate::provider::Provider;
 
@@ -106,6 +107,10 @@ pub struct ModelPrice {
     /// sets no maximum.
     pub max_output_tokens: Option<u64>,
     pub context_window: Option<u64>,
+    /// The provider's rule for the most one call can cost, from its request (`bound`).
+    pub bound: Option<CallBound>,
+    /// The most one call is taken to cost where the request does not bound the charge.
+    pub max_per_call: Option<MaxPerCall>,
     /// Where the numbers come from (a URL, a file at a commit).
     pub source: String,
     /// The date the price took effect.
@@ -241,6 +246,8 @@ mod tests {
             reported_cost: false,
             max_output_tokens: None,
             context_window: None,
+            bound: None,
+            max_per_call: None,
             source: "test".into(),
             effective: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
         }

@@ -9,8 +9,8 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use tollgate_config::Config;
 use tollgate_counters::{CounterError, Reservation, Reserved};
 use tollgate_domain::{
-    Amount, BillingPeriod, Cost, Denial, Limit, Measure, ModelPrice, Provider, ShortBudget,
-    UnreachablePolicy, Usage, upper_bound, upper_bound_cost,
+    Amount, BillingPeriod, CallShape, Cost, Denial, Limit, Measure, ModelPrice, Provider,
+    ShortBudget, UnreachablePolicy, Usage, upper_bound, upper_bound_cost,
 };
 use tollgate_usage::{RequestFacts, priced_name};
 
@@ -135,35 +135,26 @@ pub fn outcome(answer: Result<Reserved, CounterError>) -> Result<Reservation, Ga
     }
 }
 
-/// Output bound for a request that sets no maximum, to a model whose price gives none either.
-pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 32_768;
+pub use tollgate_domain::DEFAULT_MAX_OUTPUT_TOKENS;
 
-/// One call; input ≤ the request body in tokens; output ≤ the request's own cap, else the
-/// model's maximum output, else [`DEFAULT_MAX_OUTPUT_TOKENS`]; cost at the highest rates those
-/// tokens could be billed at. `token_billed` is false for per-call providers, whose calls carry
-/// no token bound.
+/// What a request's facts say about its size, for the one bound (`tollgate_domain::bound`).
+pub fn shape(facts: &RequestFacts) -> CallShape<'_> {
+    CallShape {
+        input_tokens: facts.input_tokens_bound,
+        max_output_tokens: facts.max_output_tokens,
+        fields: facts.fields.as_ref(),
+    }
+}
+
+/// The amount a call reserves: `tollgate_domain::reservation_amount` of its facts — one call;
+/// a token-billed call's input bound and output cap at the highest rates; a per-call
+/// provider's cost by its price entry's rule over the request's options.
 pub fn reservation_amount(
     facts: &RequestFacts,
     price: Option<&ModelPrice>,
     token_billed: bool,
 ) -> Amount {
-    if !token_billed {
-        return Amount {
-            calls: 1,
-            tokens: 0,
-            cost_nanousd: price.map_or(0, |p| upper_bound_cost(p, 0, 0, 1)),
-        };
-    }
-    let output = facts
-        .max_output_tokens
-        .or_else(|| price.and_then(|p| p.max_output_tokens))
-        .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
-    let input = facts.input_tokens_bound;
-    Amount {
-        calls: 1,
-        tokens: input.saturating_add(output),
-        cost_nanousd: price.map_or(0, |p| upper_bound_cost(p, input, output, 0)),
-    }
+    tollgate_domain::reservation_amount(price, token_billed, &shape(facts))
 }
 
 /// The amount a call's reservation held, `reserved`, as the usage and cost of its usage event:
@@ -191,9 +182,18 @@ pub fn reservation_bound(
             ..Usage::default()
         }
     };
-    let cost = price.map_or(Cost::default(), |p| {
-        upper_bound(p, usage.input_tokens, usage.output_tokens, usage.units)
-    });
+    let cost = match price {
+        None => Cost::default(),
+        Some(p) if token_billed => {
+            upper_bound(p, usage.input_tokens, usage.output_tokens, usage.units)
+        }
+        // A per-call provider's bound comes from its request's options, not its units.
+        Some(_) => Cost {
+            other_nanousd: reserved.cost_nanousd,
+            total_nanousd: reserved.cost_nanousd,
+            ..Cost::default()
+        },
+    };
     (usage, cost)
 }
 
@@ -216,6 +216,8 @@ mod tests {
             reported_cost: false,
             max_output_tokens: max_output,
             context_window: None,
+            bound: None,
+            max_per_call: None,
             source: "test".into(),
             effective: NaiveDate::default(),
         }

@@ -18,6 +18,7 @@ pub mod credentials;
 mod deferred;
 mod durable;
 pub mod errors;
+pub mod exceeded;
 pub mod gateway;
 mod head;
 pub mod head_guard;

@@ -136,6 +136,9 @@ pub struct Settled {
     /// The provider's report could not be billed as reported (`plausible`): the call is billed
     /// at its reservation's bound.
     pub implausible: bool,
+    /// The call was billed more than its reservation held: by how much, and what it asked for
+    /// (`exceeded`).
+    pub exceeded: Option<String>,
 }
 
 /// The usage event of a call and the amount that replaces its reservation.
@@ -218,6 +221,7 @@ pub fn settle_call(config: &Config, call: CallRecord<'_>) -> Settled {
         request_id: Some(call.request_id.to_owned()),
     };
     Settled {
+        exceeded: crate::exceeded::exceeded(call.reserved, actual, call.facts, price.price()),
         event,
         actual,
         implausible: implausible.is_some(),

@@ -102,6 +102,8 @@ mod tests {
             reported_cost: false,
             max_output_tokens: Some(16_384),
             context_window: Some(128_000),
+            bound: None,
+            max_per_call: None,
             source: "test".into(),
             effective: NaiveDate::default(),
         }

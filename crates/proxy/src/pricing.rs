@@ -44,7 +44,7 @@ pub fn resolve<'a>(config: &'a Config, provider: Provider, model: &str) -> Price
         &config.pricing.unpriced,
     ) {
         (Some(found), _) => PriceFor::Listed(found),
-        (None, UnpricedPolicy::Allow(default)) => PriceFor::Default(default),
+        (None, UnpricedPolicy::Allow(default)) => PriceFor::Default(default.as_ref()),
         (None, UnpricedPolicy::Reject) => PriceFor::Unpriced,
     }
 }

@@ -105,7 +105,19 @@ impl Gateway {
             event,
             actual,
             implausible,
+            exceeded,
         } = settle_call(&ctx.snapshot.config, record);
+        if let Some(excess) = exceeded {
+            self.metrics.reservation_exceeded(provider);
+            tracing::warn!(
+                %provider,
+                model = event.model,
+                user = identity.user,
+                endpoint = event.endpoint,
+                excess,
+                "call billed beyond its reservation"
+            );
+        }
         if implausible {
             self.metrics.implausible_usage(provider);
             tracing::warn!(

@@ -197,7 +197,8 @@ pub fn check_request(data: &[u8]) -> Result<(), UsageError> {
     if provider == Provider::Stability || body.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
-    let parsed = request::parse(body, request::base(provider, path, body));
+    let fields = crate::request_fields::wanted(provider, path);
+    let parsed = request::parse(body, request::base(provider, path, body), fields);
     match (read, parsed) {
         (Ok(read), Ok(parsed)) if read == parsed => Ok(()),
         (Err(_), Err(_)) => Ok(()),

@@ -44,6 +44,7 @@ mod json_scan;
 mod mistral;
 mod openai;
 mod request;
+mod request_fields;
 mod search;
 mod sse;
 mod stability;

@@ -10,7 +10,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tollgate_domain::Provider;
+use tollgate_domain::{Provider, RequestFields};
 
 use crate::UsageError;
 
@@ -34,6 +34,9 @@ pub struct RequestFacts {
     pub extract_depth: Option<String>,
     /// Elements of a Tavily extract's `urls` array (a single string counts as none here).
     pub urls: u64,
+    /// The body's fields a price entry's bound reads (per-call providers and OpenAI images);
+    /// `None` for other requests and for a request without a JSON body.
+    pub fields: Option<RequestFields>,
 }
 
 impl RequestFacts {
@@ -51,9 +54,13 @@ impl RequestFacts {
                 ..base
             });
         }
+        if crate::request_fields::wanted(provider, path) {
+            // The bound reads the body's options: built whole, once (these bodies are small).
+            return parse(body, base, true);
+        }
         match peek(body, base.clone()) {
             Some(facts) => Ok(facts),
-            None => parse(body, base),
+            None => parse(body, base, false),
         }
     }
 
@@ -68,6 +75,7 @@ impl RequestFacts {
             search_depth: None,
             extract_depth: None,
             urls: 0,
+            fields: None,
         };
         &NONE
     }
@@ -98,7 +106,11 @@ pub fn path_model(provider: Provider, path: &str) -> Option<String> {
 
 /// The facts of a JSON body built whole as a `Value`: the reference for [`peek`], and the
 /// errors of a body that is not a JSON object.
-pub(crate) fn parse(body: &[u8], base: RequestFacts) -> Result<RequestFacts, UsageError> {
+pub(crate) fn parse(
+    body: &[u8],
+    base: RequestFacts,
+    fields: bool,
+) -> Result<RequestFacts, UsageError> {
     let json: Value =
         serde_json::from_slice(body).map_err(|e| UsageError::RequestNotJson(e.to_string()))?;
     let Some(object) = json.as_object() else {
@@ -122,6 +134,7 @@ pub(crate) fn parse(body: &[u8], base: RequestFacts) -> Result<RequestFacts, Usa
             .get("urls")
             .and_then(Value::as_array)
             .map_or(0, |a| a.len() as u64),
+        fields: fields.then(|| crate::request_fields::read(object)),
     })
 }
 
@@ -198,6 +211,7 @@ fn peek(body: &[u8], base: RequestFacts) -> Option<RequestFacts> {
         search_depth: text(peek.search_depth),
         extract_depth: text(peek.extract_depth),
         urls,
+        fields: None,
     })
 }
 
@@ -259,6 +273,14 @@ mod tests {
         assert_eq!(f.search_depth.as_deref(), Some("advanced"));
         assert_eq!(f.extract_depth.as_deref(), Some("basic"));
         assert_eq!(f.urls, 2);
+        // A per-call provider's options are kept for its bound; a chat request's are not.
+        let fields = f.fields.unwrap();
+        assert!(fields.fields.contains_key("search_depth"));
+        let chat = RequestFacts::read(Provider::OpenAi, CHAT, br#"{"model":"gpt-4o"}"#).unwrap();
+        assert_eq!(chat.fields, None);
+        // No body: no fields (a job's status poll is bounded at one unit).
+        let poll = RequestFacts::read(Provider::Firecrawl, "/v2/crawl/abc", b"").unwrap();
+        assert_eq!(poll.fields, None);
         let form = b"--xyz\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\na cat\r\n\
                      --xyz\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nsd3.5-medium\r\n--xyz--\r\n";
         let path = "/v2beta/stable-image/generate/sd3";
@@ -289,7 +311,7 @@ mod tests {
                 input_tokens_bound: body.len() as u64,
                 ..RequestFacts::default()
             };
-            let full = parse(body.as_bytes(), base.clone()).unwrap();
+            let full = parse(body.as_bytes(), base.clone(), false).unwrap();
             let read = RequestFacts::read(Provider::OpenAi, CHAT, body.as_bytes());
             assert_eq!(read.unwrap(), full, "{body}");
             if let Some(peeked) = peek(body.as_bytes(), base) {

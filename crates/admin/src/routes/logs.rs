@@ -5,8 +5,10 @@ use axum::Json;
 use axum::extract::State;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use tollgate_domain::{LimitKey, Provider, upper_bound_cost};
+use tollgate_config::Config;
+use tollgate_domain::{Amount, CallShape, LimitKey, Provider, reservation_amount};
 use tollgate_ledger::{LogFilter, UsageLog};
+use tollgate_usage::{RequestFacts, priced_name};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::account;
@@ -165,6 +167,56 @@ pub struct PreflightOperation {
     pub tokens_requested: Option<u64>,
     pub operation_type: Option<String>,
     pub actual_provider_name: Option<String>,
+    /// The provider path the call will use (`/search`, `/v2/crawl`): names the endpoint a
+    /// per-call provider prices.
+    pub endpoint: Option<String>,
+    /// The JSON body the call will send: its options bound what it can cost (Exa's
+    /// `numResults`, Firecrawl's `limit`, an image request's `n`), as the gateway bounds it.
+    #[schema(value_type = Option<Object>)]
+    pub request: Option<serde_json::Value>,
+}
+
+/// The most an operation can cost, by the bound admission reserves
+/// (`tollgate_domain::reservation_amount`) over the facts the gateway reads from its request.
+/// `tokens_requested` stands for a token-billed call's whole size; without it the request's
+/// body bounds the input and its output cap (else the model's) the output.
+fn operation_bound(config: &Config, provider: Provider, op: &PreflightOperation) -> Result<Amount> {
+    let path = op.endpoint.as_deref().unwrap_or("");
+    let body = match &op.request {
+        Some(request) => serde_json::to_vec(request)
+            .map_err(|e| AdminError::BadRequest(format!("request: {e}")))?,
+        None => Vec::new(),
+    };
+    let facts = RequestFacts::read(provider, path, &body)
+        .map_err(|e| AdminError::BadRequest(format!("request: {e}")))?;
+    // Without an endpoint, the operation's type names it (`search`), as the seed's clients
+    // send it.
+    let model = op.model.as_deref().or(facts.model.as_deref());
+    let name = match (model, &op.endpoint, &op.operation_type) {
+        (None, None, Some(kind)) => kind.to_ascii_lowercase(),
+        _ => priced_name(provider, path, model),
+    };
+    let price = config
+        .prices
+        .lookup(provider, &name)
+        .or_else(|| config.prices.lookup(provider, "*"));
+    let shape = match (op.tokens_requested, &op.request) {
+        (None, Some(_)) => CallShape {
+            input_tokens: facts.input_tokens_bound,
+            max_output_tokens: facts.max_output_tokens,
+            fields: facts.fields.as_ref(),
+        },
+        (tokens, _) => CallShape {
+            input_tokens: tokens.unwrap_or(0),
+            max_output_tokens: Some(0),
+            fields: facts.fields.as_ref(),
+        },
+    };
+    Ok(reservation_amount(
+        price.map(|p| p.price),
+        provider.is_token_billed(),
+        &shape,
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -246,13 +298,8 @@ pub async fn preflight(
             Some(Ok(actual)) => actual,
             _ => parse_provider(&op.provider)?,
         };
-        let tokens = op.tokens_requested.unwrap_or(0);
-        let price = op
-            .model
-            .as_deref()
-            .and_then(|m| config.prices.lookup(provider, m))
-            .or_else(|| config.prices.lookup(provider, "*"));
-        let cost = price.map_or(0, |p| upper_bound_cost(p.price, tokens, 0, 1));
+        let bound = operation_bound(&config, provider, op)?;
+        let (tokens, cost) = (bound.tokens, bound.cost_nanousd);
         total_nanousd = total_nanousd.saturating_add(cost);
         let mut asks = vec![
             (LimitKey::ProviderCalls(provider), 1),

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{NaiveTime, Utc};
 use serde::Deserialize;
-use tollgate_domain::{Plan, Provider, UnitKind};
+use tollgate_domain::{CallShape, Plan, Provider, RequestFields, UnitKind, reservation_amount};
 use utoipa::IntoParams;
 
 use crate::account;
@@ -93,6 +93,12 @@ pub async fn pricing(
     let only = q.provider.as_deref().map(parse_provider).transpose()?;
     let config = state.config();
     let mut pricing = Vec::new();
+    // A request with no options: each bound at the provider's defaults.
+    let no_options = RequestFields::default();
+    let defaults = CallShape {
+        fields: Some(&no_options),
+        ..CallShape::default()
+    };
     for (provider, prices) in &config.prices.providers {
         if only.is_some_and(|p| p != *provider) {
             continue;
@@ -132,6 +138,11 @@ pub async fn pricing(
                 description: format!("{} {model}", provider.as_str()),
                 effective_date: iso(price.effective.and_time(NaiveTime::MIN).and_utc()),
                 source: price.source.clone(),
+                max_cost_per_call: crate::render::dollars(
+                    reservation_amount(Some(price), provider.is_token_billed(), &defaults)
+                        .cost_nanousd,
+                ),
+                max_cost_reason: price.max_per_call.as_ref().map(|m| m.why.clone()),
             });
         }
     }

@@ -420,7 +420,7 @@ fn pricing(p: &mut FileProblems, raw: &raw::Pricing, base_dir: &Path) -> Pricing
     let output = per_m(p, "unpriced_output", raw.unpriced_output.as_ref(), "30.00");
     let unpriced = match raw.unpriced_model.as_deref().unwrap_or("reject") {
         "reject" => UnpricedPolicy::Reject,
-        "allow" => UnpricedPolicy::Allow(ModelPrice {
+        "allow" => UnpricedPolicy::Allow(Box::new(ModelPrice {
             tokens: Some(TokenRates {
                 input,
                 output,
@@ -432,9 +432,11 @@ fn pricing(p: &mut FileProblems, raw: &raw::Pricing, base_dir: &Path) -> Pricing
             reported_cost: false,
             max_output_tokens: None,
             context_window: None,
+            bound: None,
+            max_per_call: None,
             source: "gateway.toml [pricing] unpriced_input/unpriced_output".to_owned(),
             effective: chrono::NaiveDate::default(),
-        }),
+        })),
         other => {
             p.error(
                 &["pricing", "unpriced_model"],

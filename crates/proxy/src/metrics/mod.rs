@@ -54,6 +54,8 @@ pub struct Metrics {
     estimated: Box<[IntCounter]>,
     /// Calls whose reported usage no call could have used, billed at their reservation instead.
     implausible: Box<[IntCounter]>,
+    /// Calls billed more than their reservation held: the one way a limit can be passed.
+    reservation_exceeded: Box<[IntCounter]>,
     refusals: Box<[IntCounter]>,
     upstream_latency: Slots<HistogramVec>,
     overhead: Histogram,
@@ -182,6 +184,11 @@ impl Metrics {
                 "tollgate_implausible_usage_total",
                 "Calls whose reported usage no call could have used (not a count, or beyond what the model can take and produce), billed at their reservation's bound instead.",
             )?,
+            reservation_exceeded: per_provider(
+                &r,
+                "tollgate_reservation_exceeded_total",
+                "Calls billed more than their reservation held (a charge the request did not bound): the one way a limit can be passed, by that call's excess.",
+            )?,
             refusals: bind_all(&refusals, (0..LIMITS).map(|i| [limit_at(i).name()]))?,
             upstream_latency: Slots::new(upstream_latency, PROVIDERS),
             overhead: register(
@@ -307,6 +314,11 @@ impl Metrics {
         self.implausible[provider_index(provider)].inc();
     }
 
+    /// A call billed more than its reservation held (`exceeded`).
+    pub fn reservation_exceeded(&self, provider: Provider) {
+        self.reservation_exceeded[provider_index(provider)].inc();
+    }
+
     pub fn refused_by_limit(&self, key: LimitKey) {
         self.refusals[limit_index(key)].inc();
     }
@@ -405,6 +417,7 @@ mod tests {
         };
         m.usage(Provider::OpenAi, &usage, 4_012_500, false);
         m.implausible_usage(Provider::Anthropic);
+        m.reservation_exceeded(Provider::Exa);
         m.refused_by_limit(LimitKey::ProviderCalls(Provider::Gemini));
         m.upstream_latency(Provider::OpenAi, Duration::from_millis(3));
         m.gateway_overhead(Duration::from_micros(80));
@@ -422,6 +435,7 @@ mod tests {
             "tollgate_cost_nanousd_total{provider=\"openai\"} 4012500",
             "tollgate_implausible_usage_total{provider=\"anthropic\"} 1",
             "tollgate_implausible_usage_total{provider=\"openai\"} 0",
+            "tollgate_reservation_exceeded_total{provider=\"exa\"} 1",
             "tollgate_limit_refusals_total{limit=\"gemini_calls\"} 1",
             "tollgate_limit_refusals_total{limit=\"monthly_cost\"} 0",
             "tollgate_upstream_latency_seconds_bucket{provider=\"openai\",le=\"0.0025\"} 0",
