@@ -23,7 +23,7 @@ pub use restart::pending_restart;
 pub use settings::{
     AdminSettings, AlertDelivery, Config, CounterStore, Durability, LedgerFullPolicy,
     LedgerSettings, LogFormat, LogSettings, PricingSettings, ProviderSettings, ProxySettings,
-    Secret, StaticKey, StorageSettings, UnpricedPolicy, provider_defaults,
+    Secret, SqliteSynchronous, StaticKey, StorageSettings, UnpricedPolicy, provider_defaults,
 };
 pub use validate::Env;
 

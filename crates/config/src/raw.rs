@@ -75,6 +75,7 @@ pub struct Admin {
     pub token_file: Option<String>,
     pub cors_allowed_origins: Option<Vec<String>>,
     pub metrics_public: Option<bool>,
+    pub metrics_per_plan: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +99,7 @@ pub struct Ledger {
     pub on_full: Option<String>,
     pub durability: Option<String>,
     pub group_commit_ms: Option<i64>,
+    pub sqlite_synchronous: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

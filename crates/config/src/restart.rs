@@ -32,6 +32,10 @@ pub fn pending_restart(running: &Config, new: &Config) -> Vec<&'static str> {
         ("admin.listen", a.admin.listen != b.admin.listen),
         ("admin.token_env", a.admin.token_env != b.admin.token_env),
         ("admin.token_file", a.admin.token_file != b.admin.token_file),
+        (
+            "admin.metrics_per_plan",
+            a.admin.metrics_per_plan != b.admin.metrics_per_plan,
+        ),
         ("storage.counters", a.storage.counters != b.storage.counters),
         (
             "storage.database_url",

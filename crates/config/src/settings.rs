@@ -79,6 +79,9 @@ pub struct AdminSettings {
     pub cors_allowed_origins: Vec<String>,
     /// Whether `/metrics` answers without a token (for scrapers on a private network).
     pub metrics_public: bool,
+    /// Whether requests, tokens and cost are also counted per plan (`tollgate_plan_*`): one
+    /// series per plan and provider, so opt-in.
+    pub metrics_per_plan: bool,
 }
 
 /// Where and how alerts are delivered once raised.
@@ -143,6 +146,17 @@ pub enum Durability {
     Sync,
 }
 
+/// How far a SQLite ledger syncs each commit (SQLite's `synchronous`, in WAL mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SqliteSynchronous {
+    /// Each commit is fsynced: it survives a power loss.
+    #[default]
+    Full,
+    /// Commits are fsynced at checkpoints only: each survives a crash of the process (what
+    /// `durability = "sync"` promises), the latest may not survive a power loss.
+    Normal,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerSettings {
     pub batch_max_events: u64,
@@ -155,6 +169,7 @@ pub struct LedgerSettings {
     /// In `sync`, how long a commit waits for more events after its first (0: it takes only
     /// those already waiting).
     pub group_commit_ms: u64,
+    pub sqlite_synchronous: SqliteSynchronous,
 }
 
 /// How log lines are written to stderr.

@@ -43,6 +43,17 @@ pub enum Durability {
     Sync,
 }
 
+/// How far a SQLite commit is synced before it counts as done (SQLite's `synchronous`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SqliteSync {
+    /// Every commit is fsynced: it survives a crash of the process and of the machine.
+    #[default]
+    Full,
+    /// A commit is written to the write-ahead log without an fsync (the log is synced at each
+    /// checkpoint): it survives a crash of the process (SIGKILL, OOM) but not a power loss.
+    Normal,
+}
+
 /// The ledger's settings. [`LedgerConfig::new`] gives the defaults.
 #[derive(Clone, Debug)]
 pub struct LedgerConfig {
@@ -68,6 +79,8 @@ pub struct LedgerConfig {
     pub durability: Durability,
     /// Under [`Durability::Sync`], how long a batch waits for more events after its first.
     pub group_commit_ms: u64,
+    /// A SQLite ledger's sync on commit; PostgreSQL keeps its server's own setting.
+    pub sqlite_sync: SqliteSync,
     /// How long one database operation may wait for a connection (PostgreSQL) or a lock
     /// (SQLite's busy timeout) before the batch goes to the spool.
     pub db_timeout_ms: u64,
@@ -94,6 +107,7 @@ impl LedgerConfig {
             spool_takeover: false,
             durability: Durability::default(),
             group_commit_ms: 1,
+            sqlite_sync: SqliteSync::default(),
             db_timeout_ms: 5_000,
             max_connections: 5,
             retry_backoff_max_ms: 5_000,

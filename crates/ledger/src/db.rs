@@ -13,6 +13,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use crate::config::SqliteSync;
 use crate::error::{LedgerError, Result};
 
 /// A pool on one of the two supported databases.
@@ -39,6 +40,7 @@ pub struct DbOptions {
     /// Connection acquire timeout, and SQLite's busy timeout.
     pub timeout: Duration,
     pub max_connections: u32,
+    pub sqlite_sync: SqliteSync,
 }
 
 impl Default for DbOptions {
@@ -46,6 +48,7 @@ impl Default for DbOptions {
         DbOptions {
             timeout: Duration::from_secs(5),
             max_connections: 5,
+            sqlite_sync: SqliteSync::Full,
         }
     }
 }
@@ -62,15 +65,18 @@ impl Db {
     }
 
     /// Connects to `url` (`sqlite://…` or `postgres://…`). A SQLite file is created if missing
-    /// and put in WAL mode with full sync, so a committed batch survives a crash of the process
-    /// and of the machine.
+    /// and put in WAL mode, with full sync by default, so that a committed batch survives a
+    /// crash of the process and of the machine ([`SqliteSync`]).
     pub async fn connect(url: &str, options: DbOptions) -> Result<Db> {
         if url.starts_with("sqlite:") {
             let connect = SqliteConnectOptions::from_str(url)
                 .map_err(LedgerError::db("parsing the SQLite URL"))?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
+                .synchronous(match options.sqlite_sync {
+                    SqliteSync::Full => SqliteSynchronous::Full,
+                    SqliteSync::Normal => SqliteSynchronous::Normal,
+                })
                 .busy_timeout(options.timeout)
                 .foreign_keys(true);
             let pool = SqlitePoolOptions::new()

@@ -38,7 +38,7 @@ pub use accounts::{
 };
 pub use alerts::ClaimedAlert;
 pub use billing::BillingRecord;
-pub use config::{Durability, LedgerConfig, OnFull, OnSpoolFull};
+pub use config::{Durability, LedgerConfig, OnFull, OnSpoolFull, SqliteSync};
 pub use db::{Db, DbOptions, migrate};
 pub use error::{LedgerError, Result};
 pub use event::UsageEvent;
@@ -71,6 +71,7 @@ impl Ledger {
             DbOptions {
                 timeout: Duration::from_millis(config.db_timeout_ms),
                 max_connections: config.max_connections,
+                sqlite_sync: config.sqlite_sync,
             },
         )
         .await?;

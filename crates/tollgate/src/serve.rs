@@ -12,7 +12,9 @@ use anyhow::Context;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
-use tollgate_config::{Config, CounterStore, Durability, LedgerFullPolicy, Loaded};
+use tollgate_config::{
+    Config, CounterStore, Durability, LedgerFullPolicy, Loaded, SqliteSynchronous,
+};
 use tollgate_counters::{MemoryStore, RedisConfig, RedisStore, ResilientConfig, ResilientStore};
 use tollgate_ledger::{Ledger, LedgerConfig, OnFull};
 use tollgate_proxy::{AlertRaiser, Counters, Gateway, HeadGuard, HeadLimits, ledger_seeder};
@@ -310,5 +312,9 @@ fn ledger_config(config: &Config) -> LedgerConfig {
         Durability::Sync => tollgate_ledger::Durability::Sync,
     };
     ledger.group_commit_ms = settings.group_commit_ms;
+    ledger.sqlite_sync = match settings.sqlite_synchronous {
+        SqliteSynchronous::Full => tollgate_ledger::SqliteSync::Full,
+        SqliteSynchronous::Normal => tollgate_ledger::SqliteSync::Normal,
+    };
     ledger
 }

@@ -16,7 +16,7 @@ use crate::raw::{self, DecimalText};
 use crate::settings::{
     AdminSettings, AlertDelivery, Config, CounterStore, Durability, LedgerFullPolicy,
     LedgerSettings, LogFormat, LogSettings, PricingSettings, ProxySettings, Secret,
-    StorageSettings, UnpricedPolicy,
+    SqliteSynchronous, StorageSettings, UnpricedPolicy,
 };
 use access::{keys, plans, providers, unreachable_policy};
 
@@ -163,6 +163,7 @@ fn admin(p: &mut FileProblems, raw: &raw::Admin, base_dir: &Path) -> AdminSettin
         token_file: raw.token_file.as_deref().map(|f| base_dir.join(f)),
         cors_allowed_origins: raw.cors_allowed_origins.clone().unwrap_or_default(),
         metrics_public: raw.metrics_public.unwrap_or(false),
+        metrics_per_plan: raw.metrics_per_plan.unwrap_or(false),
     }
 }
 
@@ -374,6 +375,17 @@ fn ledger(p: &mut FileProblems, raw: &raw::Ledger, base_dir: &Path) -> LedgerSet
             Durability::Batched
         }
     };
+    let sqlite_synchronous = match raw.sqlite_synchronous.as_deref().unwrap_or("full") {
+        "full" => SqliteSynchronous::Full,
+        "normal" => SqliteSynchronous::Normal,
+        other => {
+            p.error(
+                &at("sqlite_synchronous"),
+                format!("unknown setting {other:?} (expected \"full\" or \"normal\")"),
+            );
+            SqliteSynchronous::Full
+        }
+    };
     LedgerSettings {
         batch_max_events: count(p, &at("batch_max_events"), raw.batch_max_events, 500, 1),
         flush_interval_ms: count(p, &at("flush_interval_ms"), raw.flush_interval_ms, 200, 1),
@@ -389,6 +401,7 @@ fn ledger(p: &mut FileProblems, raw: &raw::Ledger, base_dir: &Path) -> LedgerSet
         on_full,
         durability,
         group_commit_ms: count(p, &at("group_commit_ms"), raw.group_commit_ms, 1, 0),
+        sqlite_synchronous,
     }
 }
 
