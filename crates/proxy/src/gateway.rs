@@ -71,6 +71,7 @@ impl Gateway {
         ledger: LedgerHandle,
     ) -> Result<Gateway, ProxyError> {
         let durability = config.ledger.durability;
+        let metrics = Metrics::new()?.per_plan(config.admin.metrics_per_plan)?;
         Ok(Gateway {
             durability,
             snapshots: Arc::new(SnapshotCell::new(Snapshot::build(config)?)),
@@ -79,7 +80,7 @@ impl Gateway {
             inflight: Arc::default(),
             ledger,
             jobs: JobBilling::default(),
-            metrics: Arc::new(Metrics::new()?),
+            metrics: Arc::new(metrics),
             addresses: AddressCache::default(),
             alerts: None,
             deferred: Arc::default(),
@@ -315,6 +316,10 @@ impl ProxyHttp for Gateway {
         ctx.overhead += started.elapsed();
         self.metrics.gateway_overhead(ctx.overhead);
         self.metrics.request_finished(ctx.provider, status);
+        if let Some(identity) = &ctx.identity {
+            self.metrics
+                .plan_request(&identity.plan, ctx.provider, status);
+        }
         if ctx.request_id.is_empty() {
             // Pingora ended the request before its head reached `request_filter`.
             ctx.request_id = request_id::new();

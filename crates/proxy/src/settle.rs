@@ -131,6 +131,8 @@ impl Gateway {
         let cost = event.cost.total_nanousd;
         self.metrics
             .usage(provider, &event.usage, cost, event.estimated);
+        self.metrics
+            .plan_usage(&identity.plan, provider, &event.usage, cost);
         let summary = CallSummary {
             model: event.model.clone(),
             input_tokens: event.usage.input_tokens,

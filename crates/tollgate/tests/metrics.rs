@@ -189,7 +189,9 @@ fn start() -> (Gateway, HashMap<&'static str, Mock>) {
         &client_key(LIMITED_USER),
     ));
     let env: Vec<(&str, &str)> = env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    (Gateway::start("", &rest, &env), mocks)
+    // Per-plan series on, so that they are checked like the others.
+    let admin = "metrics_per_plan = true";
+    (Gateway::start_with_admin(admin, &rest, &env), mocks)
 }
 
 fn send(gw: &Gateway, call: &Call, user: &str) -> u16 {
@@ -292,6 +294,54 @@ fn every_documented_metric_is_exposed_valid_and_counts_what_was_sent() {
         let estimated = format!("tollgate_estimated_usage_events_total{{provider=\"{p}\"}}");
         let ledger_estimated = ledger_sum(&calls, p, |r| i64::from(r.estimated));
         assert_eq!(value(&samples, &estimated), ledger_estimated, "{estimated}");
+    }
+    // Per plan: the same requests, tokens and cost, under the plan of the key that made them.
+    for call in &CALLS {
+        let p = call.provider;
+        let (all, one) = if p == "openai" {
+            (ROUNDS, 1)
+        } else {
+            (ROUNDS, 0)
+        };
+        let series = |plan: &str, class: &str| {
+            format!(
+                "tollgate_plan_requests_total{{plan=\"{plan}\",provider=\"{p}\",status_class=\"{class}\"}}"
+            )
+        };
+        assert_eq!(value(&samples, &series("all", "2xx")), all as f64);
+        if one > 0 {
+            assert_eq!(value(&samples, &series("one", "2xx")), 1.0);
+            assert_eq!(value(&samples, &series("one", "4xx")), 1.0);
+        }
+        let mut calls: Vec<UsageLog> = rows.clone();
+        calls.extend(common::ledger_rows(&gw.ledger_url(), LIMITED_USER));
+        let plan_cost: f64 = ["all", "one"]
+            .iter()
+            .filter_map(|plan| {
+                common::sample_value(
+                    &samples,
+                    &format!(
+                        "tollgate_plan_cost_nanousd_total{{plan=\"{plan}\",provider=\"{p}\"}}"
+                    ),
+                )
+            })
+            .sum();
+        assert_eq!(
+            plan_cost,
+            ledger_sum(&calls, p, |r| r.cost_total_nanousd),
+            "{p}"
+        );
+        let plan_tokens: f64 = ["all", "one"]
+            .iter()
+            .filter_map(|plan| {
+                common::sample_value(
+                    &samples,
+                    &format!("tollgate_plan_tokens_total{{plan=\"{plan}\",provider=\"{p}\"}}"),
+                )
+            })
+            .sum();
+        let tokens = ledger_sum(&calls, p, |r| r.input_tokens + r.output_tokens);
+        assert_eq!(plan_tokens, tokens, "{p}");
     }
     let refused = r#"tollgate_requests_total{provider="openai",status="429"}"#;
     assert_eq!(value(&samples, refused), 1.0);

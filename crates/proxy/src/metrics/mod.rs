@@ -8,10 +8,13 @@
 //! the same registry ([`Metrics::registry`]), so one scrape reads them all.
 //!
 //! Labels are providers, status codes, token kinds and limit names: never a key, a user or a
-//! model name (a model label would let any client grow the series without bound).
+//! model name (a model label would let any client grow the series without bound). Plans, which
+//! operators name, are opt-in (`[admin] metrics_per_plan`, the `plan` module): their series are
+//! found by a label lookup per call, a cost only those who ask for them pay.
 //! docs/metrics.md lists every metric.
 
 mod bind;
+mod plan;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
@@ -78,6 +81,8 @@ pub struct Metrics {
     /// The version of the configuration in force and when it was loaded: one series, replaced
     /// by each applied reload.
     config_info: IntGaugeVec,
+    /// Requests, tokens and cost by plan, when asked for.
+    per_plan: Option<plan::PerPlan>,
 }
 
 /// A connection counted in [`Metrics::busy_connections`] while this lives.
@@ -238,8 +243,31 @@ impl Metrics {
                     &["version", "loaded_at"],
                 )?,
             )?,
+            per_plan: None,
             registry: r,
         })
+    }
+
+    /// Also counts requests, tokens and cost per plan when `enabled`.
+    pub fn per_plan(mut self, enabled: bool) -> Result<Metrics, ProxyError> {
+        if enabled {
+            self.per_plan = Some(plan::PerPlan::register(&self.registry)?);
+        }
+        Ok(self)
+    }
+
+    /// A request's answer on `plan`, when per-plan series are on.
+    pub fn plan_request(&self, plan: &str, provider: Option<Provider>, status: u16) {
+        if let (Some(per_plan), Some(provider)) = (&self.per_plan, provider) {
+            per_plan.request(plan, provider, status);
+        }
+    }
+
+    /// A call's usage on `plan`, when per-plan series are on.
+    pub fn plan_usage(&self, plan: &str, provider: Provider, usage: &Usage, cost_nanousd: u64) {
+        if let Some(per_plan) = &self.per_plan {
+            per_plan.usage(plan, provider, usage, cost_nanousd);
+        }
     }
 
     /// The registry every metric of the gateway is on, for the binary to add the ledger's,

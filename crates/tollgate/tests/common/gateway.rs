@@ -97,7 +97,24 @@ impl Gateway {
         std::fs::read_to_string(self.dir.path().join(STDERR_FILE)).unwrap()
     }
 
+    /// [`Gateway::start`] with `admin_extra` inside `[admin]`.
+    pub fn start_with_admin(admin_extra: &str, rest: &str, env: &[(&str, &str)]) -> Gateway {
+        let database = ("sqlite://ledger.db", "", "");
+        Gateway::launch_with_admin(admin_extra, "", database, rest, env, false)
+    }
+
     fn launch(
+        proxy_extra: &str,
+        database: (&str, &str, &str),
+        rest: &str,
+        extra_env: &[(&str, &str)],
+        capture_log: bool,
+    ) -> Gateway {
+        Gateway::launch_with_admin("", proxy_extra, database, rest, extra_env, capture_log)
+    }
+
+    fn launch_with_admin(
+        admin_extra: &str,
         proxy_extra: &str,
         (database_url, storage_extra, ledger_extra): (&str, &str, &str),
         rest: &str,
@@ -129,6 +146,7 @@ listen = "127.0.0.1:{port}"
 [admin]
 listen = "127.0.0.1:{admin_port}"
 metrics_public = true
+{admin_extra}
 [storage]
 database_url = "{database_url}"
 {storage_extra}
