@@ -286,7 +286,7 @@ impl ProxyHttp for Gateway {
             self.hold_last_bytes(ctx);
         }
         ctx.overhead += started.elapsed();
-        Ok(None)
+        Ok(metering::decoding_behind(ctx, end_of_stream).then_some(metering::BEHIND_PAUSE))
     }
 
     /// Refusals are answers, not failures: the request's own log line records them.

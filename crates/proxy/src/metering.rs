@@ -9,6 +9,7 @@
 //! with what the provider reported in the event's error message.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -102,6 +103,22 @@ pub fn observe_chunk(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stre
         let out = filter.filter(chunk, end_of_stream);
         *body = (!out.is_empty() || end_of_stream).then_some(out);
     }
+}
+
+/// How long a response whose decoding has fallen behind waits before its chunk goes on: the
+/// shortest sleep Tokio's timer makes (its wheel turns in milliseconds).
+pub const BEHIND_PAUSE: Duration = Duration::from_millis(1);
+
+/// Whether the chunk just observed left compressed bytes undecoded, the body not yet over.
+///
+/// Each feed decodes for about a millisecond, but Pingora's loop goes straight from one chunk
+/// to the next while the upstream has more, without yielding: a body that is slow to decode (a
+/// bomb up to its budget) would then hold its worker thread one slice after another for the
+/// whole body, and every other request on that thread would wait. Such a chunk is therefore
+/// sent after [`BEHIND_PAUSE`], a sleep in which the thread serves the others: the slow body is
+/// paced, the rest are not held up by it.
+pub fn decoding_behind(ctx: &RequestCtx, end_of_stream: bool) -> bool {
+    !end_of_stream && ctx.scanner.as_ref().is_some_and(Scanner::has_backlog)
 }
 
 /// What the proxy knows about a finished call.
