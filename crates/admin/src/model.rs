@@ -207,6 +207,12 @@ pub struct UsageStats {
     pub last_updated: String,
     pub period_start: String,
     pub period_end: String,
+    /// Calls the gateway refused in the period after it knew the caller (a limit reached, a
+    /// provider outside the plan, ...): in none of the counts above and in no limit.
+    pub refused_calls: u64,
+    /// `refused_calls` by refusal code (`usage_limit_exceeded`, `provider_not_in_plan`, ...);
+    /// empty when there were none.
+    pub refused_by_reason: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, ToSchema)]

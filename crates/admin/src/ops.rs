@@ -256,7 +256,7 @@ pub async fn list_keys(ledger: &Ledger, config: &Config, user_id: &str) -> Resul
             .iter()
             .filter(|k| k.user == user_id)
             .map(|k| KeyOut {
-                id: format!("static_{}", hex::encode(&k.sha256[..6])),
+                id: k.id(),
                 user_id: k.user.clone(),
                 prefix: String::new(),
                 name: k.name.clone(),
@@ -303,11 +303,13 @@ pub async fn usage_stats(
     let alerts = ledger
         .period_alerts(user_id, &period.key(), true, stats::USAGE_ALERTS_MAX)
         .await?;
+    let refused = ledger.refused_calls(user_id, &period.key()).await?;
     Ok(stats::usage_stats(
         &account.plan,
         period,
         &usage,
         &alerts,
+        refused,
         now,
     ))
 }

@@ -125,11 +125,14 @@ fn percentages(plan: &Plan, usage: &PeriodUsage) -> BTreeMap<String, f64> {
     out
 }
 
+/// The seed's UsageStats of a period from its usage, its unread alerts and its refused calls
+/// by reason (`Ledger::refused_calls`).
 pub fn usage_stats(
     plan: &Plan,
     period: BillingPeriod,
     usage: &PeriodUsage,
     alerts: &[Alert],
+    refused: BTreeMap<String, u64>,
     now: DateTime<Utc>,
 ) -> UsageStats {
     let provider_breakdown = Provider::ALL
@@ -161,6 +164,8 @@ pub fn usage_stats(
         last_updated: iso(usage.updated_at.unwrap_or(now)),
         period_start: iso(period.start()),
         period_end: iso(period.end()),
+        refused_calls: refused.values().sum(),
+        refused_by_reason: refused,
     }
 }
 

@@ -9,6 +9,7 @@
 //! terms = [
 //!   { add = "0.001", per = "numResults", default = 10, above = 10 },
 //!   { add = "0.001", per = "numResults", default = 10, when = { "contents.summary" = true } },
+//!   { add = "0.001", per = "urls", times = "subpages" },   # count: urls × subpages
 //! ]
 //! max_per_call = "5.00"           # USD, where the request does not bound the charge
 //! why = "..."                     # required with max_per_call
@@ -191,11 +192,22 @@ fn term(p: &mut FileProblems, at: &[&str], raw: &TermEntry, unit: BoundUnit) -> 
     if let Some(per) = &raw.per {
         ok &= field_name(p, &[at, &["per"]].concat(), per);
     }
+    if let Some(times) = &raw.times {
+        if raw.per.is_none() {
+            p.error(
+                &[at, &["times"]].concat(),
+                "times multiplies a counted field: set per = \"<field>\" too",
+            );
+            ok = false;
+        }
+        ok &= field_name(p, &[at, &["times"]].concat(), times);
+    }
     let when = conditions(p, &[at, &["when"]].concat(), &raw.when, &mut ok);
     let unless = conditions(p, &[at, &["unless"]].concat(), &raw.unless, &mut ok);
     ok.then(|| BoundTerm {
         add: add.unwrap_or(0),
         per: raw.per.clone(),
+        times: raw.times.clone(),
         default,
         above,
         every,
@@ -378,6 +390,8 @@ terms = [
   { add = 4, every = 0, per = "a.b.c" },
   { add = 1, default = 5 },
   { add = 1, colour = "red" },
+  { add = 1, times = "pages" },
+  { add = 1, per = "urls", times = "a.b.c" },
 ]
 [models."map"]
 per_request = "0.001"
@@ -400,8 +414,10 @@ base = 1
             ":19: error: models.crawl.bound.terms.1.per: \"a.b.c\" is not a request field",
             ":20: error: models.crawl.bound.terms.2: default, above and every apply",
             ":21: error: models.crawl.bound.terms.3.colour: unknown key",
-            ":26: error: models.map.bound.max_per_call: why is this the most a call can cost?",
-            ":31: error: models.*.bound.in: \"output_tokens\" does not fit this entry",
+            ":22: error: models.crawl.bound.terms.4.times: times multiplies a counted field",
+            ":23: error: models.crawl.bound.terms.5.times: \"a.b.c\" is not a request field",
+            ":28: error: models.map.bound.max_per_call: why is this the most a call can cost?",
+            ":33: error: models.*.bound.in: \"output_tokens\" does not fit this entry",
         ] {
             assert!(text.contains(expected), "{expected}\n{text}");
         }

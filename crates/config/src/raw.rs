@@ -224,6 +224,7 @@ pub struct BoundEntry {
 pub struct TermEntry {
     pub add: Option<DecimalText>,
     pub per: Option<String>,
+    pub times: Option<String>,
     pub default: Option<i64>,
     pub above: Option<i64>,
     pub every: Option<i64>,

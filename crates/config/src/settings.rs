@@ -221,6 +221,19 @@ pub struct StaticKey {
     pub anchor_day: AnchorDay,
 }
 
+impl StaticKey {
+    /// The key's id: `static_` and the first 12 hex digits of its SHA-256. Derived from the
+    /// configuration alone, so it is the same on every instance and across restarts and reloads;
+    /// the admin API lists the key under it and the key's usage rows carry it as `key_id`.
+    pub fn id(&self) -> String {
+        let digits: String = self.sha256[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("static_{digits}")
+    }
+}
+
 /// The whole validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {

@@ -63,6 +63,9 @@ pub struct BoundTerm {
     pub add: u64,
     /// The field whose number (or list length) is the count; `None`: counted once.
     pub per: Option<String>,
+    /// A second field the count is multiplied by, 0 when absent (Exa's `subpages`: pages
+    /// crawled for each URL asked for); `None`: no multiplier.
+    pub times: Option<String>,
     /// The count when the field is absent or not a count (the provider's default).
     pub default: u64,
     /// Only the count beyond this is charged (results included in a base price).
@@ -169,6 +172,10 @@ impl BoundTerm {
             .per
             .as_deref()
             .map_or(1, |f| fields.count(f).unwrap_or(self.default));
+        let count = match self.times.as_deref() {
+            Some(f) => count.saturating_mul(fields.count(f).unwrap_or(0)),
+            None => count,
+        };
         let charged = count.saturating_sub(self.above).div_ceil(self.every.max(1));
         self.add.saturating_mul(charged)
     }
@@ -330,6 +337,38 @@ mod tests {
                 },
             ],
         }
+    }
+
+    #[test]
+    fn a_term_times_a_second_field_counts_their_product() {
+        // Exa contents: $0.001 per page, each URL's subpages pages too.
+        let rule = CallBound {
+            unit: BoundUnit::Usd,
+            base: 0,
+            terms: vec![
+                BoundTerm {
+                    add: usd("0.001"),
+                    per: Some("urls".into()),
+                    ..BoundTerm::default()
+                },
+                BoundTerm {
+                    add: usd("0.001"),
+                    per: Some("urls".into()),
+                    times: Some("subpages".into()),
+                    ..BoundTerm::default()
+                },
+            ],
+        };
+        let urls = FieldValue::List {
+            len: 3,
+            texts: vec![],
+        };
+        assert_eq!(
+            rule.amount(&fields(&[("urls", urls.clone())])),
+            usd("0.003")
+        );
+        let crawled = fields(&[("urls", urls), ("subpages", FieldValue::Count(5))]);
+        assert_eq!(rule.amount(&crawled), usd("0.018"));
     }
 
     #[test]

@@ -34,6 +34,12 @@ pub struct UsageEvent {
     /// none, hence the default.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// Set when the gateway refused the call after it knew the caller: the refusal's code (the
+    /// `tollgate.code` of the answer's body, e.g. `usage_limit_exceeded`). Such an event has no
+    /// usage and no cost, and counts in no summary, limit or total: it is there so that every
+    /// call a user made can be found. Events spooled before it existed have none.
+    #[serde(default)]
+    pub refusal_reason: Option<String>,
 }
 
 impl UsageEvent {
@@ -50,6 +56,11 @@ impl UsageEvent {
     /// The calendar-month period key of an instant, for callers without an anchor day.
     pub fn calendar_period(at: DateTime<Utc>) -> String {
         BillingPeriod::containing(at, AnchorDay::CALENDAR_MONTH).key()
+    }
+
+    /// Whether the gateway refused the call (and so it counts nowhere but in the log).
+    pub fn is_refusal(&self) -> bool {
+        self.refusal_reason.is_some()
     }
 
     /// Whether the call failed (status ≥ 400 or an error message), for error rates.
@@ -82,8 +93,10 @@ mod tests {
         assert_eq!(back, event);
         // A spool frame written by an earlier version has no `request_id` at all.
         json.as_object_mut().unwrap().remove("request_id");
+        json.as_object_mut().unwrap().remove("refusal_reason");
         let old: UsageEvent = serde_json::from_value(json).unwrap();
         assert_eq!(old.request_id, None);
+        assert_eq!(old.refusal_reason, None);
         assert_eq!(old.event_id, "e-1");
     }
 }

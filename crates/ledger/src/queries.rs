@@ -38,6 +38,15 @@ macro_rules! push_log_filter {
         if f.errors_only {
             $qb.push(" AND (status_code >= 400 OR error_message IS NOT NULL)");
         }
+        match f.refused {
+            Some(true) => {
+                $qb.push(" AND refusal_reason IS NOT NULL");
+            }
+            Some(false) => {
+                $qb.push(" AND refusal_reason IS NULL");
+            }
+            None => {}
+        }
         if let Some(v) = f.from {
             $qb.push(" AND occurred_at >= ").push_bind(v);
         }
@@ -134,6 +143,9 @@ pub struct LogFilter {
     pub status_code: Option<u16>,
     /// Only calls that failed (status ≥ 400 or an error message).
     pub errors_only: bool,
+    /// `Some(true)`: only calls the gateway refused; `Some(false)`: only calls it admitted;
+    /// `None`: both.
+    pub refused: Option<bool>,
     /// `occurred_at >= from`.
     pub from: Option<DateTime<Utc>>,
     /// `occurred_at < to`.
@@ -176,6 +188,8 @@ pub struct UsageLog {
     pub recorded_at: DateTime<Utc>,
     /// The `x-request-id` the client was answered with (none on rows from before it was kept).
     pub request_id: Option<String>,
+    /// The refusal's code when the gateway refused the call (`UsageEvent::refusal_reason`).
+    pub refusal_reason: Option<String>,
 }
 
 /// A page of usage logs, newest first, with the number of rows the filter matches.
@@ -232,7 +246,7 @@ pub(crate) const LOG_COLUMNS: &str = "id, event_id, user_id, key_id, provider, m
     cache_creation_1h_input_tokens, output_tokens, reasoning_tokens, total_tokens, units, \
     reported_cost_nanousd, cost_input_nanousd, cost_output_nanousd, cost_other_nanousd, \
     cost_total_nanousd, price_version, estimated, latency_ms, request_bytes, response_bytes, \
-    error_message, billing_period, occurred_at, recorded_at, request_id";
+    error_message, billing_period, occurred_at, recorded_at, request_id, refusal_reason";
 
 fn empty_period(user_id: &str, key: &str) -> PeriodUsage {
     PeriodUsage {
@@ -420,7 +434,7 @@ impl Ledger {
                  CAST(SUM(CASE WHEN status_code >= 400 OR error_message IS NOT NULL \
                           THEN 1 ELSE 0 END) AS BIGINT) \
                  FROM api_usage_logs WHERE user_id = $1 AND billing_period = $2 \
-                 GROUP BY occurred_day")
+                 AND refusal_reason IS NULL GROUP BY occurred_day")
                 .bind(user_id)
                 .bind(period.key())
                 .fetch_all(pool)
@@ -451,6 +465,30 @@ impl Ledger {
             entry.error_calls += from_db(errors);
         }
         Ok(by_day.into_values().collect())
+    }
+
+    /// The calls the gateway refused the user in the period keyed `period`, by refusal code;
+    /// empty when there were none. (Refusals are in no summary: they are counted from the log.)
+    pub async fn refused_calls(
+        &self,
+        user_id: &str,
+        period: &str,
+    ) -> Result<BTreeMap<String, u64>> {
+        let rows: Vec<(String, i64)> = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT refusal_reason, COUNT(*) FROM api_usage_logs \
+                 WHERE user_id = $1 AND billing_period = $2 AND refusal_reason IS NOT NULL \
+                 GROUP BY refusal_reason")
+                .bind(user_id)
+                .bind(period)
+                .fetch_all(pool)
+                .await
+                .map_err(LedgerError::db("counting refused calls"))?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(reason, calls)| (reason, from_db(calls)))
+            .collect())
     }
 
     /// A page of usage logs matching `filter`, newest first.

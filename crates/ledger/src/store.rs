@@ -6,7 +6,8 @@
 //! `RETURNING event_id`, so the database says which events are new. Only those are added to the
 //! summaries, with
 //! `INSERT … ON CONFLICT DO UPDATE SET x = x + excluded.x`. Replaying a batch that was already
-//! committed therefore changes nothing, and concurrent writers never lose an increment. Every
+//! committed therefore changes nothing, and concurrent writers never lose an increment. A
+//! refused call (`UsageEvent::refusal_reason`) gets its log row and no increment. Every
 //! amount is a `BIGINT`: a value is clamped to `i64::MAX` before it is bound (`to_db`), and a
 //! summary's sum saturates there too, in the statement itself, rather than overflowing.
 
@@ -21,7 +22,7 @@ use crate::db::{Db, on_db};
 use crate::error::{LedgerError, Result};
 use crate::event::{UsageEvent, to_db};
 
-/// Rows per INSERT statement: 32 parameters each stays well under both backends' limits.
+/// Rows per INSERT statement: 33 parameters each stays well under both backends' limits.
 const ROWS_PER_INSERT: usize = 200;
 
 /// What a batch write did.
@@ -128,7 +129,8 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
                     .push_bind(e.occurred_at)
                     .push_bind(e.occurred_at.date_naive().to_string())
                     .push_bind(now)
-                    .push_bind(e.request_id.clone());
+                    .push_bind(e.request_id.clone())
+                    .push_bind(e.refusal_reason.clone());
             });
             insert.push(" ON CONFLICT (event_id) DO NOTHING");
             insert
@@ -227,7 +229,9 @@ fn deltas<'a>(
 ) -> (SummaryDeltas<'a>, ProviderDeltas<'a>) {
     let mut summaries = SummaryDeltas::new();
     let mut providers = ProviderDeltas::new();
-    for e in events {
+    // A refused call is logged, never counted: no summary holds it, so neither do the limits
+    // rebuilt from the summaries, the error rates or any total of the admin API.
+    for e in events.filter(|e| !e.is_refusal()) {
         summaries
             .entry((e.user_id.as_str(), e.billing_period.as_str()))
             .or_default()
@@ -246,7 +250,7 @@ const INSERT_LOGS: &str = "INSERT INTO api_usage_logs (event_id, user_id, key_id
     reasoning_tokens, total_tokens, units, reported_cost_nanousd, cost_input_nanousd, \
     cost_output_nanousd, cost_other_nanousd, cost_total_nanousd, price_version, estimated, \
     latency_ms, request_bytes, response_bytes, error_message, billing_period, occurred_at, \
-    occurred_day, recorded_at, request_id) ";
+    occurred_day, recorded_at, request_id, refusal_reason) ";
 
 /// The largest value a `BIGINT` holds, as SQL text.
 const BIGINT_MAX: &str = "9223372036854775807";

@@ -35,5 +35,6 @@ pub(crate) fn event(id: &str, user: &str) -> UsageEvent {
         occurred_at: Utc.with_ymd_and_hms(2026, 11, 3, 10, 0, 0).unwrap(),
         error_message: None,
         request_id: None,
+        refusal_reason: None,
     }
 }

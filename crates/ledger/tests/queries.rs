@@ -141,6 +141,92 @@ async fn postgres_period_usage_trends_and_daily_series() {
     period_usage_trends_and_daily_series("postgres").await;
 }
 
+/// A refused call is logged and listed, and counted in nothing but the refusals: no summary,
+/// per-provider count, daily series or counter total holds it.
+async fn refused_calls_are_logged_and_counted_apart(backend: &str) {
+    let (_db, ledger) = seeded(backend).await;
+    let refused = |id: &str, reason: &str, status: u16| {
+        let mut e = call(id, "alice", Provider::OpenAi, "2025-03", 2, 0, status);
+        e.usage = Default::default();
+        e.error_message = Some("refused".into());
+        e.refusal_reason = Some(reason.into());
+        e
+    };
+    let events = vec![
+        call("ok1", "alice", Provider::OpenAi, "2025-03", 2, 1_000, 200),
+        refused("no1", "usage_limit_exceeded", 429),
+        refused("no2", "usage_limit_exceeded", 429),
+        refused("no3", "provider_not_in_plan", 403),
+    ];
+    let outcome = ledger.insert_batch(&events).await.unwrap();
+    assert_eq!(outcome.inserted, 4);
+    // Replayed: stored once, counted once.
+    assert_eq!(ledger.insert_batch(&events).await.unwrap().duplicates, 4);
+
+    let march = ledger.usage_for_period("alice", "2025-03").await.unwrap();
+    assert_eq!(march.totals.calls, 1);
+    assert_eq!(march.totals.error_calls, 0);
+    assert_eq!(march.totals.latency_ms_sum, 100);
+    assert_eq!(march.per_provider[&Provider::OpenAi].calls, 1);
+    assert!(march.counter_totals().contains(&(LimitKey::TotalCalls, 1)));
+    let days = ledger
+        .daily_series("alice", "2025-03".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        days.iter()
+            .map(|d| (d.calls, d.error_calls))
+            .fold((0, 0), |a, d| (a.0 + d.0, a.1 + d.1)),
+        (1, 0)
+    );
+    let reasons = ledger.refused_calls("alice", "2025-03").await.unwrap();
+    assert_eq!(reasons.len(), 2);
+    assert_eq!(reasons["usage_limit_exceeded"], 2);
+    assert_eq!(reasons["provider_not_in_plan"], 1);
+    assert!(
+        ledger
+            .refused_calls("alice", "2025-02")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let filter = |refused| LogFilter {
+        user_id: Some("alice".into()),
+        refused,
+        ..LogFilter::default()
+    };
+    assert_eq!(
+        ledger.usage_logs(&filter(None), 10, 0).await.unwrap().total,
+        4
+    );
+    let only = ledger.usage_logs(&filter(Some(true)), 10, 0).await.unwrap();
+    assert_eq!(only.total, 3);
+    assert!(
+        only.rows
+            .iter()
+            .all(|r| r.refusal_reason.is_some() && r.cost_total_nanousd == 0)
+    );
+    let admitted = ledger
+        .usage_logs(&filter(Some(false)), 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(admitted.total, 1);
+    assert_eq!(admitted.rows[0].refusal_reason, None);
+    assert_eq!(assert_summaries_match_logs(&ledger).await, 4);
+    ledger.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_refused_calls_are_logged_and_counted_apart() {
+    refused_calls_are_logged_and_counted_apart("sqlite").await;
+}
+
+#[tokio::test]
+async fn postgres_refused_calls_are_logged_and_counted_apart() {
+    refused_calls_are_logged_and_counted_apart("postgres").await;
+}
+
 /// Two calls of one user on one day at the largest amounts an event can carry, written in two
 /// batches so that the second adds to the stored summary.
 async fn amounts_beyond_bigint_saturate(backend: &str) {

@@ -6,6 +6,7 @@
 use pingora::Error;
 
 use crate::context::RequestCtx;
+use crate::errors::GatewayError;
 
 /// What settling a call found, for its access line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -41,7 +42,7 @@ pub fn log(ctx: &RequestCtx, status: u16, error: Option<&Error>, call: Option<&C
         cost_nanousd = call.map_or(0, |c| c.cost_nanousd),
         overhead_us = u64::try_from(ctx.overhead.as_micros()).unwrap_or(u64::MAX),
         latency_ms = u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        error_code = ctx.answered_with,
+        error_code = ctx.answered_with.as_ref().map(GatewayError::code),
         error = error.map(|e| e.etype().as_str()),
         "request"
     );

@@ -79,8 +79,8 @@ pub struct RequestCtx {
     /// that a call the provider already had (an upload cut off by its deadline) is recorded
     /// with it.
     pub refusal: Option<GatewayError>,
-    /// The code (`GatewayError::code`) of the gateway's own error answer, for the access line.
-    pub answered_with: Option<&'static str>,
+    /// The gateway's own error answer, for the access line and the refusal's usage event.
+    pub answered_with: Option<GatewayError>,
     pub scanner: Option<Scanner>,
     /// The gateway asked for a stream's usage chunk that the client did not ask for.
     pub usage_injected: bool,

@@ -301,7 +301,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let error = self.end_failed(e, ctx).await;
-        ctx.answered_with = Some(error.code());
+        ctx.answered_with = Some(error.clone());
         // A call the provider had, answered with the gateway's error: recorded before the answer.
         if self.durability == Durability::Sync && session.response_written().is_none() {
             self.end_call_durably(Some(e), ctx).await;

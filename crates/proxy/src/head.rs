@@ -46,7 +46,7 @@ pub async fn check(
     ctx.method = header.method.clone();
     ctx.path = route.path.to_owned();
     ctx.query = route.query.and_then(strip_query_key);
-    let snapshot = &ctx.snapshot;
+    let snapshot = Arc::clone(&ctx.snapshot);
     let Some(upstream) = snapshot.providers.get(&provider) else {
         return Err(GatewayError::UnknownRoute(format!(
             "{provider} is not enabled on this gateway"
@@ -74,7 +74,11 @@ pub async fn check(
             return Err(GatewayError::BadRequest(e.to_string()));
         }
     };
-    let identity = on_configured_plan(&snapshot.config, identity.ok_or(GatewayError::UnknownKey)?)?;
+    let identity = identity.ok_or(GatewayError::UnknownKey)?;
+    // Known from here on: a refusal below is recorded as the user's (`refused`).
+    ctx.identity = Some(Arc::clone(&identity));
+    let identity = on_configured_plan(&snapshot.config, identity)?;
+    ctx.identity = Some(Arc::clone(&identity));
     let plan = snapshot
         .config
         .plans
@@ -85,7 +89,6 @@ pub async fn check(
         return Err(GatewayError::NotInPlan { provider, plan });
     }
     let inject_usage = proxy.inject_stream_usage;
-    ctx.identity = Some(identity);
     Ok(body_plan(header, provider, &ctx.path, inject_usage))
 }
 
@@ -125,9 +128,11 @@ fn on_configured_plan(
 }
 
 /// How a request's body is read: admission needs it whole, except for Stability's multipart
-/// uploads (priced by their path).
+/// uploads (priced by their path; a legacy v1 JSON request is read for its `samples`).
 fn body_plan(header: &RequestHeader, provider: Provider, path: &str, inject: bool) -> BodyPlan {
-    if !has_body(header) || provider == Provider::Stability {
+    let stability_upload = provider == Provider::Stability
+        && !(tollgate_usage::reads_options(provider, path) && is_json(header));
+    if !has_body(header) || stability_upload {
         return BodyPlan::PassThrough;
     }
     let chunked = header.headers.contains_key(http::header::TRANSFER_ENCODING);
@@ -137,6 +142,18 @@ fn body_plan(header: &RequestHeader, provider: Provider, path: &str, inject: boo
     BodyPlan::Hold {
         chunked: crate::request::may_rewrite(provider, path, inject),
     }
+}
+
+fn is_json(header: &RequestHeader) -> bool {
+    header
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        })
 }
 
 pub fn content_length(header: &RequestHeader) -> Option<u64> {
@@ -229,5 +246,19 @@ mod tests {
             plan(&[("content-length", "900000")], Provider::Stability),
             BodyPlan::PassThrough
         );
+        // A legacy v1 generation's JSON is read for its `samples`; its forms are not.
+        let v1 = "/v1/generation/stable-diffusion-xl-1024-v1-0/text-to-image";
+        let json = [
+            ("content-length", "60"),
+            ("content-type", "application/json"),
+        ];
+        let stability =
+            |headers: &[(&str, &str)]| body_plan(&head(headers), Provider::Stability, v1, true);
+        assert_eq!(stability(&json), BodyPlan::ReadNow);
+        let form = [
+            ("content-length", "60"),
+            ("content-type", "multipart/form-data; boundary=b"),
+        ];
+        assert_eq!(stability(&form), BodyPlan::PassThrough);
     }
 }

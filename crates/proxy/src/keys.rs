@@ -30,7 +30,8 @@ const CACHE_MAX_ENTRIES: usize = 100_000;
 pub struct Identity {
     pub user: String,
     pub plan: String,
-    /// A non-secret id of the key (the first 12 hex digits of its hash), for the ledger.
+    /// The key's id as the admin API lists it, for the ledger and the access log: a stored
+    /// key's id in the key table (`key_…`), a static key's `StaticKey::id` (`static_…`).
     pub key_id: String,
     pub anchor_day: AnchorDay,
 }
@@ -51,7 +52,7 @@ impl StaticKeys {
                     Arc::new(Identity {
                         user: k.user.clone(),
                         plan: k.plan.clone(),
-                        key_id: key_id(&k.sha256),
+                        key_id: k.id(),
                         anchor_day: k.anchor_day,
                     }),
                 )
@@ -85,10 +86,6 @@ pub struct KeyRing {
 /// The SHA-256 of a key, as stored.
 pub fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
-}
-
-fn key_id(hash: &[u8; 32]) -> String {
-    hash.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Keys issued through the admin API, read from the ledger's key table.
@@ -196,7 +193,7 @@ impl StoredKeys {
         Ok(Some(Arc::new(Identity {
             user: key.user_id,
             plan,
-            key_id: key_id(digest),
+            key_id: key.id,
             anchor_day,
         })))
     }
@@ -222,7 +219,8 @@ mod tests {
         }]);
         let id = ring.lookup("tg_alice").unwrap();
         assert_eq!((id.user.as_str(), id.plan.as_str()), ("alice", "pro"));
-        assert_eq!(id.key_id.len(), 12);
+        assert!(id.key_id.starts_with("static_"), "{}", id.key_id);
+        assert_eq!(id.key_id.len(), "static_".len() + 12);
         assert!(ring.lookup("tg_alicf").is_none());
         assert!(ring.lookup("").is_none());
     }
@@ -261,6 +259,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((bob.user.as_str(), bob.plan.as_str()), ("bob", "free"));
+        // Rows and the admin API name the key alike.
+        assert_eq!(bob.key_id, "k1");
         assert!(
             ring.resolve(&config, &none, "tg_nobody")
                 .await

@@ -30,6 +30,7 @@ pub mod metering;
 pub mod metrics;
 pub mod plausible;
 pub mod pricing;
+pub mod refused;
 pub mod request;
 pub mod request_id;
 mod respond;

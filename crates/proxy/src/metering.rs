@@ -153,9 +153,9 @@ pub struct Settled {
     /// The provider's report could not be billed as reported (`plausible`): the call is billed
     /// at its reservation's bound.
     pub implausible: bool,
-    /// The call was billed more than its reservation held: by how much, and what it asked for
-    /// (`exceeded`).
-    pub exceeded: Option<String>,
+    /// The call was billed more than its reservation held: which kind of excess, by how much,
+    /// and what it asked for (`exceeded`).
+    pub exceeded: Option<crate::exceeded::Excess>,
 }
 
 /// The usage event of a call and the amount that replaces its reservation.
@@ -236,9 +236,16 @@ pub fn settle_call(config: &Config, call: CallRecord<'_>) -> Settled {
         occurred_at: Utc::now(),
         error_message,
         request_id: Some(call.request_id.to_owned()),
+        refusal_reason: None,
     };
     Settled {
-        exceeded: crate::exceeded::exceeded(call.reserved, actual, call.facts, price.price()),
+        exceeded: crate::exceeded::exceeded(
+            call.reserved,
+            actual,
+            usage.input_tokens,
+            call.facts,
+            price.price(),
+        ),
         event,
         actual,
         implausible: implausible.is_some(),

@@ -14,6 +14,7 @@ use tollgate_usage::Scanner;
 use crate::access::CallSummary;
 use crate::context::{Admitted, RequestCtx};
 use crate::errors::GatewayError;
+use crate::exceeded::ExcessKind;
 use crate::gateway::Gateway;
 use crate::keys::Identity;
 use crate::metering::{CallRecord, Settled, settle_call};
@@ -30,8 +31,9 @@ pub(crate) struct Ended {
 
 impl Gateway {
     /// Settles and records an admitted call, and answers what it used for its access line;
-    /// nothing for a request that was never admitted. A call whose event was already recorded
-    /// (`durable`: at the end of its response) is only accounted.
+    /// nothing for a request that was never admitted (its refusal is recorded: `refused`). A
+    /// call whose event was already recorded (`durable`: at the end of its response) is only
+    /// accounted.
     pub(crate) async fn finish_call(
         &self,
         error: Option<&Error>,
@@ -39,6 +41,11 @@ impl Gateway {
     ) -> Option<CallSummary> {
         if let Some(ended) = ctx.ended.take() {
             return Some(self.account(ended, ctx).await);
+        }
+        if ctx.admitted.is_none() {
+            // Never admitted, or its hold given back before anything reached the provider.
+            self.record_refusal(ctx).await;
+            return None;
         }
         let (event, ended) = self.end_call(error, ctx).await?;
         let summary = self.account(ended, ctx).await;
@@ -109,14 +116,29 @@ impl Gateway {
         } = settle_call(&ctx.snapshot.config, record);
         if let Some(excess) = exceeded {
             self.metrics.reservation_exceeded(provider);
-            tracing::warn!(
-                %provider,
-                model = event.model,
-                user = identity.user,
-                endpoint = event.endpoint,
-                excess,
-                "call billed beyond its reservation"
-            );
+            let kind = excess.kind.as_str();
+            if excess.kind == ExcessKind::InputBeyondBody {
+                // Expected of a prompt that points at what it does not carry (an image by URL).
+                tracing::info!(
+                    %provider,
+                    model = event.model,
+                    user = identity.user,
+                    endpoint = event.endpoint,
+                    kind,
+                    excess = excess.words,
+                    "call billed beyond its reservation: input beyond the body's estimate"
+                );
+            } else {
+                tracing::warn!(
+                    %provider,
+                    model = event.model,
+                    user = identity.user,
+                    endpoint = event.endpoint,
+                    kind,
+                    excess = excess.words,
+                    "call billed beyond its reservation"
+                );
+            }
         }
         if implausible {
             self.metrics.implausible_usage(provider);

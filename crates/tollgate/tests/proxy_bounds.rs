@@ -1,7 +1,7 @@
 //! True upper bounds for per-call providers: the real binary against mocks that charge what each
 //! provider's published rules charge for the request (Exa's results, summaries and deep search,
-//! Firecrawl's JSON format and enhanced proxy, Tavily's depth, Serper's `num`, OpenAI's images ×
-//! `n` × quality). A user on a small cost cap calls until refused, and is never billed past the
+//! Exa contents' pages and subpages, Firecrawl's JSON format and enhanced proxy, Tavily's depth,
+//! Serper's `num`, OpenAI's images × `n` × quality, Stability v1's `samples`). A user on a small cost cap calls until refused, and is never billed past the
 //! cap: each call reserved at least what it was then billed. Also the issue's own scenario
 //! (three Stability images, then an Exa search, on a $0.10 cap), and the one exception: a charge
 //! the request does not bound is billed as reported, counted and logged.
@@ -28,7 +28,7 @@ const PROVIDERS: [&str; 6] = [
 ];
 
 /// Each test's user, its plan's cost cap (USD) and the providers the plan includes.
-const USERS: [(&str, &str); 8] = [
+const USERS: [(&str, &str); 10] = [
     ("exa-user", "0.06"),
     ("firecrawl-user", "0.0084"),
     ("crawl-user", "0.10"),
@@ -37,6 +37,8 @@ const USERS: [(&str, &str); 8] = [
     ("images-user", "3.5"),
     ("scenario-user", "0.10"),
     ("pdf-user", "1.00"),
+    ("exa-contents-user", "0.03"),
+    ("stability-v1-user", "0.50"),
 ];
 
 const NANOUSD_PER_USD: u64 = 1_000_000_000;
@@ -70,6 +72,9 @@ fn dollars(nanousd: u64) -> String {
 fn exa_mock() -> Mock {
     Mock::with_handler(|seen| {
         let req = body(seen);
+        if seen.path == "/contents" {
+            return exa_contents(&req);
+        }
         let results = count(&req["numResults"], 10);
         let base = if req["type"] == "deep" {
             12_000_000
@@ -90,6 +95,22 @@ fn exa_mock() -> Mock {
             .into_bytes(),
         )
     })
+}
+
+/// What Exa charges for contents (https://exa.ai/docs/reference/pricing): $1 / 1k pages per
+/// content type (text, and summaries here), each URL's `subpages` pages too.
+fn exa_contents(req: &Value) -> Reply {
+    let urls = req["urls"].as_array().map_or(0, |u| u.len() as u64);
+    let pages = urls * (1 + count(&req["subpages"], 0));
+    let types = 1 + u64::from(!req["summary"].is_null());
+    let cost = 1_000_000 * pages * types;
+    Reply::json(
+        format!(
+            r#"{{"requestId":"r1","results":[],"costDollars":{{"total":{}}}}}"#,
+            dollars(cost)
+        )
+        .into_bytes(),
+    )
 }
 
 /// What Firecrawl charges (https://docs.firecrawl.dev/billing): a scrape 1 credit, +4 for a
@@ -155,8 +176,17 @@ fn openai_mock() -> Mock {
     })
 }
 
+/// A v2beta generation returns one image; a legacy v1 one `samples` (default 1) artifacts.
 fn stability_mock() -> Mock {
-    Mock::with_handler(|_| Reply::json(r#"{"image":"aGk=","finish_reason":"SUCCESS","seed":1}"#))
+    Mock::with_handler(|seen| {
+        if !seen.path.starts_with("/v1/generation/") {
+            return Reply::json(r#"{"image":"aGk=","finish_reason":"SUCCESS","seed":1}"#);
+        }
+        let samples = count(&body(seen)["samples"], 1);
+        let artifact = json!({"base64": "aGk=", "seed": 1, "finishReason": "SUCCESS"});
+        let artifacts = vec![artifact; samples as usize];
+        Reply::json(json!({ "artifacts": artifacts }).to_string())
+    })
 }
 
 fn env() -> &'static Env {
@@ -255,6 +285,23 @@ fn exa_searches_reserve_their_results_and_summaries() {
     // have admitted a second with $0.013 left.
     let body = r#"{"query":"q","numResults":25,"contents":{"summary":true}}"#;
     assert_cap_holds("exa-user", "/exa/search", body, 47_000_000, 1);
+}
+
+#[test]
+fn exa_contents_reserve_their_subpages() {
+    // 2 URLs with 4 subpages each, text and summaries: 10 pages × 2 types, $0.020 each, on a
+    // $0.03 cap: one; reserved for the 2 URLs alone ($0.004) a second was admitted.
+    let body = r#"{"urls":["https://a","https://b"],"subpages":4,"summary":true}"#;
+    assert_cap_holds("exa-contents-user", "/exa/contents", body, 20_000_000, 1);
+}
+
+#[test]
+fn stability_v1_generations_reserve_their_samples() {
+    // 4 samples at $0.08 each, $0.32, on a $0.50 cap: one; reserved as one image ($0.08) a
+    // second was admitted.
+    let path = "/stability/v1/generation/stable-diffusion-xl-1024-v1-0/text-to-image";
+    let body = r#"{"text_prompts":[{"text":"a lighthouse"}],"samples":4}"#;
+    assert_cap_holds("stability-v1-user", path, body, 320_000_000, 1);
 }
 
 #[test]

@@ -55,6 +55,7 @@ use crate::decode::{Body, Encoding};
 use crate::handler::{Ctx, ErrorsOnly, Handler};
 use crate::json_scan::JsonScan;
 pub use crate::request::{RequestFacts, path_model};
+pub use crate::request_fields::reads_options;
 use crate::sse::SseFramer;
 
 pub use crate::error::UsageError;

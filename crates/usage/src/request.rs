@@ -48,7 +48,7 @@ impl RequestFacts {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(base);
         }
-        if provider == Provider::Stability {
+        if provider == Provider::Stability && !is_json_object(body) {
             return Ok(RequestFacts {
                 model: multipart_field(body, "model"),
                 ..base
@@ -84,6 +84,11 @@ impl RequestFacts {
     pub fn of_path(provider: Provider, path: &str) -> RequestFacts {
         RequestFacts::read(provider, path, b"").unwrap_or_else(|_| RequestFacts::default())
     }
+}
+
+/// Whether a body is (the start of) a JSON object, not a form: Stability takes both.
+fn is_json_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// What the path and the body's size say, before the body is read.
@@ -286,6 +291,12 @@ mod tests {
         let path = "/v2beta/stable-image/generate/sd3";
         let f = RequestFacts::read(Provider::Stability, path, form).unwrap();
         assert_eq!(f.model.as_deref(), Some("sd3.5-medium"));
+        // A legacy v1 generation's JSON: its `samples` is kept for the bound.
+        let v1 = "/v1/generation/stable-diffusion-xl-1024-v1-0/text-to-image";
+        let body = br#" {"text_prompts":[{"text":"a cat"}],"samples":4}"#;
+        let f = RequestFacts::read(Provider::Stability, v1, body).unwrap();
+        let samples = f.fields.unwrap().fields.get("samples").cloned();
+        assert_eq!(samples, Some(tollgate_domain::FieldValue::Count(4)));
     }
 
     #[test]

@@ -15,8 +15,16 @@ pub(crate) fn wanted(provider: Provider, path: &str) -> bool {
     match provider {
         Provider::Tavily | Provider::Serper | Provider::Exa | Provider::Firecrawl => true,
         Provider::OpenAi => path.contains("/images/"),
+        Provider::Stability => reads_options(provider, path),
         _ => false,
     }
+}
+
+/// Whether a Stability request's JSON body holds options its bound reads: the legacy v1
+/// generation API's (`samples`). Every other Stability body (v2beta's multipart forms) is
+/// streamed through unread, and bounded at one image.
+pub fn reads_options(provider: Provider, path: &str) -> bool {
+    provider == Provider::Stability && path.starts_with("/v1/generation/")
 }
 
 /// Top-level keys, and the keys of objects one level down as `outer.inner`.

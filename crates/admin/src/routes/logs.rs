@@ -31,6 +31,10 @@ pub struct LogsQuery {
     pub billing_period: Option<String>,
     /// Operators: whose logs (default: everyone's). Users: only their own id.
     pub user_id: Option<String>,
+    /// `true`: only calls the gateway refused; `false`: only calls it admitted; absent: both.
+    pub refused: Option<bool>,
+    /// Only calls made with this key (its id as `GET /api/admin/users/{id}/keys` lists it).
+    pub key_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -43,6 +47,11 @@ pub struct LogOut {
     pub provider: String,
     /// Tollgate's provider name (the route prefix).
     pub actual_provider_name: String,
+    /// The key the call was made with, as the admin API lists it (`key_…` issued through it,
+    /// `static_…` from gateway.toml). Rows written before keys were named so carry the first
+    /// 12 hex digits of the key's SHA-256 instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
     pub model_used: String,
     pub endpoint: String,
     pub method: String,
@@ -56,10 +65,16 @@ pub struct LogOut {
     /// Seconds.
     pub response_time: f64,
     pub status_code: i64,
-    /// `success` or `failed`.
+    /// `success` or `failed` (a refused call is `failed`).
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
+    /// Present when the gateway refused the call, before anything reached the provider: the
+    /// refusal's code, as `tollgate.code` in the answer's body (`usage_limit_exceeded`,
+    /// `provider_not_in_plan`, `model_not_priced`, `limits_unavailable`, ...). Such a call has
+    /// no tokens or cost and counts in no total or limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal_reason: Option<String>,
     pub billing_period: String,
     pub retry_count: u32,
     pub is_aggregated: bool,
@@ -96,6 +111,7 @@ fn log_out(r: &UsageLog) -> LogOut {
             .parse::<Provider>()
             .map_or_else(|_| r.provider.clone(), |p| p.seed_name().to_owned()),
         actual_provider_name: r.provider.clone(),
+        key_id: r.key_id.clone(),
         model_used: r.model.clone(),
         endpoint: r.endpoint.clone(),
         method: r.method.clone(),
@@ -109,6 +125,7 @@ fn log_out(r: &UsageLog) -> LogOut {
         status_code: r.status_code,
         status: if failed { "failed" } else { "success" }.to_owned(),
         error_message: r.error_message.clone(),
+        refusal_reason: r.refusal_reason.clone(),
         billing_period: r.billing_period.clone(),
         retry_count: 0,
         is_aggregated: false,
@@ -147,6 +164,8 @@ pub async fn usage_logs(
         provider: q.provider.as_deref().map(parse_provider).transpose()?,
         status_code: q.status_code,
         billing_period: q.billing_period.clone(),
+        refused: q.refused,
+        key_id: q.key_id.clone(),
         ..LogFilter::default()
     };
     let page = state.ledger.usage_logs(&filter, limit, offset).await?;

@@ -113,7 +113,8 @@ pub async fn dashboard(
     let period_alerts = ledger
         .period_alerts(&user_id, &period.key(), true, stats::USAGE_ALERTS_MAX)
         .await?;
-    let current = stats::usage_stats(&account.plan, period, &usage, &period_alerts, now);
+    let refused = ledger.refused_calls(&user_id, &period.key()).await?;
+    let current = stats::usage_stats(&account.plan, period, &usage, &period_alerts, refused, now);
     let trend_periods = ledger.monthly_trends(&user_id, period, 6).await?;
     let unread = ledger.alerts(&user_id, true, DASHBOARD_ALERTS_MAX).await?;
     let unread_count = ledger.unread_alert_count(&user_id).await?;

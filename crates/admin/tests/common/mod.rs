@@ -254,5 +254,6 @@ pub fn call(
         occurred_at: at,
         error_message: (status >= 400).then(|| "upstream said no".to_owned()),
         request_id: Some("req-admin-test".to_owned()),
+        refusal_reason: None,
     }
 }

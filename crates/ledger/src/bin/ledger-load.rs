@@ -48,6 +48,7 @@ fn event(id: String, n: u64) -> UsageEvent {
         occurred_at: now,
         error_message: None,
         request_id: None,
+        refusal_reason: None,
     }
 }
 

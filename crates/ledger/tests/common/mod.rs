@@ -106,6 +106,7 @@ pub fn event(id: impl Into<String>, n: u64) -> UsageEvent {
         occurred_at,
         error_message: None,
         request_id: Some(format!("req-{n}")),
+        refusal_reason: None,
     }
 }
 
@@ -133,19 +134,21 @@ pub async fn open(config: LedgerConfig) -> (Ledger, LedgerHandle) {
 }
 
 /// Checks the invariants every test ends with: each log row counted once in the summaries,
-/// per (user, period) and per provider. Returns the number of log rows.
+/// per (user, period) and per provider (a refused call's row in none). Returns the number of
+/// log rows.
 pub async fn assert_summaries_match_logs(ledger: &Ledger) -> i64 {
     use tollgate_ledger::Db;
     let log_sql = "SELECT user_id, billing_period, COUNT(*), CAST(SUM(total_tokens) AS BIGINT), \
         CAST(SUM(cost_total_nanousd) AS BIGINT), CAST(SUM(latency_ms) AS BIGINT), \
         CAST(SUM(CASE WHEN status_code >= 400 THEN 1 ELSE 0 END) AS BIGINT) \
-        FROM api_usage_logs GROUP BY user_id, billing_period ORDER BY user_id, billing_period";
+        FROM api_usage_logs WHERE refusal_reason IS NULL \
+        GROUP BY user_id, billing_period ORDER BY user_id, billing_period";
     let sum_sql = "SELECT user_id, billing_period, total_calls, total_tokens, \
         total_cost_nanousd, latency_ms_sum, error_calls FROM usage_summaries \
         ORDER BY user_id, billing_period";
     let plog_sql = "SELECT user_id, provider, COUNT(*), CAST(SUM(total_tokens) AS BIGINT), \
         CAST(SUM(cost_total_nanousd) AS BIGINT) FROM api_usage_logs \
-        GROUP BY user_id, provider ORDER BY user_id, provider";
+        WHERE refusal_reason IS NULL GROUP BY user_id, provider ORDER BY user_id, provider";
     let psum_sql = "SELECT user_id, provider, calls, tokens, cost_nanousd \
         FROM usage_summary_providers ORDER BY user_id, provider";
     type Row = (String, String, i64, i64, i64, i64, i64);

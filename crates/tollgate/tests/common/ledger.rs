@@ -1,5 +1,6 @@
 //! The ledger read back through `tollgate_ledger`, as the admin API reads it: a user's usage
-//! events and alerts, and a wait for the batched writer to have written them.
+//! events (admitted calls' and refused calls' apart) and alerts, and a wait for the batched
+//! writer to have written them.
 
 use std::time::{Duration, Instant};
 
@@ -24,11 +25,27 @@ where
     })
 }
 
-/// Every usage event of `user` in the ledger at `url`, newest first.
+/// The usage events of the calls the gateway admitted for `user` in the ledger at `url`, newest
+/// first (refused calls' rows: [`refused_rows`]).
 pub fn ledger_rows(url: &str, user: &str) -> Vec<UsageLog> {
+    log_rows(url, user, Some(false))
+}
+
+/// The rows of the calls the gateway refused `user` after it knew them, newest first.
+pub fn refused_rows(url: &str, user: &str) -> Vec<UsageLog> {
+    log_rows(url, user, Some(true))
+}
+
+/// Every row of `user`, admitted calls and refused ones, newest first.
+pub fn all_rows(url: &str, user: &str) -> Vec<UsageLog> {
+    log_rows(url, user, None)
+}
+
+fn log_rows(url: &str, user: &str, refused: Option<bool>) -> Vec<UsageLog> {
     with_ledger(url, |ledger| async move {
         let filter = tollgate_ledger::LogFilter {
             user_id: Some(user.into()),
+            refused,
             ..Default::default()
         };
         let mut rows = Vec::new();

@@ -26,7 +26,9 @@ pub use self::{
     },
     gateway::Gateway,
     keys::{assert_key_swapped, client_key, key_entry, provider_key},
-    ledger::{UsageLog, ledger_alerts, ledger_rows, reopen_ledger, wait_rows},
+    ledger::{
+        UsageLog, all_rows, ledger_alerts, ledger_rows, refused_rows, reopen_ledger, wait_rows,
+    },
     metrics::{Sample, parse_samples, promtool_check, sample_value},
     mock::{Mock, Reply, Seen, fixture},
     process::free_port,
