@@ -160,6 +160,7 @@ pub async fn usage_logs(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PreflightOperation {
     pub provider: String,
     pub model: Option<String>,
@@ -220,6 +221,7 @@ fn operation_bound(config: &Config, provider: Provider, op: &PreflightOperation)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PreflightRequest {
     pub operations: Vec<PreflightOperation>,
     /// Operators: whose limits to check. Users: only their own id.

@@ -56,6 +56,7 @@ pub struct PageQuery {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PlanChange {
     pub plan_id: PlanRef,
     /// Day of the month (1–31) the billing periods start on; default 1.
@@ -65,6 +66,7 @@ pub struct PlanChange {
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewKeyRequest {
     /// A label for listings (`"alice's laptop"`).
     pub name: Option<String>,
