@@ -74,7 +74,12 @@ pub async fn check(
             return Err(GatewayError::BadRequest(e.to_string()));
         }
     };
-    let identity = on_configured_plan(&snapshot.config, identity.ok_or(GatewayError::UnknownKey)?)?;
+    let identity = identity.ok_or(GatewayError::UnknownKey)?;
+    if identity.disabled {
+        let user = identity.user.clone();
+        return Err(GatewayError::UserDisabled { user });
+    }
+    let identity = on_configured_plan(&snapshot.config, identity)?;
     let plan = snapshot
         .config
         .plans
@@ -177,6 +182,7 @@ mod tests {
                 plan: plan.into(),
                 key_id: "k".into(),
                 anchor_day: tollgate_domain::AnchorDay::default(),
+                disabled: false,
             })
         };
         let kept = on_configured_plan(&config, caller("pro")).unwrap();
