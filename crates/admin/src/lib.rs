@@ -15,6 +15,7 @@ mod cors;
 pub mod deliver;
 pub mod error;
 mod extract;
+pub mod lifecycle;
 mod limits;
 pub mod live;
 pub mod metrics;
@@ -64,7 +65,9 @@ pub fn api(state: AdminState) -> (Router, OpenApi) {
             routes::users::list_users,
             routes::users::create_user
         ))
-        .routes(routes!(routes::users::get_user))
+        .routes(routes!(routes::users::get_user, routes::users::delete_user))
+        .routes(routes!(routes::users::disable_user))
+        .routes(routes!(routes::users::enable_user))
         .routes(routes!(routes::users::set_plan))
         .routes(routes!(routes::users::list_keys, routes::users::issue_key))
         .routes(routes!(routes::users::revoke_key))

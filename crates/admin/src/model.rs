@@ -326,6 +326,7 @@ pub enum PlanRef {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SubscribeRequest {
     pub plan_id: Option<PlanRef>,
     /// `monthly` (default) or `yearly`.

@@ -50,6 +50,7 @@ pub fn resolve_plan<'c>(config: &'c Config, plan: &PlanRef) -> Result<&'c Plan> 
 }
 
 #[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewUserRequest {
     /// The user's id, as the gateway will know it (1–100 characters).
     pub id: String,

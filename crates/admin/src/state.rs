@@ -17,9 +17,9 @@ pub type ConfigSource = Arc<dyn Fn() -> Arc<Config> + Send + Sync>;
 /// produced by crates this one does not depend on).
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// Called after a key is revoked through this admin server: the binary clears the proxy's key
-/// cache with it, so that this instance refuses the key from the very next request (this crate
-/// never depends on the proxy).
+/// Called after a key is revoked, or its user disabled, enabled or deleted, through this admin
+/// server: the binary clears the proxy's key cache with it, so that this instance applies the
+/// change from the very next request (this crate never depends on the proxy).
 pub type OnKeyRevoked = Arc<dyn Fn() + Send + Sync>;
 
 #[derive(Clone)]

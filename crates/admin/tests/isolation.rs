@@ -49,6 +49,9 @@ fn cases() -> BTreeMap<&'static str, Expect> {
         ("GET /api/admin/users", Forbidden),
         ("POST /api/admin/users", Forbidden),
         ("GET /api/admin/users/{user_id}", Forbidden),
+        ("DELETE /api/admin/users/{user_id}", Forbidden),
+        ("POST /api/admin/users/{user_id}/disable", Forbidden),
+        ("POST /api/admin/users/{user_id}/enable", Forbidden),
         ("PUT /api/admin/users/{user_id}/subscription", Forbidden),
         ("GET /api/admin/users/{user_id}/keys", Forbidden),
         ("POST /api/admin/users/{user_id}/keys", Forbidden),
@@ -70,13 +73,23 @@ fn concrete(path: &str, user: &str, alert_id: i64, key_id: &str) -> (String, Val
     if p.ends_with("/usage-logs") {
         p.push_str(&format!("?user_id={user}"));
     }
-    let body = json!({
-        "user_id": user,
-        "id": "mallory",
-        "plan_id": "pro",
-        "level": "trace",
-        "operations": [{"provider": "gemini", "operation_type": "chat"}],
-    });
+    // Each route's own fields only: a field a route does not know is refused (400).
+    let body = if p.ends_with("/preflight-check") {
+        json!({
+            "user_id": user,
+            "operations": [{"provider": "gemini", "operation_type": "chat"}],
+        })
+    } else if p.ends_with("/log-level") {
+        json!({"level": "trace"})
+    } else if p == "/api/admin/users" {
+        json!({"id": "mallory", "plan_id": "pro"})
+    } else if p.ends_with("/keys") {
+        json!({"name": "mallory's"})
+    } else if p.contains("/subscribe/") || p.ends_with("/subscription") {
+        json!({"plan_id": "pro"})
+    } else {
+        json!({})
+    };
     (p, body)
 }
 

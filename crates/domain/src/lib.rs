@@ -9,6 +9,7 @@ pub mod admission;
 pub mod alerts;
 pub mod bound;
 pub mod cost;
+pub mod key_rules;
 pub mod money;
 pub mod period;
 pub mod plan;
@@ -23,6 +24,7 @@ pub use bound::{
     MaxPerCall, RequestFields, output_bound, per_call_cost_bound, reservation_amount,
 };
 pub use cost::{Cost, cost, upper_bound, upper_bound_cost};
+pub use key_rules::{KeyRuleError, KeyRules, ModelPattern, parse_expiry};
 pub use money::{Decimal, DecimalError, Rate, format_usd, round_div};
 pub use period::{AnchorDay, BillingPeriod};
 pub use plan::{

@@ -153,6 +153,20 @@ impl Ledger {
             .map_err(LedgerError::db("reading a user"))?))
     }
 
+    /// Disables the user (`Some(at)`) or enables them again (`None`); false if there is no such
+    /// user. A disabled user's keys stay stored, so enabling them again restores every key.
+    pub async fn set_user_disabled(&self, id: &str, at: Option<DateTime<Utc>>) -> Result<bool> {
+        let done = on_db!(&self.db, pool => sqlx::query(
+            "UPDATE users SET disabled_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(at)
+            .execute(pool)
+            .await
+            .map_err(LedgerError::db("disabling or enabling a user"))?
+            .rows_affected());
+        Ok(done == 1)
+    }
+
     /// Users in order of creation, a page at a time.
     pub async fn users(&self, limit: u32, offset: u64) -> Result<Vec<User>> {
         Ok(on_db!(&self.db, pool => sqlx::query_as(

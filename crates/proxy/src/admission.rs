@@ -307,6 +307,7 @@ mod tests {
             plan: plan.into(),
             key_id: "k".into(),
             anchor_day: tollgate_domain::AnchorDay::new(15).unwrap(),
+            disabled: false,
         }
     }
 

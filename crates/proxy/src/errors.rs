@@ -27,6 +27,8 @@ pub enum GatewayError {
     MissingKey,
     #[error("invalid API key")]
     UnknownKey,
+    #[error("user {user:?} is disabled on this gateway; ask its operator to enable the user again")]
+    UserDisabled { user: String },
     #[error("{} is not included in your plan ({plan})", provider.display_name())]
     NotInPlan { provider: Provider, plan: String },
     #[error(
@@ -71,7 +73,9 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::MissingKey | GatewayError::UnknownKey => 401,
-            GatewayError::NotInPlan { .. } | GatewayError::PlanNotOffered { .. } => 403,
+            GatewayError::UserDisabled { .. }
+            | GatewayError::NotInPlan { .. }
+            | GatewayError::PlanNotOffered { .. } => 403,
             GatewayError::LimitExceeded(_) => 429,
             GatewayError::UnpricedModel { .. } | GatewayError::BadRequest(_) => 400,
             GatewayError::UnknownRoute(_) => 404,
@@ -92,6 +96,7 @@ impl GatewayError {
         match self {
             GatewayError::MissingKey => "missing_api_key",
             GatewayError::UnknownKey => "invalid_api_key",
+            GatewayError::UserDisabled { .. } => "user_disabled",
             GatewayError::NotInPlan { .. } => "provider_not_in_plan",
             GatewayError::PlanNotOffered { .. } => "plan_not_offered",
             GatewayError::LimitExceeded(_) => "usage_limit_exceeded",
@@ -257,7 +262,9 @@ fn openai_type(error: &GatewayError) -> &'static str {
     match error {
         GatewayError::MissingKey | GatewayError::UnknownKey => "invalid_request_error",
         GatewayError::LimitExceeded(_) => "insufficient_quota",
-        GatewayError::NotInPlan { .. } | GatewayError::PlanNotOffered { .. } => "permission_error",
+        GatewayError::UserDisabled { .. }
+        | GatewayError::NotInPlan { .. }
+        | GatewayError::PlanNotOffered { .. } => "permission_error",
         GatewayError::UnknownRoute(_) => "not_found_error",
         GatewayError::UnpricedModel { .. }
         | GatewayError::BadRequest(_)
@@ -272,7 +279,9 @@ fn openai_type(error: &GatewayError) -> &'static str {
 fn anthropic_type(error: &GatewayError) -> &'static str {
     match error {
         GatewayError::MissingKey | GatewayError::UnknownKey => "authentication_error",
-        GatewayError::NotInPlan { .. } | GatewayError::PlanNotOffered { .. } => "permission_error",
+        GatewayError::UserDisabled { .. }
+        | GatewayError::NotInPlan { .. }
+        | GatewayError::PlanNotOffered { .. } => "permission_error",
         GatewayError::LimitExceeded(_) => "rate_limit_error",
         GatewayError::UnknownRoute(_) => "not_found_error",
         GatewayError::BodyTooLarge { .. } => "request_too_large",
@@ -291,7 +300,9 @@ fn anthropic_type(error: &GatewayError) -> &'static str {
 fn google_status(error: &GatewayError) -> &'static str {
     match error {
         GatewayError::MissingKey | GatewayError::UnknownKey => "UNAUTHENTICATED",
-        GatewayError::NotInPlan { .. } | GatewayError::PlanNotOffered { .. } => "PERMISSION_DENIED",
+        GatewayError::UserDisabled { .. }
+        | GatewayError::NotInPlan { .. }
+        | GatewayError::PlanNotOffered { .. } => "PERMISSION_DENIED",
         GatewayError::LimitExceeded(_) => "RESOURCE_EXHAUSTED",
         GatewayError::UnknownRoute(_) => "NOT_FOUND",
         GatewayError::UnpricedModel { .. }

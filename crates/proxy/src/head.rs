@@ -77,6 +77,10 @@ pub async fn check(
     let identity = identity.ok_or(GatewayError::UnknownKey)?;
     // Known from here on: a refusal below is recorded as the user's (`refused`).
     ctx.identity = Some(Arc::clone(&identity));
+    if identity.disabled {
+        let user = identity.user.clone();
+        return Err(GatewayError::UserDisabled { user });
+    }
     let identity = on_configured_plan(&snapshot.config, identity)?;
     ctx.identity = Some(Arc::clone(&identity));
     let plan = snapshot
@@ -194,6 +198,7 @@ mod tests {
                 plan: plan.into(),
                 key_id: "k".into(),
                 anchor_day: tollgate_domain::AnchorDay::default(),
+                disabled: false,
             })
         };
         let kept = on_configured_plan(&config, caller("pro")).unwrap();

@@ -6,9 +6,10 @@
 //!
 //! Keys come from two places: the static `[[keys]]` of gateway.toml, held in memory, and the
 //! ledger's key table (keys issued through the admin API), read on first use and cached for a
-//! short time. A revocation through this gateway's admin API clears the cache at once; other
-//! instances see it when their cached entry expires (`proxy.key_cache_ttl_ms`; 0 reads the
-//! table on every request). The cache's lifetime and the plan of a user without a subscription
+//! short time, together with whether the key's user is disabled. A revocation, or a user
+//! disabled, enabled or deleted, through this gateway's admin API clears the cache at once;
+//! other instances see it when their cached entry expires (`proxy.key_cache_ttl_ms`; 0 reads
+//! the table on every request). The cache's lifetime and the plan of a user without a subscription
 //! (`default_plan`) are read from the configuration snapshot of each request, so a reload
 //! applies to them too.
 
@@ -34,6 +35,9 @@ pub struct Identity {
     /// key's id in the key table (`key_…`), a static key's `StaticKey::id` (`static_…`).
     pub key_id: String,
     pub anchor_day: AnchorDay,
+    /// The user was disabled through the admin API: every call is refused (403
+    /// `user_disabled`) until they are enabled again. Static keys are never disabled.
+    pub disabled: bool,
 }
 
 /// The static `[[keys]]` of gateway.toml, by hash: part of the configuration snapshot.
@@ -54,6 +58,7 @@ impl StaticKeys {
                         plan: k.plan.clone(),
                         key_id: k.id(),
                         anchor_day: k.anchor_day,
+                        disabled: false,
                     }),
                 )
             })
@@ -176,6 +181,11 @@ impl StoredKeys {
         if key.revoked_at.is_some() {
             return Ok(None);
         }
+        let disabled = self
+            .ledger
+            .user(&key.user_id)
+            .await?
+            .is_some_and(|u| u.disabled_at.is_some());
         let subscription = self.ledger.subscription(&key.user_id).await?;
         let (plan, anchor_day) = match subscription {
             Some(sub) => (
@@ -195,6 +205,7 @@ impl StoredKeys {
             plan,
             key_id: key.id,
             anchor_day,
+            disabled,
         })))
     }
 }

@@ -282,6 +282,7 @@ mod tests {
             plan: "pro".into(),
             key_id: "k".into(),
             anchor_day: AnchorDay::CALENDAR_MONTH,
+            disabled: false,
         };
         let facts = RequestFacts::read(Provider::OpenAi, CHAT, BODY.as_bytes()).unwrap();
         let price = pricing::resolve(config, Provider::OpenAi, "gpt-4o");

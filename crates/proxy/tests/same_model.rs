@@ -160,6 +160,7 @@ fn admission_and_settlement_resolve_the_same_model_and_price() {
         plan: "enterprise".into(),
         key_id: "k".into(),
         anchor_day: AnchorDay::default(),
+        disabled: false,
     };
     for call in CALLS {
         let what = format!("{} {}", call.provider, call.path);

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde::Serialize;
+use tollgate_admin::lifecycle;
 use tollgate_admin::model::PlanRef;
 use tollgate_admin::ops::{self, NewUserRequest};
 use tollgate_config::Config;
@@ -45,6 +46,14 @@ pub enum UsersCommand {
         #[arg(long)]
         cycle: Option<String>,
     },
+    /// Disable a user: the gateway refuses their calls (403 `user_disabled`) once its cached key
+    /// lookups expire (`proxy.key_cache_ttl_ms`). Keys, plan and usage are kept.
+    Disable { id: String },
+    /// Enable a disabled user again, with the keys they had.
+    Enable { id: String },
+    /// Delete a user and every row about them: keys, subscription, alerts, usage rows,
+    /// summaries and billing history.
+    Delete { id: String },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -140,6 +149,13 @@ pub fn users(config: &Path, command: UsersCommand) -> anyhow::Result<ExitCode> {
                 .await?;
                 print(&sub)
             }
+            UsersCommand::Disable { id } => {
+                print(&lifecycle::set_disabled(&ledger, &config, &id, true).await?)
+            }
+            UsersCommand::Enable { id } => {
+                print(&lifecycle::set_disabled(&ledger, &config, &id, false).await?)
+            }
+            UsersCommand::Delete { id } => print(&lifecycle::delete(&ledger, &config, &id).await?),
         }
     })
 }

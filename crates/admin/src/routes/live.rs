@@ -68,6 +68,7 @@ const MAX_DIRECTIVE_BYTES: usize = 1024;
 /// A log level: `error`, `warn`, `info`, `debug`, `trace`, or `EnvFilter` directives
 /// (`warn,tollgate=debug`).
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LogLevel {
     pub level: String,
 }

@@ -179,6 +179,7 @@ pub async fn usage_logs(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PreflightOperation {
     pub provider: String,
     pub model: Option<String>,
@@ -239,6 +240,7 @@ fn operation_bound(config: &Config, provider: Provider, op: &PreflightOperation)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PreflightRequest {
     pub operations: Vec<PreflightOperation>,
     /// Operators: whose limits to check. Users: only their own id.

@@ -10,6 +10,7 @@ use crate::account;
 use crate::auth::Caller;
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::{JsonBody, PathParam, QueryParams};
+use crate::lifecycle::{self, DeletedUser};
 use crate::model::{Envelope, PlanRef};
 use crate::ops::{self, IssuedKey, KeyOut, NewUserRequest};
 use crate::render::iso;
@@ -56,6 +57,7 @@ pub struct PageQuery {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PlanChange {
     pub plan_id: PlanRef,
     /// Day of the month (1–31) the billing periods start on; default 1.
@@ -65,6 +67,7 @@ pub struct PlanChange {
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewKeyRequest {
     /// A label for listings (`"alice's laptop"`).
     pub name: Option<String>,
@@ -153,6 +156,78 @@ pub async fn get_user(
     })))
 }
 
+/// Deletes the user and every row about them: keys, subscription, alerts, usage rows,
+/// summaries and billing history. 409 for a user with static keys in gateway.toml. Calls in
+/// flight when the user is deleted still write their usage rows when they end.
+#[utoipa::path(delete, path = "/api/admin/users/{user_id}", tag = "admin",
+    params(("user_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Envelope<DeletedUser>), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn delete_user(
+    caller: Caller,
+    State(state): State<AdminState>,
+    PathParam(user_id): PathParam<String>,
+) -> Result<Json<Envelope<DeletedUser>>> {
+    caller.require_admin()?;
+    let config = state.config();
+    let deleted = lifecycle::delete(&state.ledger, &config, &user_id).await?;
+    forget_cached_keys(&state);
+    Ok(Json(Envelope::ok(deleted)))
+}
+
+/// Disables the user: the gateway refuses their calls with 403 `user_disabled` (this instance
+/// from the next request, others once their cached key lookup expires,
+/// `proxy.key_cache_ttl_ms`). Their keys, plan and usage are kept. 409 for a user with static
+/// keys in gateway.toml.
+#[utoipa::path(post, path = "/api/admin/users/{user_id}/disable", tag = "admin",
+    params(("user_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Envelope<UserOut>), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn disable_user(
+    caller: Caller,
+    State(state): State<AdminState>,
+    PathParam(user_id): PathParam<String>,
+) -> Result<Json<Envelope<UserOut>>> {
+    set_disabled(caller, state, user_id, true).await
+}
+
+/// Enables a disabled user again, with the keys they had.
+#[utoipa::path(post, path = "/api/admin/users/{user_id}/enable", tag = "admin",
+    params(("user_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Envelope<UserOut>), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn enable_user(
+    caller: Caller,
+    State(state): State<AdminState>,
+    PathParam(user_id): PathParam<String>,
+) -> Result<Json<Envelope<UserOut>>> {
+    set_disabled(caller, state, user_id, false).await
+}
+
+async fn set_disabled(
+    caller: Caller,
+    state: AdminState,
+    user_id: String,
+    disabled: bool,
+) -> Result<Json<Envelope<UserOut>>> {
+    caller.require_admin()?;
+    let config = state.config();
+    let user = lifecycle::set_disabled(&state.ledger, &config, &user_id, disabled).await?;
+    forget_cached_keys(&state);
+    Ok(Json(Envelope::ok(user_out(&state, user).await?)))
+}
+
+/// Has the gateway this admin server runs in read its keys afresh, so that a change to a key or
+/// its user applies from the next request.
+fn forget_cached_keys(state: &AdminState) {
+    if let Some(hook) = &state.on_key_revoked {
+        hook();
+    }
+}
+
 /// Assigns or changes the user's plan (and billing anchor day).
 #[utoipa::path(put, path = "/api/admin/users/{user_id}/subscription", tag = "admin",
     params(("user_id" = String, Path)), request_body = PlanChange, security(("bearer" = [])),
@@ -232,8 +307,6 @@ pub async fn revoke_key(
 ) -> Result<Json<Envelope<KeyOut>>> {
     caller.require_admin()?;
     let revoked = ops::revoke_key(&state.ledger, &key_id).await?;
-    if let Some(hook) = &state.on_key_revoked {
-        hook();
-    }
+    forget_cached_keys(&state);
     Ok(Json(Envelope::ok(revoked)))
 }
