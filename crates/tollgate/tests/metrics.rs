@@ -362,7 +362,11 @@ fn every_documented_metric_is_exposed_valid_and_counts_what_was_sent() {
     let unrouted = r#"tollgate_requests_total{provider="none",status="404"}"#;
     assert_eq!(value(&samples, unrouted), 1.0);
     let admitted = (ROUNDS * CALLS.len() + 1) as f64;
-    assert_eq!(value(&samples, "tollgate_ledger_accepted_total"), admitted);
+    // The ledger also took the refused call's row (refusals are recorded, counted nowhere).
+    assert_eq!(
+        value(&samples, "tollgate_ledger_accepted_total"),
+        admitted + 1.0
+    );
     assert_eq!(value(&samples, "tollgate_ledger_dropped_total"), 0.0);
     assert_eq!(value(&samples, "tollgate_requests_in_flight"), 0.0);
     assert_eq!(
