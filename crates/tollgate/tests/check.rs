@@ -104,7 +104,11 @@ dashboard_url = "gateway.example.com/dashboard"
 "#,
     );
     std::fs::write(dir.path().join("gateway.toml"), &gateway).unwrap();
-    let line_of = |needle: &str| gateway.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    // The last match: the shipped file carries a commented-out example of the table.
+    let line_of = |needle: &str| {
+        let lines: Vec<&str> = gateway.lines().collect();
+        lines.iter().rposition(|l| l.contains(needle)).unwrap() + 1
+    };
     let out = check(&dir.path().join("gateway.toml"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
