@@ -275,7 +275,7 @@ fn cheaper_model(facts: &Facts<'_>) -> Option<Recommendation> {
                 && takes_as_long(price.context_window)
         })
         .map(|(name, price)| (name, cost(price, &top.usage).total_nanousd))
-        .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)))?;
+        .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)))?;
     if alternative >= at_list {
         return None;
     }
