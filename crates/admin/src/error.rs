@@ -39,6 +39,9 @@ pub enum AdminError {
     /// An alert's webhook answered something other than 2xx.
     #[error("POST {url}: answered {status}")]
     WebhookRefused { url: String, status: StatusCode },
+    /// An alert's message was not accepted by the SMTP server.
+    #[error("SMTP {server}: {problem}")]
+    MailUnsent { server: String, problem: String },
 }
 
 /// The body of every error answer.
@@ -65,11 +68,12 @@ impl AdminError {
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            // Webhook failures are the background deliverer's and never reach an API caller.
+            // Webhook and mail failures are the background deliverers' and never reach an API caller.
             AdminError::Internal(_)
             | AdminError::Ledger(_)
             | AdminError::WebhookUnsent { .. }
-            | AdminError::WebhookRefused { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            | AdminError::WebhookRefused { .. }
+            | AdminError::MailUnsent { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -84,7 +88,8 @@ impl AdminError {
             AdminError::Internal(_)
             | AdminError::Ledger(_)
             | AdminError::WebhookUnsent { .. }
-            | AdminError::WebhookRefused { .. } => "internal",
+            | AdminError::WebhookRefused { .. }
+            | AdminError::MailUnsent { .. } => "internal",
         }
     }
 

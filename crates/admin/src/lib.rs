@@ -1,8 +1,9 @@
 //! Tollgate's admin API: the seed's `/api/subscription` endpoints (plans, subscription,
 //! pricing, usage, trends, dashboard, alerts, mark-read, status, subscribe, usage logs,
-//! preflight), operators' routes for users, plans and keys, the configuration in force and its
-//! reload, `/metrics`, `/healthz` and `/readyz`, a small dashboard page and the OpenAPI document
-//! generated from the routes; plus the deliverer that sends raised alerts to webhooks.
+//! preflight) and usage recommendations, operators' routes for users, plans and keys, the
+//! configuration in force and its reload, `/metrics`, `/healthz` and `/readyz`, a small dashboard page and the OpenAPI document
+//! generated from the routes; plus the deliverers that send raised alerts to webhooks and by
+//! e-mail.
 //!
 //! Every route needs credentials: an admin token for everything, or a user's own Tollgate key
 //! for that user's own data (`auth`). Plans and prices come from the live configuration
@@ -18,9 +19,11 @@ mod extract;
 pub mod lifecycle;
 mod limits;
 pub mod live;
+pub mod mail;
 pub mod metrics;
 pub mod model;
 pub mod ops;
+pub mod recommend;
 pub mod render;
 mod routes;
 mod state;
@@ -44,6 +47,7 @@ pub use live::{
     ConfigControl, ConfigControlRef, ConfigStatus, InvalidLogLevel, LogControl, LogControlRef,
     Readiness, RefusedReload,
 };
+pub use mail::Mailer;
 pub use state::{AdminState, ConfigSource, MetricsRenderer, OnKeyRevoked};
 
 /// The API's routes and the OpenAPI document describing exactly those routes.
@@ -57,6 +61,7 @@ pub fn api(state: AdminState) -> (Router, OpenApi) {
         .routes(routes!(routes::usage::usage))
         .routes(routes!(routes::usage::trends))
         .routes(routes!(routes::usage::dashboard))
+        .routes(routes!(routes::recommendations::recommendations_route))
         .routes(routes!(routes::alerts::alerts))
         .routes(routes!(routes::alerts::mark_read))
         .routes(routes!(routes::logs::usage_logs))
@@ -69,6 +74,7 @@ pub fn api(state: AdminState) -> (Router, OpenApi) {
         .routes(routes!(routes::users::disable_user))
         .routes(routes!(routes::users::enable_user))
         .routes(routes!(routes::users::set_plan))
+        .routes(routes!(routes::users::set_email))
         .routes(routes!(routes::users::list_keys, routes::users::issue_key))
         .routes(routes!(routes::users::revoke_key))
         .routes(routes!(routes::live::config_status))

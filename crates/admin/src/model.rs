@@ -265,6 +265,8 @@ pub struct Dashboard {
     pub alerts: Vec<AlertOut>,
     pub projections: Projections,
     pub summary: Summary,
+    /// What to know or do about the period (`GET /recommendations/{user_id}`).
+    pub recommendations: Vec<crate::recommend::Recommendation>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -76,9 +76,20 @@ fn check_user_id(id: &str) -> Result<()> {
     }
 }
 
+/// An address alerts can be mailed to (`name@domain`), or a 400 saying what is wrong.
+pub fn check_email(email: &str) -> Result<()> {
+    email
+        .parse::<lettre::Address>()
+        .map(|_| ())
+        .map_err(|e| AdminError::BadRequest(format!("email {email:?} is not an address: {e}")))
+}
+
 /// Creates a user (409 if the id is taken), optionally subscribed to a plan.
 pub async fn create_user(ledger: &Ledger, config: &Config, req: &NewUserRequest) -> Result<User> {
     check_user_id(&req.id)?;
+    if let Some(email) = &req.email {
+        check_email(email)?;
+    }
     if let Some(plan) = &req.plan_id {
         resolve_plan(config, &PlanRef::Id(plan.clone()))?;
     }

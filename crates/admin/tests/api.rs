@@ -770,6 +770,7 @@ async fn every_route_of_the_openapi_document_needs_credentials() {
         "/api/subscription/usage/{user_id}",
         "/api/subscription/usage/{user_id}/trends",
         "/api/subscription/dashboard/{user_id}",
+        "/api/subscription/recommendations/{user_id}",
         "/api/subscription/alerts/{user_id}",
         "/api/subscription/alerts/{alert_id}/mark-read",
         "/api/subscription/status/{user_id}",
@@ -781,6 +782,7 @@ async fn every_route_of_the_openapi_document_needs_credentials() {
         "/api/admin/users/{user_id}/disable",
         "/api/admin/users/{user_id}/enable",
         "/api/admin/users/{user_id}/keys",
+        "/api/admin/users/{user_id}/email",
         "/api/admin/keys/{key_id}",
         "/metrics",
     ] {

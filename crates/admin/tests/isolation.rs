@@ -39,6 +39,7 @@ fn cases() -> BTreeMap<&'static str, Expect> {
         ("GET /api/subscription/usage/{user_id}", NotFound),
         ("GET /api/subscription/usage/{user_id}/trends", NotFound),
         ("GET /api/subscription/dashboard/{user_id}", NotFound),
+        ("GET /api/subscription/recommendations/{user_id}", NotFound),
         ("GET /api/subscription/alerts/{user_id}", NotFound),
         (
             "POST /api/subscription/alerts/{alert_id}/mark-read",
@@ -53,6 +54,7 @@ fn cases() -> BTreeMap<&'static str, Expect> {
         ("POST /api/admin/users/{user_id}/disable", Forbidden),
         ("POST /api/admin/users/{user_id}/enable", Forbidden),
         ("PUT /api/admin/users/{user_id}/subscription", Forbidden),
+        ("PUT /api/admin/users/{user_id}/email", Forbidden),
         ("GET /api/admin/users/{user_id}/keys", Forbidden),
         ("POST /api/admin/users/{user_id}/keys", Forbidden),
         ("DELETE /api/admin/keys/{key_id}", Forbidden),

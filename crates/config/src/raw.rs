@@ -125,6 +125,22 @@ pub struct Alerts {
     pub delivery_lease_ms: Option<i64>,
     pub retry_backoff_initial_ms: Option<i64>,
     pub retry_backoff_max_ms: Option<i64>,
+    pub email: Option<Email>,
+}
+
+/// `[alerts.email]`: SMTP delivery of alerts.
+#[derive(Debug, Default, Deserialize)]
+pub struct Email {
+    pub smtp_host: Option<String>,
+    pub smtp_port: Option<i64>,
+    pub tls: Option<String>,
+    pub username_env: Option<String>,
+    pub password_env: Option<String>,
+    pub from: Option<String>,
+    pub operator_addresses: Option<Vec<String>>,
+    pub send_to_users: Option<bool>,
+    pub dashboard_url: Option<String>,
+    pub timeout_ms: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -99,6 +99,55 @@ pub struct AlertDelivery {
     pub delivery_lease_ms: u64,
     pub retry_backoff_initial_ms: u64,
     pub retry_backoff_max_ms: u64,
+    /// `[alerts.email]`; none means alerts are not mailed.
+    pub email: Option<EmailSettings>,
+}
+
+/// How alerts are mailed: one message per alert, to the user's address (when they have one)
+/// and to the operators'.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmailSettings {
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub tls: SmtpTls,
+    /// Both or neither, read from the environment variables the file names.
+    pub credentials: Option<SmtpCredentials>,
+    /// The `From:` mailbox, `alerts@example.com` or `Tollgate <alerts@example.com>`.
+    pub from: String,
+    pub operator_addresses: Vec<String>,
+    /// Whether the user whose limit it is gets the message (when the ledger has their address).
+    pub send_to_users: bool,
+    /// The dashboard the message links to.
+    pub dashboard_url: String,
+    /// One SMTP conversation at most (connect, TLS, send).
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmtpCredentials {
+    pub username: Secret,
+    pub password: Secret,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which the server must offer (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Implicit,
+    /// No TLS: only for a relay on the same host or a closed network (port 25).
+    None,
+}
+
+impl SmtpTls {
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Implicit => 465,
+            SmtpTls::None => 25,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -111,7 +111,7 @@ fn crossing(limit: Limit, threshold_pct: u8, used: u64) -> Crossing {
     };
     let (used_text, max_text) = (amount(limit.key, used), amount(limit.key, limit.max));
     let actual_pct = u128::from(used) * 100 / u128::from(limit.max.max(1));
-    let what = what(limit.key);
+    let what = limit_phrase(limit.key);
     let message = if threshold_pct >= 100 {
         format!(
             "You have reached your {what} limit of {max_text} for this billing period \
@@ -149,7 +149,7 @@ fn subject(key: LimitKey) -> String {
 }
 
 /// The limit in a sentence: `Tavily API calls`, `Gemini tokens`, `monthly cost`.
-fn what(key: LimitKey) -> String {
+pub fn limit_phrase(key: LimitKey) -> String {
     match key {
         LimitKey::ProviderCalls(p) => format!("{} API calls", p.display_name()),
         LimitKey::ProviderTokens(p) => format!("{} tokens", p.display_name()),
@@ -160,7 +160,7 @@ fn what(key: LimitKey) -> String {
 }
 
 /// An amount in the limit's unit: `1,000` (calls or tokens), `$1.60`.
-fn amount(key: LimitKey, value: u64) -> String {
+pub fn amount(key: LimitKey, value: u64) -> String {
     match key.measure() {
         Measure::Calls | Measure::Tokens => grouped(value),
         Measure::CostNanousd => format!("${}", format_usd(value)),

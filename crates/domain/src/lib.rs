@@ -18,7 +18,7 @@ pub mod provider;
 pub mod usage;
 
 pub use admission::{Amount, Decision, Denial, Limit, LimitKey, Measure, Standing, decide};
-pub use alerts::{AlertSeverity, Crossing, crossings};
+pub use alerts::{AlertSeverity, Crossing, amount, crossings, limit_phrase};
 pub use bound::{
     BoundTerm, BoundUnit, CallBound, CallShape, DEFAULT_MAX_OUTPUT_TOKENS, Expect, FieldValue,
     MaxPerCall, RequestFields, output_bound, per_call_cost_bound, reservation_amount,

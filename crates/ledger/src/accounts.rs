@@ -144,6 +144,20 @@ impl Ledger {
         Ok(done == 1)
     }
 
+    /// Sets (or, with `None`, clears) the address the user's alerts are mailed to; false if
+    /// there is no such user.
+    pub async fn set_user_email(&self, id: &str, email: Option<&str>) -> Result<bool> {
+        let done = on_db!(&self.db, pool => sqlx::query(
+            "UPDATE users SET email = $2 WHERE id = $1")
+            .bind(id)
+            .bind(email)
+            .execute(pool)
+            .await
+            .map_err(LedgerError::db("setting a user's e-mail address"))?
+            .rows_affected());
+        Ok(done == 1)
+    }
+
     pub async fn user(&self, id: &str) -> Result<Option<User>> {
         Ok(on_db!(&self.db, pool => sqlx::query_as(
             "SELECT id, display_name, email, created_at, disabled_at FROM users WHERE id = $1")

@@ -7,6 +7,7 @@
 //! both win (SQLite serialises writers; PostgreSQL re-checks the condition on the locked row,
 //! and `SKIP LOCKED` spares the loser the wait). A failed attempt sets the lease to the time of
 //! the next try, which is how the back-off survives restarts and moves between instances.
+//! Webhooks and e-mail are two channels with a delivery state each, claimed the same way.
 
 use chrono::{DateTime, Utc};
 use tollgate_domain::Crossing;
@@ -115,23 +116,98 @@ impl Ledger {
         lease_ms: u64,
         max: u32,
     ) -> Result<Vec<ClaimedAlert>> {
+        self.claim_alerts(Channel::Webhook, owner, now, lease_ms, max)
+            .await
+    }
+
+    /// Records the delivery of an alert claimed by `owner`; false if the claim was lost (the
+    /// lease ran out and another instance claimed it) or the alert was already marked sent.
+    pub async fn mark_alert_delivered(&self, alert_id: i64, owner: &str) -> Result<bool> {
+        self.mark_delivered(Channel::Webhook, alert_id, owner).await
+    }
+
+    /// Gives a failed delivery back, to be claimed again from `retry_at` (by any instance).
+    pub async fn release_alert_claim(
+        &self,
+        alert_id: i64,
+        owner: &str,
+        retry_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<bool> {
+        self.release_claim(Channel::Webhook, alert_id, owner, retry_at, error)
+            .await
+    }
+
+    /// Claims up to `max` alerts not yet mailed whose lease has passed, like
+    /// [`Ledger::claim_unsent_alerts`] for webhooks.
+    pub async fn claim_unmailed_alerts(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_ms: u64,
+        max: u32,
+    ) -> Result<Vec<ClaimedAlert>> {
+        self.claim_alerts(Channel::Email, owner, now, lease_ms, max)
+            .await
+    }
+
+    /// Records that an alert claimed by `owner` was mailed; false if the claim was lost.
+    pub async fn mark_alert_mailed(&self, alert_id: i64, owner: &str) -> Result<bool> {
+        self.mark_delivered(Channel::Email, alert_id, owner).await
+    }
+
+    /// Gives a failed mailing back, to be claimed again from `retry_at`.
+    pub async fn release_alert_mail_claim(
+        &self,
+        alert_id: i64,
+        owner: &str,
+        retry_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<bool> {
+        self.release_claim(Channel::Email, alert_id, owner, retry_at, error)
+            .await
+    }
+
+    /// Whether the alert was mailed, and the last mailing error (for operators and tests).
+    pub async fn alert_mail_state(&self, alert_id: i64) -> Result<Option<(bool, Option<String>)>> {
+        Ok(on_db!(&self.db, pool => sqlx::query_as(
+            "SELECT email_sent, email_last_error FROM usage_alerts WHERE id = $1")
+            .bind(alert_id)
+            .fetch_optional(pool)
+            .await
+            .map_err(LedgerError::db("reading an alert's mail state"))?))
+    }
+
+    async fn claim_alerts(
+        &self,
+        channel: Channel,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_ms: u64,
+        max: u32,
+    ) -> Result<Vec<ClaimedAlert>> {
+        let Columns {
+            sent,
+            attempts,
+            lease,
+            claimed_by,
+            ..
+        } = channel.columns();
         let now_ms = now.timestamp_millis();
         let until_ms = now_ms.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
-        let pick = match &self.db {
-            Db::Sqlite(_) => {
-                "SELECT id FROM usage_alerts WHERE is_sent = FALSE \
-                 AND delivery_lease_until_ms <= $3 ORDER BY id LIMIT $4"
-            }
-            Db::Postgres(_) => {
-                "SELECT id FROM usage_alerts WHERE is_sent = FALSE \
-                 AND delivery_lease_until_ms <= $3 ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED"
-            }
+        let lock = match &self.db {
+            Db::Sqlite(_) => "",
+            Db::Postgres(_) => " FOR UPDATE SKIP LOCKED",
         };
+        let pick = format!(
+            "SELECT id FROM usage_alerts WHERE {sent} = FALSE \
+             AND {lease} <= $3 ORDER BY id LIMIT $4{lock}"
+        );
         let sql = format!(
-            "UPDATE usage_alerts SET delivery_lease_until_ms = $1, delivery_claimed_by = $2, \
-             delivery_attempts = delivery_attempts + 1 \
-             WHERE id IN ({pick}) AND is_sent = FALSE AND delivery_lease_until_ms <= $3 \
-             RETURNING {ALERT_COLUMNS}, delivery_attempts"
+            "UPDATE usage_alerts SET {lease} = $1, {claimed_by} = $2, \
+             {attempts} = {attempts} + 1 \
+             WHERE id IN ({pick}) AND {sent} = FALSE AND {lease} <= $3 \
+             RETURNING {ALERT_COLUMNS}, {attempts} AS delivery_attempts"
         );
         let rows: Vec<ClaimedRow> = on_db!(&self.db, pool => sqlx::query_as(&sql)
             .bind(until_ms)
@@ -152,12 +228,19 @@ impl Ledger {
         Ok(claimed)
     }
 
-    /// Records the delivery of an alert claimed by `owner`; false if the claim was lost (the
-    /// lease ran out and another instance claimed it) or the alert was already marked sent.
-    pub async fn mark_alert_delivered(&self, alert_id: i64, owner: &str) -> Result<bool> {
-        let done = on_db!(&self.db, pool => sqlx::query(
-            "UPDATE usage_alerts SET is_sent = TRUE, sent_at = $3, delivery_last_error = NULL \
-             WHERE id = $1 AND delivery_claimed_by = $2 AND is_sent = FALSE")
+    async fn mark_delivered(&self, channel: Channel, alert_id: i64, owner: &str) -> Result<bool> {
+        let Columns {
+            sent,
+            sent_at,
+            claimed_by,
+            last_error,
+            ..
+        } = channel.columns();
+        let sql = format!(
+            "UPDATE usage_alerts SET {sent} = TRUE, {sent_at} = $3, {last_error} = NULL \
+             WHERE id = $1 AND {claimed_by} = $2 AND {sent} = FALSE"
+        );
+        let done = on_db!(&self.db, pool => sqlx::query(&sql)
             .bind(alert_id)
             .bind(owner)
             .bind(Utc::now())
@@ -168,18 +251,26 @@ impl Ledger {
         Ok(done == 1)
     }
 
-    /// Gives a failed delivery back, to be claimed again from `retry_at` (by any instance).
-    pub async fn release_alert_claim(
+    async fn release_claim(
         &self,
+        channel: Channel,
         alert_id: i64,
         owner: &str,
         retry_at: DateTime<Utc>,
         error: &str,
     ) -> Result<bool> {
-        let done = on_db!(&self.db, pool => sqlx::query(
-            "UPDATE usage_alerts SET delivery_lease_until_ms = $3, delivery_claimed_by = NULL, \
-             delivery_last_error = $4 \
-             WHERE id = $1 AND delivery_claimed_by = $2 AND is_sent = FALSE")
+        let Columns {
+            sent,
+            lease,
+            claimed_by,
+            last_error,
+            ..
+        } = channel.columns();
+        let sql = format!(
+            "UPDATE usage_alerts SET {lease} = $3, {claimed_by} = NULL, {last_error} = $4 \
+             WHERE id = $1 AND {claimed_by} = $2 AND {sent} = FALSE"
+        );
+        let done = on_db!(&self.db, pool => sqlx::query(&sql)
             .bind(alert_id)
             .bind(owner)
             .bind(retry_at.timestamp_millis())
@@ -189,5 +280,46 @@ impl Ledger {
             .map_err(LedgerError::db("releasing an alert claim"))?
             .rows_affected());
         Ok(done == 1)
+    }
+}
+
+/// A way alerts leave the gateway; each has its own delivery state in `usage_alerts`, so one
+/// channel failing neither delays nor repeats the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Channel {
+    Webhook,
+    Email,
+}
+
+/// The delivery-state columns of one channel.
+struct Columns {
+    sent: &'static str,
+    sent_at: &'static str,
+    attempts: &'static str,
+    lease: &'static str,
+    claimed_by: &'static str,
+    last_error: &'static str,
+}
+
+impl Channel {
+    fn columns(self) -> Columns {
+        match self {
+            Channel::Webhook => Columns {
+                sent: "is_sent",
+                sent_at: "sent_at",
+                attempts: "delivery_attempts",
+                lease: "delivery_lease_until_ms",
+                claimed_by: "delivery_claimed_by",
+                last_error: "delivery_last_error",
+            },
+            Channel::Email => Columns {
+                sent: "email_sent",
+                sent_at: "email_sent_at",
+                attempts: "email_attempts",
+                lease: "email_lease_until_ms",
+                claimed_by: "email_claimed_by",
+                last_error: "email_last_error",
+            },
+        }
     }
 }

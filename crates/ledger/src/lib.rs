@@ -21,6 +21,7 @@ mod event;
 mod export;
 mod jobs;
 mod metrics;
+mod models;
 mod overflow;
 mod queries;
 mod queue;
@@ -43,6 +44,7 @@ pub use db::{Db, DbOptions, migrate};
 pub use error::{LedgerError, Result};
 pub use event::UsageEvent;
 pub use metrics::LedgerMetrics;
+pub use models::ModelUsage;
 pub use queries::{
     DailyUsage, LogFilter, LogPage, PeriodUsage, ProviderUsage, UsageLog, UsageTotals,
 };

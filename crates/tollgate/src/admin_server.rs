@@ -1,4 +1,4 @@
-//! The admin listener and the alert deliverer beside the gateway, on a runtime of their own,
+//! The admin listener and the alert deliverers (webhooks, e-mail) beside the gateway, on a runtime of their own,
 //! stopped after the proxy has stopped.
 
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 use tollgate_admin::{
-    AdminState, AdminTokens, ConfigControlRef, ConfigSource, Deliverer, LogControlRef,
+    AdminState, AdminTokens, ConfigControlRef, ConfigSource, Deliverer, LogControlRef, Mailer,
     MetricsRenderer, OnKeyRevoked, Readiness,
 };
 use tollgate_ledger::Ledger;
@@ -75,8 +75,11 @@ pub fn start(gateway: Gateway, ledger: Ledger) -> anyhow::Result<AdminServer> {
             tracing::error!(error = %e, "admin listener failed");
         }
     }));
-    let deliverer = Deliverer::new(ledger, config).map_err(anyhow::Error::msg)?;
-    tasks.push(runtime.spawn(deliverer.run(until_stopped(stopped))));
+    let deliverer =
+        Deliverer::new(ledger.clone(), Arc::clone(&config)).map_err(anyhow::Error::msg)?;
+    tasks.push(runtime.spawn(deliverer.run(until_stopped(stopped.clone()))));
+    let mailer = Mailer::new(ledger, config);
+    tasks.push(runtime.spawn(mailer.run(until_stopped(stopped))));
     tracing::info!(listen = %addr, "tollgate admin API listening");
     Ok(AdminServer {
         runtime,

@@ -84,3 +84,55 @@ fn three_mistakes_are_all_named_with_their_lines() {
     }
     assert!(stderr.contains("3 error(s)"), "{stderr}");
 }
+
+#[test]
+fn email_settings_are_checked_with_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = repo_root();
+    copy_dir(&root.join("pricing"), &dir.path().join("pricing"));
+    let mut gateway = std::fs::read_to_string(root.join("gateway.toml")).unwrap();
+    gateway.push_str(
+        r#"
+[alerts.email]
+smtp_host = "smtp.example.com"
+tls = "ssl"
+from = "alerts"
+username_env = "TG_CHECK_SMTP_USER_NEVER_SET"
+password_env = "TG_CHECK_SMTP_PASSWORD_NEVER_SET"
+operator_addresses = ["ops@example.com"]
+dashboard_url = "gateway.example.com/dashboard"
+"#,
+    );
+    std::fs::write(dir.path().join("gateway.toml"), &gateway).unwrap();
+    // The last match: the shipped file carries a commented-out example of the table.
+    let line_of = |needle: &str| {
+        let lines: Vec<&str> = gateway.lines().collect();
+        lines.iter().rposition(|l| l.contains(needle)).unwrap() + 1
+    };
+    let out = check(&dir.path().join("gateway.toml"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    for e in [
+        format!(
+            "gateway.toml:{}: error: alerts.email.tls: \"ssl\" is not a TLS mode",
+            line_of("tls = \"ssl\"")
+        ),
+        format!(
+            "gateway.toml:{}: error: alerts.email.from: \"alerts\" is not a mailbox",
+            line_of("from = \"alerts\"")
+        ),
+        format!(
+            "gateway.toml:{}: error: alerts.email.password_env: environment variable \
+             TG_CHECK_SMTP_PASSWORD_NEVER_SET is not set",
+            line_of("password_env =")
+        ),
+        format!(
+            "gateway.toml:{}: error: alerts.email.dashboard_url: \"gateway.example.com/dashboard\" \
+             is not an http:// or https:// URL",
+            line_of("dashboard_url =")
+        ),
+    ] {
+        assert!(stderr.contains(e.as_str()), "missing {e:?} in:\n{stderr}");
+    }
+    assert!(stderr.contains("5 error(s)"), "{stderr}");
+}

@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod live;
 pub mod logs;
 pub mod plans;
+pub mod recommendations;
 pub mod system;
 pub mod usage;
 pub mod users;

@@ -15,6 +15,7 @@ use crate::limits::limits_block;
 use crate::model::{Dashboard, Envelope, Summary, UsageStats, UsageTrends};
 use crate::ops;
 use crate::render::dollars;
+use crate::routes::recommendations;
 use crate::state::AdminState;
 use crate::stats;
 
@@ -88,7 +89,8 @@ pub async fn trends(
     Ok(Json(Envelope::ok(stats::trends(&periods))))
 }
 
-/// Everything the dashboard shows: usage, trends, limits, alerts, projections.
+/// Everything the dashboard shows: usage, trends, limits, alerts, projections,
+/// recommendations.
 #[utoipa::path(get, path = "/api/subscription/dashboard/{user_id}", tag = "usage",
     params(("user_id" = String, Path), PeriodQuery), security(("bearer" = [])),
     responses((status = 200, body = Envelope<Dashboard>), (status = 400, body = ErrorBody),
@@ -125,6 +127,9 @@ pub async fn dashboard(
         usage_status: current.usage_status.clone(),
         unread_alerts: unread_count,
     };
+    let recommendations =
+        recommendations::for_period(ledger, &config, &account, &user_id, period, &usage, now)
+            .await?;
     Ok(Json(Envelope::ok(Dashboard {
         total_usage: current.clone(),
         current_period_usage: current.clone(),
@@ -134,5 +139,6 @@ pub async fn dashboard(
         alerts: unread.iter().map(stats::alert_out).collect(),
         projections,
         summary,
+        recommendations,
     })))
 }

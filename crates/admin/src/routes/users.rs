@@ -66,6 +66,12 @@ pub struct PlanChange {
     pub billing_cycle: Option<String>,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EmailChange {
+    /// Where the user's alerts are mailed (`[alerts.email]`); `null` stops mailing them.
+    pub email: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKeyRequest {
@@ -251,6 +257,37 @@ pub async fn set_plan(
         req.anchor_day,
     )
     .await?;
+    let user = state
+        .ledger
+        .user(&user_id)
+        .await?
+        .ok_or_else(|| AdminError::not_found_user(&user_id))?;
+    Ok(Json(Envelope::ok(user_out(&state, user).await?)))
+}
+
+/// Sets or clears the address the user's alerts are mailed to.
+#[utoipa::path(put, path = "/api/admin/users/{user_id}/email", tag = "admin",
+    params(("user_id" = String, Path)), request_body = EmailChange, security(("bearer" = [])),
+    responses((status = 200, body = Envelope<UserOut>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn set_email(
+    caller: Caller,
+    State(state): State<AdminState>,
+    PathParam(user_id): PathParam<String>,
+    JsonBody(req): JsonBody<EmailChange>,
+) -> Result<Json<Envelope<UserOut>>> {
+    caller.require_admin()?;
+    if let Some(email) = &req.email {
+        ops::check_email(email)?;
+    }
+    if !state
+        .ledger
+        .set_user_email(&user_id, req.email.as_deref())
+        .await?
+    {
+        return Err(AdminError::not_found_user(&user_id));
+    }
     let user = state
         .ledger
         .user(&user_id)

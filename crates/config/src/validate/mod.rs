@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use tollgate_domain::{Decimal, ModelPrice, PriceBook, Rate, TokenRates};
 
 mod access;
+mod email;
 mod upgrade;
 
 use crate::problem::FileProblems;
@@ -246,6 +247,19 @@ fn alert_delivery(p: &mut FileProblems, raw: &raw::Alerts, env: Env<'_>) -> Aler
             ),
         );
     }
+    let email = raw.email.as_ref().map(|raw| email::email(p, raw, env));
+    if let Some(email) = &email
+        && delivery_lease_ms <= email.timeout_ms
+    {
+        p.error(
+            &at("delivery_lease_ms"),
+            format!(
+                "{delivery_lease_ms} ms is not longer than one e-mail attempt \
+                 ([alerts.email] timeout_ms = {} ms); raise it",
+                email.timeout_ms
+            ),
+        );
+    }
     AlertDelivery {
         webhook_urls,
         webhook_secret_env,
@@ -261,6 +275,7 @@ fn alert_delivery(p: &mut FileProblems, raw: &raw::Alerts, env: Env<'_>) -> Aler
         delivery_lease_ms,
         retry_backoff_initial_ms,
         retry_backoff_max_ms,
+        email,
     }
 }
 

@@ -99,3 +99,25 @@ pub fn wait_rows(url: &str, user: &str, count: usize) -> Vec<UsageLog> {
         std::thread::sleep(Duration::from_millis(30));
     }
 }
+
+/// Each alert of `user` in the ledger at `url` with whether it was mailed and the last error
+/// of mailing it, oldest first.
+pub fn ledger_mail_states(
+    url: &str,
+    user: &str,
+) -> Vec<(tollgate_ledger::Alert, bool, Option<String>)> {
+    with_ledger(url, |ledger| async move {
+        let mut out = Vec::new();
+        for alert in ledger
+            .alerts(user, false, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .rev()
+        {
+            let (mailed, error) = ledger.alert_mail_state(alert.id).await.unwrap().unwrap();
+            out.push((alert, mailed, error));
+        }
+        out
+    })
+}

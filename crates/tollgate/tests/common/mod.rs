@@ -3,7 +3,7 @@
 //! private or shared (`redis`); the ledger read back (`ledger`); a scripted mock upstream that
 //! records every request (`mock`); `/metrics` parsed and checked by `promtool` (`metrics`); raw HTTP/1.1 requests, so the bytes on the wire are exactly
 //! what the test says (`client`); the keys the tests hand out (`keys`); and the official Python
-//! SDKs run against the gateway (`sdk`). Everything is re-exported here, as `common::…`.
+//! SDKs run against the gateway (`sdk`); a real SMTP server that keeps what it is sent (`smtp`). Everything is re-exported here, as `common::…`.
 
 // Each test file is a crate of its own that uses a different part of the harness: what one
 // leaves unused is neither dead code nor an unused re-export.
@@ -18,6 +18,7 @@ mod mock;
 mod process;
 mod redis;
 mod sdk;
+mod smtp;
 
 #[allow(unused_imports)]
 pub use self::{
@@ -27,11 +28,13 @@ pub use self::{
     gateway::Gateway,
     keys::{assert_key_swapped, client_key, key_entry, provider_key},
     ledger::{
-        UsageLog, all_rows, ledger_alerts, ledger_rows, refused_rows, reopen_ledger, wait_rows,
+        UsageLog, all_rows, ledger_alerts, ledger_mail_states, ledger_rows, refused_rows,
+        reopen_ledger, wait_rows,
     },
     metrics::{Sample, parse_samples, promtool_check, sample_value},
     mock::{Mock, Reply, Seen, fixture},
     process::free_port,
     redis::{RedisServer, redis_cleanup, redis_url},
     sdk::{run_sdk_script, sdk_python},
+    smtp::{Mail, SmtpServer},
 };
