@@ -220,7 +220,9 @@ impl Drop for Browser {
             &[],
             b"",
         );
-        self.driver.stop();
+        // chromedriver ends with SIGTERM's status, which `stop` would take for a crash.
+        self.driver.signal("TERM");
+        let _ = self.driver.wait_exit(Duration::from_secs(10));
     }
 }
 
