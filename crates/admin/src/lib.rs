@@ -62,6 +62,12 @@ pub fn api(state: AdminState) -> (Router, OpenApi) {
         .routes(routes!(routes::usage::trends))
         .routes(routes!(routes::usage::dashboard))
         .routes(routes!(routes::recommendations::recommendations_route))
+        .routes(routes!(routes::billing::billing_history))
+        .routes(routes!(routes::insights::daily))
+        .routes(routes!(routes::insights::models))
+        .routes(routes!(routes::insights::own_keys))
+        .routes(routes!(routes::insights::overview))
+        .routes(routes!(routes::insights::session))
         .routes(routes!(routes::alerts::alerts))
         .routes(routes!(routes::alerts::mark_read))
         .routes(routes!(routes::logs::usage_logs))
@@ -101,8 +107,8 @@ pub fn api(state: AdminState) -> (Router, OpenApi) {
     (router, doc)
 }
 
-/// The whole admin listener: the API, `/api/openapi.json`, `/dashboard`, `/healthz` (alive),
-/// `/readyz` (ready for traffic), CORS.
+/// The whole admin listener: the API, `/api/openapi.json`, `/dashboard` and its two files,
+/// `/healthz` (alive), `/readyz` (ready for traffic), CORS.
 pub fn router(state: AdminState) -> Router {
     let (api, doc) = api(state.clone());
     let doc = Arc::new(doc.to_pretty_json().unwrap_or_else(|_| "{}".to_owned()));
@@ -119,6 +125,14 @@ pub fn router(state: AdminState) -> Router {
         }),
     )
     .route("/dashboard", get(routes::system::dashboard_page))
+    .route(
+        "/dashboard/dashboard.js",
+        get(routes::system::dashboard_script),
+    )
+    .route(
+        "/dashboard/dashboard.css",
+        get(routes::system::dashboard_style),
+    )
     .route("/healthz", get(routes::system::healthz))
     .route(
         "/readyz",

@@ -738,18 +738,24 @@ async fn users_keys_metrics_and_pages() {
             .starts_with("text/plain")
     );
     assert!(r.text().await.unwrap().contains("tollgate_test_metric 1"));
-    let r = server
-        .request("GET", "/dashboard", "")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(
-        r.text()
-            .await
-            .unwrap()
-            .contains("/api/subscription/dashboard/")
-    );
+    // The page and its two files are served without credentials, from the binary, under a
+    // policy that lets nothing from elsewhere run in them.
+    for (path, kind, needle) in [
+        ("/dashboard", "text/html", "/dashboard/dashboard.js"),
+        (
+            "/dashboard/dashboard.js",
+            "text/javascript",
+            "/api/subscription/dashboard/",
+        ),
+        ("/dashboard/dashboard.css", "text/css", ".gauge"),
+    ] {
+        let r = server.request("GET", path, "").send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let header = |name: &str| r.headers()[name].to_str().unwrap().to_owned();
+        assert!(header("content-type").starts_with(kind), "{path}");
+        assert!(header("content-security-policy").contains("script-src 'self'"));
+        assert!(r.text().await.unwrap().contains(needle), "{path}");
+    }
     let r = server.request("GET", "/healthz", "").send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
@@ -777,6 +783,7 @@ async fn every_route_of_the_openapi_document_needs_credentials() {
         "/api/subscription/subscribe/{user_id}",
         "/api/subscription/usage-logs",
         "/api/subscription/preflight-check",
+        "/api/subscription/billing-history/{user_id}",
         "/api/admin/users",
         "/api/admin/users/{user_id}",
         "/api/admin/users/{user_id}/disable",
@@ -857,6 +864,222 @@ async fn cors_allows_configured_origins_with_authorization() {
 }
 
 #[tokio::test]
+async fn the_dashboard_pages_reads() {
+    let db = TestDb::sqlite();
+    let (server, alice_key) = setup(&db).await;
+
+    let (status, body) = server.get("/api/session", &alice_key).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"], json!({"role": "user", "user_id": "alice"}));
+    let (_, body) = server.get("/api/session", ADMIN_TOKEN).await;
+    assert_eq!(body["data"], json!({"role": "admin"}));
+    let (status, _) = server.get("/api/session", "tg_not_a_key").await;
+    assert_eq!(status, 401);
+
+    // Every day of the period, today's with the 17 calls of setup.
+    let (status, body) = server
+        .get("/api/subscription/usage/alice/daily", &alice_key)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let today = Utc::now().date_naive().to_string();
+    let days = body["data"]["days"].as_array().unwrap();
+    assert!((28..=31).contains(&days.len()), "{}", days.len());
+    let day = days.iter().find(|d| d["day"] == today.as_str()).unwrap();
+    assert_eq!(
+        (&day["calls"], &day["error_calls"]),
+        (&json!(17), &json!(1))
+    );
+    assert_eq!(day["cost"].to_string(), "0.304813");
+    let (status, _) = server
+        .get("/api/subscription/usage/bob/daily", &alice_key)
+        .await;
+    assert_eq!(status, 404);
+
+    // Models, costliest first, with the provider's name for people.
+    let (status, body) = server
+        .get("/api/subscription/usage/alice/models", &alice_key)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let models = body["data"]["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    assert_eq!(
+        (&models[0]["provider"], &models[0]["provider_name"]),
+        (&json!("tavily"), &json!("Tavily"))
+    );
+    assert_eq!(
+        (&models[0]["calls"], &models[0]["error_calls"]),
+        (&json!(16), &json!(1))
+    );
+    assert_eq!(models[0]["cost"].to_string(), "0.304");
+    assert_eq!(models[1]["provider"], "gemini");
+    let (status, body) = server
+        .get(
+            "/api/subscription/usage/alice/models?billing_period=2025-01",
+            &alice_key,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["models"], json!([]));
+
+    // A user reads their own keys, never another's.
+    let (status, body) = server.get("/api/subscription/keys/alice", &alice_key).await;
+    assert_eq!(status, 200);
+    assert!(alice_key.starts_with(body["data"][0]["prefix"].as_str().unwrap()));
+    assert!(!body.to_string().contains(&alice_key));
+    let (status, _) = server.get("/api/subscription/keys/bob", &alice_key).await;
+    assert_eq!(status, 404);
+
+    // The operators' overview: users by spend with plan, status and share of the cap.
+    let (status, _) = server.get("/api/admin/overview", &alice_key).await;
+    assert_eq!(status, 403);
+    let (status, body) = server.get("/api/admin/overview", ADMIN_TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    assert_no_nulls(&body, "");
+    let users = body["data"]["users"].as_array().unwrap();
+    assert_eq!(users[0]["user_id"], "alice");
+    assert_eq!(users[0]["plan_id"], "free");
+    // 16 of 20 Tavily calls.
+    assert_eq!(users[0]["usage_status"], "warning");
+    assert_eq!(users[0]["cost"].to_string(), "0.304813");
+    assert_eq!(users[0]["cost_cap"].to_string(), "2.0");
+    assert_eq!(users[0]["cost_percentage"].to_string(), "15.24");
+    assert_eq!(users[1]["user_id"], "bob");
+    let providers = body["data"]["providers"].as_array().unwrap();
+    assert_eq!(providers.len(), 9);
+    let exa = providers.iter().find(|p| p["provider"] == "exa").unwrap();
+    assert_eq!(exa["provider_name"], "Exa");
+    let tavily = providers
+        .iter()
+        .find(|p| p["provider"] == "tavily")
+        .unwrap();
+    assert_eq!(
+        (&tavily["calls"], &tavily["error_calls"]),
+        (&json!(16), &json!(1))
+    );
+    assert_eq!(body["data"]["top_models"][0]["provider"], "tavily");
+    let (status, _) = server
+        .get("/api/admin/overview?billing_period=soon", ADMIN_TOKEN)
+        .await;
+    assert_eq!(status, 400);
+
+    // The log filters by outcome.
+    for (status_filter, expected) in [("failed", 1), ("success", 16)] {
+        let (status, body) = server
+            .get(
+                &format!("/api/subscription/usage-logs?status={status_filter}"),
+                &alice_key,
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["total_count"], expected, "{status_filter}");
+    }
+    let (status, _) = server
+        .get("/api/subscription/usage-logs?status=maybe", &alice_key)
+        .await;
+    assert_eq!(status, 400);
+}
+
+/// Two closed months of bob (on Pro) and the current month of alice, which is not closed yet.
+async fn close_two_months_of_bob(server: &Server) {
+    // The plan table mirrors gateway.toml, as the gateway keeps it at start.
+    server
+        .ledger
+        .upsert_plan(&tollgate_ledger::PlanRecord {
+            id: "pro".into(),
+            name: "Pro".into(),
+            tier: "pro".into(),
+            price_monthly_nanousd: 79_000_000_000,
+            price_yearly_nanousd: 790_000_000_000,
+            limits_json: "{}".into(),
+            features_json: "[]".into(),
+            description: None,
+            is_active: true,
+        })
+        .await
+        .unwrap();
+    let at = |m: u32| chrono::TimeZone::with_ymd_and_hms(&Utc, 2025, m, 15, 12, 0, 0).unwrap();
+    server
+        .ledger
+        .insert_batch(&[
+            call("bob", Provider::Gemini, 1_000, 19_000_000, 200, at(1)),
+            call("bob", Provider::Gemini, 2_500, 813_000, 200, at(2)),
+            call("bob", Provider::Tavily, 0, 8_000_000, 200, at(2)),
+        ])
+        .await
+        .unwrap();
+    server.ledger.close_periods(Utc::now()).await.unwrap();
+}
+
+#[tokio::test]
+async fn billing_history_lists_closed_periods_newest_first() {
+    let db = TestDb::sqlite();
+    let (server, alice_key) = setup(&db).await;
+    close_two_months_of_bob(&server).await;
+
+    let (status, body) = server
+        .get("/api/subscription/billing-history/bob?limit=1", ADMIN_TOKEN)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_no_nulls(&body, "");
+    let data = &body["data"];
+    assert_eq!(data["user_id"], "bob");
+    assert_eq!(
+        (&data["total_count"], &data["limit"], &data["offset"]),
+        (&json!(2), &json!(1), &json!(0))
+    );
+    assert_eq!(data["has_more"], true);
+    let bill = &data["history"][0];
+    assert_eq!(bill["billing_period"], "2025-02");
+    assert_eq!(bill["period_start"], "2025-02-01T00:00:00.000Z");
+    assert_eq!(bill["period_end"], "2025-03-01T00:00:00.000Z");
+    assert_eq!(bill["plan_name"], "Pro");
+    // Money is dollars from integers: 813_000 + 8_000_000 nano-USD, never 0.008813000000000001.
+    assert_eq!(bill["base_cost"].to_string(), "79.0");
+    assert_eq!(bill["usage_cost"].to_string(), "0.008813");
+    assert_eq!(bill["overage_cost"].to_string(), "0.0");
+    assert_eq!(bill["total_cost"].to_string(), "79.0");
+    assert_eq!(
+        (&bill["total_api_calls"], &bill["total_tokens"]),
+        (&json!(2), &json!(2_500))
+    );
+    assert_eq!(bill["payment_status"], "pending");
+
+    let (_, body) = server
+        .get(
+            "/api/subscription/billing-history/bob?limit=1&offset=1",
+            ADMIN_TOKEN,
+        )
+        .await;
+    assert_eq!(body["data"]["history"][0]["billing_period"], "2025-01");
+    assert_eq!(
+        body["data"]["history"][0]["usage_cost"].to_string(),
+        "0.019"
+    );
+    assert_eq!(body["data"]["has_more"], false);
+
+    // alice's own key reads alice's (empty: her month is still open), never bob's.
+    let (status, body) = server
+        .get("/api/subscription/billing-history/alice", &alice_key)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["history"], json!([]));
+    assert_eq!(body["data"]["total_count"], 0);
+    let (status, _) = server
+        .get("/api/subscription/billing-history/bob", &alice_key)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = server
+        .get("/api/subscription/billing-history/nobody", ADMIN_TOKEN)
+        .await;
+    assert_eq!(status, 404);
+    let (status, body) = server
+        .get("/api/subscription/billing-history/bob?limit=0", ADMIN_TOKEN)
+        .await;
+    assert_eq!(status, 400);
+    assert!(body["detail"].as_str().unwrap().contains("limit"));
+}
+
+#[tokio::test]
 async fn the_dashboard_on_postgresql() {
     let db = TestDb::postgres().await;
     let (server, alice_key) = setup(&db).await;
@@ -867,5 +1090,31 @@ async fn the_dashboard_on_postgresql() {
     assert_usage_stats(&body["data"]["current_usage"]);
     assert_eq!(body["data"]["current_usage"]["total_calls"], 17);
     assert_eq!(body["data"]["alerts"].as_array().unwrap().len(), 1);
+    close_two_months_of_bob(&server).await;
+    let (status, body) = server
+        .get("/api/subscription/billing-history/bob", ADMIN_TOKEN)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let periods: Vec<&str> = body["data"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["billing_period"].as_str().unwrap())
+        .collect();
+    assert_eq!(periods, ["2025-02", "2025-01"]);
+    // Models for one user and for everyone, and the days, on PostgreSQL's SQL too.
+    let (status, body) = server
+        .get("/api/subscription/usage/alice/models", &alice_key)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["models"][0]["calls"], 16);
+    let (status, body) = server.get("/api/admin/overview", ADMIN_TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["top_models"][0]["calls"], 16);
+    assert_eq!(body["data"]["users"][0]["user_id"], "alice");
+    let (status, _) = server
+        .get("/api/subscription/usage/alice/daily", &alice_key)
+        .await;
+    assert_eq!(status, 200);
     server.ledger.close().await;
 }

@@ -242,6 +242,38 @@ pub struct BillingRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// A page of a user's billing history, newest period first, and how many rows they have in all.
+pub async fn billing_history_page(
+    db: &Db,
+    user_id: &str,
+    limit: u32,
+    offset: u64,
+) -> Result<(Vec<BillingRecord>, u64)> {
+    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+    let (total, rows) = on_db!(db, pool => {
+        let (total,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM billing_history WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(pool)
+            .await
+            .map_err(LedgerError::db("counting billing history"))?;
+        let rows: Vec<BillingRecord> = sqlx::query_as(
+            "SELECT user_id, billing_period, period_start, period_end, plan_id, plan_name, \
+             base_cost_nanousd, usage_cost_nanousd, overage_cost_nanousd, total_cost_nanousd, \
+             total_calls, total_tokens, usage_details, payment_status, created_at \
+             FROM billing_history WHERE user_id = $1 \
+             ORDER BY billing_period DESC LIMIT $2 OFFSET $3")
+            .bind(user_id)
+            .bind(i64::from(limit))
+            .bind(offset)
+            .fetch_all(pool)
+            .await
+            .map_err(LedgerError::db("reading billing history"))?;
+        (total, rows)
+    });
+    Ok((rows, from_db(total)))
+}
+
 /// The billing history of a user, oldest first.
 pub async fn billing_history(db: &Db, user_id: &str) -> Result<Vec<BillingRecord>> {
     Ok(on_db!(db, pool => sqlx::query_as(

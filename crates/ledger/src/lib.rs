@@ -14,6 +14,7 @@ mod alerts;
 mod backoff;
 mod batcher;
 mod billing;
+mod breakdown;
 mod config;
 mod db;
 mod error;
@@ -39,6 +40,7 @@ pub use accounts::{
 };
 pub use alerts::ClaimedAlert;
 pub use billing::BillingRecord;
+pub use breakdown::ModelUsage;
 pub use config::{Durability, LedgerConfig, OnFull, OnSpoolFull, SqliteSync};
 pub use db::{Db, DbOptions, migrate};
 pub use error::{LedgerError, Result};
@@ -114,6 +116,17 @@ impl Ledger {
 
     pub async fn billing_history(&self, user_id: &str) -> Result<Vec<BillingRecord>> {
         billing::billing_history(&self.db, user_id).await
+    }
+
+    /// A page of the user's billing history, newest period first, with the number of rows in
+    /// all.
+    pub async fn billing_history_page(
+        &self,
+        user_id: &str,
+        limit: u32,
+        offset: u64,
+    ) -> Result<(Vec<BillingRecord>, u64)> {
+        billing::billing_history_page(&self.db, user_id, limit, offset).await
     }
 
     pub async fn close(&self) {

@@ -47,6 +47,9 @@ macro_rules! push_log_filter {
             }
             None => {}
         }
+        if f.successes_only {
+            $qb.push(" AND status_code < 400 AND error_message IS NULL");
+        }
         if let Some(v) = f.from {
             $qb.push(" AND occurred_at >= ").push_bind(v);
         }
@@ -101,6 +104,11 @@ pub struct PeriodUsage {
 }
 
 impl PeriodUsage {
+    /// A period without usage: every provider at zero.
+    pub fn empty(user_id: &str, key: &str) -> PeriodUsage {
+        empty_period(user_id, key)
+    }
+
     /// The period's use per counter, in the shape the counter stores are seeded with: every
     /// provider's calls (and tokens, for token-billed providers), the plan-wide calls and
     /// tokens, and the cost. Calls are every recorded call, failed ones included, so a rebuilt
@@ -146,6 +154,8 @@ pub struct LogFilter {
     /// `Some(true)`: only calls the gateway refused; `Some(false)`: only calls it admitted;
     /// `None`: both.
     pub refused: Option<bool>,
+    /// Only calls that succeeded (status < 400 and no error message).
+    pub successes_only: bool,
     /// `occurred_at >= from`.
     pub from: Option<DateTime<Utc>>,
     /// `occurred_at < to`.
@@ -535,7 +545,7 @@ impl Ledger {
 
 /// A sum read as its halves `Σ x / 2^32` and `Σ x % 2^32` (see `daily_series`), saturating at
 /// `i64::MAX` as every amount the ledger stores does.
-fn joined(high: i64, low: i64) -> i64 {
+pub(crate) fn joined(high: i64, low: i64) -> i64 {
     let sum = (i128::from(high) << 32) + i128::from(low);
     i64::try_from(sum.max(0)).unwrap_or(i64::MAX)
 }

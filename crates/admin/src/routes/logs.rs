@@ -28,6 +28,8 @@ pub struct LogsQuery {
     pub offset: Option<u64>,
     pub provider: Option<String>,
     pub status_code: Option<u16>,
+    /// `success` (status below 400, no error) or `failed`.
+    pub status: Option<String>,
     pub billing_period: Option<String>,
     /// Operators: whose logs (default: everyone's). Users: only their own id.
     pub user_id: Option<String>,
@@ -159,8 +161,20 @@ pub async fn usage_logs(
             .parse::<tollgate_domain::BillingPeriod>()
             .map_err(|e| AdminError::BadRequest(e.to_string()))?;
     }
+    let (successes_only, errors_only) = match q.status.as_deref() {
+        None => (false, false),
+        Some("success") => (true, false),
+        Some("failed") => (false, true),
+        Some(other) => {
+            return Err(AdminError::BadRequest(format!(
+                "status must be success or failed, not {other:?}"
+            )));
+        }
+    };
     let filter = LogFilter {
         user_id,
+        successes_only,
+        errors_only,
         provider: q.provider.as_deref().map(parse_provider).transpose()?,
         status_code: q.status_code,
         billing_period: q.billing_period.clone(),

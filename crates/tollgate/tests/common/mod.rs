@@ -2,13 +2,16 @@
 //! real `tollgate run` (`gateway`), under a supervisor that outlives no test (`process`); Redis,
 //! private or shared (`redis`); the ledger read back (`ledger`); a scripted mock upstream that
 //! records every request (`mock`); `/metrics` parsed and checked by `promtool` (`metrics`); raw HTTP/1.1 requests, so the bytes on the wire are exactly
-//! what the test says (`client`); the keys the tests hand out (`keys`); and the official Python
-//! SDKs run against the gateway (`sdk`); a real SMTP server that keeps what it is sent (`smtp`). Everything is re-exported here, as `common::…`.
+//! what the test says (`client`); headless Chromium driven over WebDriver (`browser`); the keys
+//! the tests hand out (`keys`); the official Python SDKs run against the gateway (`sdk`); a real
+//! SMTP server that keeps what it is sent (`smtp`). Everything is re-exported here, as
+//! `common::…`.
 
 // Each test file is a crate of its own that uses a different part of the harness: what one
 // leaves unused is neither dead code nor an unused re-export.
 #![allow(dead_code)]
 
+mod browser;
 mod client;
 mod gateway;
 mod keys;
@@ -22,6 +25,7 @@ mod smtp;
 
 #[allow(unused_imports)]
 pub use self::{
+    browser::Browser,
     client::{
         Response, at_once, dechunk, parse_response, post_json, post_json_chunked, request, send_raw,
     },
