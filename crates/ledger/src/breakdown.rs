@@ -12,7 +12,7 @@ use crate::queries::joined;
 
 /// The calls of one model in a period.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct ModelUsage {
+pub struct ModelSpend {
     pub provider: Provider,
     pub model: String,
     pub calls: u64,
@@ -26,11 +26,11 @@ type Row = (String, String, i64, i64, i64, i64, i64, i64);
 impl Ledger {
     /// Every model used in the period keyed `period` (by `user_id`, or by anyone), costliest
     /// first. Rows of a provider this build does not know are left out.
-    pub async fn model_usage(
+    pub async fn model_spend(
         &self,
         user_id: Option<&str>,
         period: &str,
-    ) -> Result<Vec<ModelUsage>> {
+    ) -> Result<Vec<ModelSpend>> {
         // Sums in halves, as `daily_series` does, so that no SUM can overflow a BIGINT.
         let rows: Vec<Row> = on_db!(&self.db, pool => {
             sqlx::query_as(
@@ -41,7 +41,7 @@ impl Ledger {
                  CAST(SUM(cost_total_nanousd % 4294967296) AS BIGINT), \
                  CAST(SUM(CASE WHEN status_code >= 400 OR error_message IS NOT NULL \
                           THEN 1 ELSE 0 END) AS BIGINT) \
-                 FROM api_usage_logs WHERE billing_period = $1 \
+                 FROM api_usage_logs WHERE billing_period = $1 AND refusal_reason IS NULL \
                  AND (CAST($2 AS TEXT) IS NULL OR user_id = $2) GROUP BY provider, model")
                 .bind(period)
                 .bind(user_id)
@@ -49,10 +49,10 @@ impl Ledger {
                 .await
                 .map_err(LedgerError::db("reading usage per model"))?
         });
-        let mut models: Vec<ModelUsage> = rows
+        let mut models: Vec<ModelSpend> = rows
             .into_iter()
             .filter_map(|(provider, model, calls, th, tl, ch, cl, errors)| {
-                Some(ModelUsage {
+                Some(ModelSpend {
                     provider: provider.parse().ok()?,
                     model,
                     calls: from_db(calls),

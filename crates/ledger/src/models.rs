@@ -52,7 +52,7 @@ impl Ledger {
              CAST(SUM(units) AS BIGINT), \
              CAST(SUM(cost_total_nanousd / 4294967296) AS BIGINT), \
              CAST(SUM(cost_total_nanousd % 4294967296) AS BIGINT) \
-             FROM api_usage_logs WHERE user_id = $1 AND billing_period = $2 \
+             FROM api_usage_logs WHERE user_id = $1 AND billing_period = $2 AND refusal_reason IS NULL \
              GROUP BY provider, model")
             .bind(user_id)
             .bind(period)

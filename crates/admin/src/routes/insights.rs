@@ -7,7 +7,7 @@ use axum::extract::State;
 use chrono::Utc;
 use serde::Serialize;
 use tollgate_domain::{BillingPeriod, Plan, Provider};
-use tollgate_ledger::ModelUsage;
+use tollgate_ledger::ModelSpend;
 use utoipa::ToSchema;
 
 use crate::account;
@@ -137,7 +137,7 @@ pub struct ModelsData {
     pub models: Vec<ModelOut>,
 }
 
-fn model_out(m: &ModelUsage) -> ModelOut {
+fn model_out(m: &ModelSpend) -> ModelOut {
     ModelOut {
         provider: m.provider.as_str().to_owned(),
         provider_name: m.provider.display_name().to_owned(),
@@ -164,7 +164,7 @@ pub async fn models(
     let period = period_of(&state, &user_id, q.billing_period.as_deref()).await?;
     let models = state
         .ledger
-        .model_usage(Some(&user_id), &period.key())
+        .model_spend(Some(&user_id), &period.key())
         .await?;
     Ok(Json(Envelope::ok(ModelsData {
         billing_period: period.key(),
@@ -312,7 +312,7 @@ pub async fn overview(
         p.cost = dollars(nanousd);
     }
     users.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.user_id.cmp(&b.1.user_id)));
-    let models = ledger.model_usage(None, &key).await?;
+    let models = ledger.model_spend(None, &key).await?;
     Ok(Json(Envelope::ok(Overview {
         billing_period: key,
         users: users.into_iter().map(|(_, u)| u).collect(),
