@@ -60,7 +60,7 @@ function el(tag, attrs, ...children) {
     if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
     else node.setAttribute(name, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -447,6 +447,16 @@ async function loadBilling() {
 }
 
 /** Shown only where the gateway serves recommendations; a 404 hides the panel. */
+
+/** A recommendation's number as text: nested objects (per provider, say) as `key value` pairs. */
+function numberText(v) {
+  if (typeof v === "number") return numberFormat.format(v);
+  if (v && typeof v === "object") {
+    return Object.entries(v).map(([k, n]) => `${providerName(k)} ${numberText(n)}`).join(", ");
+  }
+  return String(v);
+}
+
 async function loadRecommendations() {
   const panel = $("recommendations");
   try {
@@ -457,7 +467,7 @@ async function loadRecommendations() {
       el("strong", {}, x.title), " ", x.detail,
       x.numbers && Object.keys(x.numbers).length ? el("div", { class: "hint" },
         Object.entries(x.numbers).map(([k, v]) => `${k.replace(/_/g, " ")}: ` +
-          (typeof v === "number" ? numberFormat.format(v) : v)).join(" · ")) : null)));
+          numberText(v)).join(" · ")) : null)));
   } catch (e) {
     panel.hidden = true;
     if (!(e instanceof ApiError && e.status === 404)) throw e;

@@ -23,8 +23,8 @@ pub use restart::pending_restart;
 pub use settings::{
     AdminSettings, AlertDelivery, Config, CounterStore, Durability, EmailSettings,
     LedgerFullPolicy, LedgerSettings, LogFormat, LogSettings, PricingSettings, ProviderSettings,
-    ProxySettings, Secret, SmtpCredentials, SmtpTls, SqliteSynchronous, StaticKey,
-    StorageSettings, UnpricedPolicy, provider_defaults,
+    ProxySettings, Secret, SmtpCredentials, SmtpTls, SqliteSynchronous, StaticKey, StorageSettings,
+    UnpricedPolicy, provider_defaults,
 };
 pub use validate::Env;
 
