@@ -40,6 +40,12 @@ fn cases() -> BTreeMap<&'static str, Expect> {
         ("GET /api/subscription/usage/{user_id}/trends", NotFound),
         ("GET /api/subscription/dashboard/{user_id}", NotFound),
         ("GET /api/subscription/recommendations/{user_id}", NotFound),
+        ("GET /api/subscription/usage/{user_id}/daily", NotFound),
+        ("GET /api/subscription/usage/{user_id}/models", NotFound),
+        ("GET /api/subscription/keys/{user_id}", NotFound),
+        ("GET /api/subscription/billing-history/{user_id}", NotFound),
+        // Who the caller is: A's own session, nothing of B's.
+        ("GET /api/session", Catalogue),
         ("GET /api/subscription/alerts/{user_id}", NotFound),
         (
             "POST /api/subscription/alerts/{alert_id}/mark-read",
@@ -59,6 +65,7 @@ fn cases() -> BTreeMap<&'static str, Expect> {
         ("POST /api/admin/users/{user_id}/keys", Forbidden),
         ("DELETE /api/admin/keys/{key_id}", Forbidden),
         ("GET /api/admin/config", Forbidden),
+        ("GET /api/admin/overview", Forbidden),
         ("POST /api/admin/reload", Forbidden),
         ("GET /api/admin/log-level", Forbidden),
         ("PUT /api/admin/log-level", Forbidden),
