@@ -14,6 +14,11 @@ pub fn dollars(nanousd: u64) -> f64 {
     nanousd_to_usd_f64(nanousd)
 }
 
+/// [`dollars`] of an amount as the ledger stores it (a signed column; never negative).
+pub fn stored_dollars(nanousd: i64) -> f64 {
+    dollars(u64::try_from(nanousd).unwrap_or(0))
+}
+
 /// Nano-USD rounded half up to whole cents, as dollars (the seed's 2-decimal projections).
 pub fn dollars_to_cents(nanousd: u128) -> f64 {
     let cents = round_div(nanousd, 10_000_000);

@@ -12,7 +12,7 @@ use crate::auth::Caller;
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::{PathParam, QueryParams};
 use crate::model::Envelope;
-use crate::render::{dollars, iso};
+use crate::render::{iso, stored_dollars};
 use crate::state::AdminState;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -58,20 +58,16 @@ pub struct BillingHistory {
     pub has_more: bool,
 }
 
-fn nanos(v: i64) -> f64 {
-    dollars(u64::try_from(v).unwrap_or(0))
-}
-
 fn bill_out(r: &BillingRecord) -> BillOut {
     BillOut {
         billing_period: r.billing_period.clone(),
         period_start: iso(r.period_start),
         period_end: iso(r.period_end),
         plan_name: r.plan_name.clone(),
-        base_cost: nanos(r.base_cost_nanousd),
-        usage_cost: nanos(r.usage_cost_nanousd),
-        overage_cost: nanos(r.overage_cost_nanousd),
-        total_cost: nanos(r.total_cost_nanousd),
+        base_cost: stored_dollars(r.base_cost_nanousd),
+        usage_cost: stored_dollars(r.usage_cost_nanousd),
+        overage_cost: stored_dollars(r.overage_cost_nanousd),
+        total_cost: stored_dollars(r.total_cost_nanousd),
         total_api_calls: u64::try_from(r.total_calls).unwrap_or(0),
         total_tokens: u64::try_from(r.total_tokens).unwrap_or(0),
         payment_status: r.payment_status.clone(),

@@ -16,7 +16,7 @@ use crate::auth::Caller;
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::{JsonBody, QueryParams};
 use crate::model::Envelope;
-use crate::render::{dollars, iso};
+use crate::render::{dollars, iso, stored_dollars};
 use crate::routes::plans::parse_provider;
 use crate::state::AdminState;
 use crate::stats::used;
@@ -97,10 +97,6 @@ pub struct LogsPage {
     pub has_more: bool,
 }
 
-fn nanos(v: i64) -> f64 {
-    dollars(u64::try_from(v).unwrap_or(0))
-}
-
 fn log_out(r: &UsageLog) -> LogOut {
     let failed = r.status_code >= 400 || r.error_message.is_some();
     LogOut {
@@ -120,9 +116,9 @@ fn log_out(r: &UsageLog) -> LogOut {
         tokens_input: r.input_tokens,
         tokens_output: r.output_tokens,
         tokens_total: r.total_tokens,
-        cost_input: nanos(r.cost_input_nanousd),
-        cost_output: nanos(r.cost_output_nanousd),
-        cost_total: nanos(r.cost_total_nanousd),
+        cost_input: stored_dollars(r.cost_input_nanousd),
+        cost_output: stored_dollars(r.cost_output_nanousd),
+        cost_total: stored_dollars(r.cost_total_nanousd),
         response_time: r.latency_ms as f64 / 1000.0,
         status_code: r.status_code,
         status: if failed { "failed" } else { "success" }.to_owned(),

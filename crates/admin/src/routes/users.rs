@@ -226,6 +226,16 @@ async fn set_disabled(
     Ok(Json(Envelope::ok(user_out(&state, user).await?)))
 }
 
+/// The user as they are now, the answer of the routes that change one.
+async fn user_answer(state: &AdminState, user_id: &str) -> Result<Json<Envelope<UserOut>>> {
+    let user = state
+        .ledger
+        .user(user_id)
+        .await?
+        .ok_or_else(|| AdminError::not_found_user(user_id))?;
+    Ok(Json(Envelope::ok(user_out(state, user).await?)))
+}
+
 /// Has the gateway this admin server runs in read its keys afresh, so that a change to a key or
 /// its user applies from the next request.
 fn forget_cached_keys(state: &AdminState) {
@@ -257,12 +267,7 @@ pub async fn set_plan(
         req.anchor_day,
     )
     .await?;
-    let user = state
-        .ledger
-        .user(&user_id)
-        .await?
-        .ok_or_else(|| AdminError::not_found_user(&user_id))?;
-    Ok(Json(Envelope::ok(user_out(&state, user).await?)))
+    user_answer(&state, &user_id).await
 }
 
 /// Sets or clears the address the user's alerts are mailed to.
@@ -288,12 +293,7 @@ pub async fn set_email(
     {
         return Err(AdminError::not_found_user(&user_id));
     }
-    let user = state
-        .ledger
-        .user(&user_id)
-        .await?
-        .ok_or_else(|| AdminError::not_found_user(&user_id))?;
-    Ok(Json(Envelope::ok(user_out(&state, user).await?)))
+    user_answer(&state, &user_id).await
 }
 
 /// The user's keys (never the keys themselves).
