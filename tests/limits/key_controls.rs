@@ -220,7 +220,7 @@ fn a_disabled_user_is_refused_at_every_instance_until_enabled_again() {
 
 fn chat_with(port: u16, key: &str, model: &str) -> Response {
     let body = CHAT.replace("\"gpt-4o\"", &format!("{model:?}"));
-    common::post_json(
+    harness::post_json(
         port,
         CHAT_PATH,
         &[("authorization", &format!("Bearer {key}"))],
@@ -288,7 +288,7 @@ fn assert_key_expired(response: &Response, provider: &str) {
 fn refusals(url: &str, user: &str, count: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let rows = common::refused_rows(url, user);
+        let rows = harness::refused_rows(url, user);
         if rows.len() >= count || Instant::now() > deadline {
             let mut reasons: Vec<String> =
                 rows.into_iter().filter_map(|r| r.refusal_reason).collect();
@@ -337,7 +337,7 @@ fn a_keys_own_models_providers_and_expiry_apply_at_every_instance() {
     assert_eq!(status, 200, "{listed}");
     assert_eq!(listed["data"][0]["providers"][0], "openai", "{listed}");
     assert_eq!(listed["data"][0]["models"]["openai"][0], "gpt-4o-mini*");
-    let own = common::request(
+    let own = harness::request(
         a.admin_port,
         "GET",
         "/api/subscription/keys/gina",
