@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: headless Chromium, driven over WebDriver, against the real
 //! binary with real traffic through a mock OpenAI. A user signs in with their own key and sees
-//! the numbers the API answers, marks an alert read and cannot reach the operators' view; an
-//! operator signs in with the admin token, sees every user's spend, changes a plan (which puts
+//! the numbers the API answers (a refused call among the recent calls with its reason), marks an
+//! alert read and cannot reach the operators' view; an operator signs in with the admin token,
+//! sees every user's spend and the period's refused calls from the ledger, changes a plan (which puts
 //! the user over their new cost cap, and the user's view says so) and issues a key that is
 //! shown once. With `TOLLGATE_SCREENSHOTS=<dir>` both views are saved there at desktop and
 //! phone width (`docs/img` holds the ones in the docs).
@@ -220,6 +221,8 @@ fn the_dashboard_shows_what_the_api_answers_to_users_and_operators() {
         assert_eq!(chat(&gw, &key, model, "hello there"), 200);
     }
     assert_eq!(chat(&gw, &key, "gpt-4o", "please fail"), 500);
+    // A model without a price is refused before anything is sent: a row of its own.
+    assert_eq!(chat(&gw, &key, "gpt-99", "hello there"), 400);
     eventually("the calls in the ledger and the 80 % alert", || {
         let logs = get(
             &gw,
@@ -227,7 +230,7 @@ fn the_dashboard_shows_what_the_api_answers_to_users_and_operators() {
             ADMIN_TOKEN,
         );
         let alerts = get(&gw, "/api/subscription/alerts/alice", ADMIN_TOKEN);
-        logs["total_count"] == CALLS_OK + 1 && alerts["data"]["unread_count"].as_u64() >= Some(1)
+        logs["total_count"] == CALLS_OK + 2 && alerts["data"]["unread_count"].as_u64() >= Some(1)
     });
 
     // ---- alice, with her own key ----
@@ -300,10 +303,21 @@ fn the_dashboard_shows_what_the_api_answers_to_users_and_operators() {
     );
     browser.choose("#log-status", "failed");
     browser.wait_for(
-        "document.querySelector('#logs-page').dataset.value === '1'",
-        "the failed call alone",
+        "document.querySelector('#logs-page').dataset.value === '2'",
+        "the failed and the refused call",
     );
     assert!(browser.text("#logs").contains("500"));
+    // The refused call alone, with its reason.
+    browser.choose("#log-status", "refused");
+    browser.wait_for(
+        "document.querySelector('#logs-page').dataset.value === '1'",
+        "the refused call alone",
+    );
+    let refused = browser.text("#logs");
+    assert!(
+        refused.contains("400 refused: model not priced"),
+        "{refused}"
+    );
 
     // Marking the alert read lowers the unread count, on the page and in the API.
     assert!(browser.text("#alerts").contains("OpenAI"));
@@ -404,6 +418,27 @@ fn the_dashboard_shows_what_the_api_answers_to_users_and_operators() {
         config["data"]["version"]
     );
     assert!(browser.text("#op-providers").contains("OpenAI"));
+    // Refusals from the ledger, as the API counts them: the unpriced call, through OpenAI.
+    assert_eq!(overview["data"]["refused_calls"], 1);
+    assert_eq!(
+        browser.js(
+            "return document.getElementById('op-refusals').dataset.value;",
+            &[]
+        ),
+        json!("1")
+    );
+    assert!(
+        browser.text("#op-refusals").contains("1 model not priced"),
+        "{}",
+        browser.text("#op-refusals")
+    );
+    let openai_refused = browser.js(
+        "const row = [...document.querySelectorAll('#op-providers tbody tr')] \
+           .find((r) => r.textContent.startsWith('OpenAI')); \
+         return row ? row.lastElementChild.querySelector('[data-value]').dataset.value : null;",
+        &[],
+    );
+    assert_eq!(openai_refused, json!("1"));
     assert!(browser.text("#op-models").contains("gpt-4o"));
     // Search narrows the users.
     browser.type_into("#op-search", "nobody-like-this");

@@ -1,7 +1,8 @@
 //! Usage recommendations through the admin API of the real binary, after real traffic: a plan
 //! whose OpenAI calls are used up says so with its numbers, the model that cost the most is
-//! priced at a cheaper one from `pricing/`, and failed calls are counted — the same list in the
-//! dashboard, for the user's own key as for an admin.
+//! priced at a cheaper one from `pricing/`, the calls the gateway refused are counted by reason
+//! from the ledger's refusal rows, apart from the calls the provider failed — the same list in
+//! the dashboard, for the user's own key as for an admin.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -16,6 +17,8 @@ const ADMIN_TOKEN: &str = "admin-token-recommendations";
 const CALL_LIMIT: u64 = 5;
 const BODY: &str =
     r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"max_tokens":400}"#;
+/// Refused before anything is sent: gpt-99 has no price.
+const UNPRICED_BODY: &str = r#"{"model":"gpt-99","messages":[{"role":"user","content":"hi"}]}"#;
 /// Answered 500 by the upstream.
 const FAILING_BODY: &str =
     r#"{"model":"gpt-4o","messages":[{"role":"user","content":"fail"}],"max_tokens":400}"#;
@@ -46,7 +49,7 @@ fn get(gw: &Gateway, path: &str, token: &str) -> Value {
 }
 
 #[test]
-fn recommendations_name_the_limit_used_up_a_cheaper_model_and_failed_calls() {
+fn recommendations_name_the_limit_used_up_refused_calls_a_cheaper_model_and_failed_calls() {
     let upstream = openai_upstream();
     let user = format!("recs-{}", std::process::id());
     let key = format!("tg_{user}");
@@ -96,6 +99,8 @@ openai = {{ calls = 100000 }}
         statuses.push(call(BODY));
     }
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert_eq!(call(BODY), 429);
+    assert_eq!(call(UNPRICED_BODY), 400);
 
     // The ledger is written in batches, and alerts beside it: wait until it holds every
     // admitted call and the 100 % alert.
@@ -113,7 +118,11 @@ openai = {{ calls = 100000 }}
         let alerted = recs
             .iter()
             .any(|r| r["kind"] == "limit_reached" && r["numbers"]["reached_at"].is_string());
-        if (calls >= admitted && alerted) || Instant::now() > deadline {
+        let refused = recs
+            .iter()
+            .find(|r| r["kind"] == "refused_calls")
+            .map_or(0, |r| r["numbers"]["refused_calls"].as_u64().unwrap());
+        if (calls >= admitted && alerted && refused >= 3) || Instant::now() > deadline {
             break recs;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -121,7 +130,12 @@ openai = {{ calls = 100000 }}
     let kinds: Vec<&str> = recs.iter().map(|r| r["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["limit_reached", "cheaper_model", "failed_calls"],
+        [
+            "limit_reached",
+            "refused_calls",
+            "cheaper_model",
+            "failed_calls"
+        ],
         "{recs:#?}"
     );
 
@@ -135,7 +149,21 @@ openai = {{ calls = 100000 }}
         "the 100 % alert: {reached}"
     );
 
-    let model = &recs[1]["numbers"];
+    // Two calls over the limit and one to a model without a price, by reason, from the
+    // refusal rows; none of them among the failed calls below.
+    let refused = &recs[1]["numbers"];
+    assert_eq!(refused["refused_calls"], 3, "{refused}");
+    assert_eq!(
+        refused["by_reason"],
+        serde_json::json!({"usage_limit_exceeded": 2, "model_not_priced": 1})
+    );
+    let detail = recs[1]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("2 usage_limit_exceeded: a limit of the plan was used up"),
+        "{detail}"
+    );
+
+    let model = &recs[2]["numbers"];
     assert_eq!(model["provider"], "openai");
     assert_eq!(model["model"], "gpt-4o");
     assert_eq!(model["calls"], admitted);
@@ -150,8 +178,9 @@ openai = {{ calls = 100000 }}
         "the failed call produced nothing: {model}"
     );
 
-    let failed = &recs[2]["numbers"];
+    let failed = &recs[3]["numbers"];
     assert_eq!(failed["failed_calls"], 1);
+    assert_eq!(failed["calls"], admitted);
     assert_eq!(failed["per_provider"]["openai"], 1);
 
     // The user's own key sees the same, and the dashboard carries the same list.

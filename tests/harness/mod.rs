@@ -40,5 +40,5 @@ pub use self::{
     process::free_port,
     redis::{RedisServer, redis_cleanup, redis_url},
     sdk::{run_sdk_script, sdk_python},
-    smtp::{Mail, SmtpServer},
+    smtp::{Mail, ServerCertificate, SmtpServer, SmtpTlsMode, SmtpTlsOptions, TestCa},
 };

@@ -1,8 +1,11 @@
 //! A real SMTP server for the e-mail alert tests: Python's `aiosmtpd` (from
 //! `TOLLGATE_SMTP_PYTHON`, which `./dev test` prepares) running `tests/harness/python/smtp_capture.py`, which
-//! writes every message it accepts to a directory the test reads.
+//! writes every message it accepts to a directory the test reads. It speaks plain SMTP,
+//! STARTTLS or implicit TLS with a certificate from a throwaway CA made here with the `openssl`
+//! command ([`TestCa`]), and may require a login.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::process::{Supervised, free_port};
@@ -13,6 +16,10 @@ pub struct Mail {
     pub mail_from: String,
     pub rcpt_tos: Vec<String>,
     pub data: String,
+    /// Whether the message came over TLS (STARTTLS or implicit).
+    pub tls: bool,
+    /// The user name the client logged in with, if it did.
+    pub login: Option<String>,
 }
 
 impl Mail {
@@ -62,6 +69,23 @@ pub fn smtp_python() -> PathBuf {
     }
 }
 
+/// How the server protects the conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmtpTlsMode {
+    /// Plain, upgraded with STARTTLS, which the server requires before anything else.
+    Starttls,
+    /// TLS from the first byte.
+    Implicit,
+}
+
+/// What a TLS server presents and requires.
+pub struct SmtpTlsOptions<'a> {
+    pub mode: SmtpTlsMode,
+    pub certificate: &'a ServerCertificate,
+    /// A user name and password the server requires before it takes mail.
+    pub login: Option<(&'a str, &'a str)>,
+}
+
 impl SmtpServer {
     /// Starts the server on a free port.
     pub fn start() -> SmtpServer {
@@ -70,22 +94,42 @@ impl SmtpServer {
 
     /// Starts the server on `port` and waits until it listens.
     pub fn start_on(port: u16) -> SmtpServer {
+        SmtpServer::launch(port, Vec::new())
+    }
+
+    /// Starts a server on a free port that speaks TLS as `options` say.
+    pub fn start_tls(options: &SmtpTlsOptions<'_>) -> SmtpServer {
+        let mode = match options.mode {
+            SmtpTlsMode::Starttls => "starttls",
+            SmtpTlsMode::Implicit => "implicit",
+        };
+        let mut args = vec![
+            "--tls".to_owned(),
+            mode.to_owned(),
+            "--cert".to_owned(),
+            options.certificate.cert.display().to_string(),
+            "--key".to_owned(),
+            options.certificate.key.display().to_string(),
+        ];
+        if let Some((user, password)) = options.login {
+            args.extend(["--login".to_owned(), format!("{user}:{password}")]);
+        }
+        SmtpServer::launch(free_port(), args)
+    }
+
+    fn launch(port: u16, options: Vec<String>) -> SmtpServer {
         let dir = tempfile::tempdir().unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("harness/python/smtp_capture.py");
-        let out = dir.path().display().to_string();
-        let mut process = Supervised::spawn(
-            &smtp_python(),
-            &[
-                "-I",
-                "-B",
-                &script.display().to_string(),
-                &port.to_string(),
-                &out,
-            ],
-            &[],
-            "KILL",
-            dir.path(),
-        );
+        let mut args = vec![
+            "-I".to_owned(),
+            "-B".to_owned(),
+            script.display().to_string(),
+            port.to_string(),
+            dir.path().display().to_string(),
+        ];
+        args.extend(options);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut process = Supervised::spawn(&smtp_python(), &args, &[], "KILL", dir.path());
         let deadline = Instant::now() + Duration::from_secs(20);
         while !dir.path().join("ready").exists() {
             if let Some(status) = process.exit_status() {
@@ -125,5 +169,123 @@ impl SmtpServer {
         // Many delivery rounds.
         std::thread::sleep(Duration::from_millis(1500));
         self.mails()
+    }
+}
+
+/// A throwaway certificate authority, made with the `openssl` command in a temporary directory.
+pub struct TestCa {
+    dir: tempfile::TempDir,
+    /// The CA's certificate (PEM), what a client trusts.
+    pub cert: PathBuf,
+    key: PathBuf,
+}
+
+/// A server certificate and its key (PEM files).
+pub struct ServerCertificate {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running openssl (the TLS mail tests make certificates with it): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TestCa {
+    /// A new CA called `name`, valid for two days.
+    pub fn new(name: &str) -> TestCa {
+        let dir = tempfile::tempdir().unwrap();
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={name}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+            dir.path(),
+        );
+        TestCa {
+            cert: dir.path().join("ca.pem"),
+            key: dir.path().join("ca.key"),
+            dir,
+        }
+    }
+
+    /// A certificate this CA signs for a server at 127.0.0.1 (the name the gateway dials).
+    pub fn issue_for_localhost(&self) -> ServerCertificate {
+        let dir = self.dir.path();
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+            dir,
+        );
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                &self.cert.display().to_string(),
+                "-CAkey",
+                &self.key.display().to_string(),
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+            ],
+            dir,
+        );
+        ServerCertificate {
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        }
     }
 }

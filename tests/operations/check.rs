@@ -101,6 +101,7 @@ username_env = "TG_CHECK_SMTP_USER_NEVER_SET"
 password_env = "TG_CHECK_SMTP_PASSWORD_NEVER_SET"
 operator_addresses = ["ops@example.com"]
 dashboard_url = "gateway.example.com/dashboard"
+ca_file = "no-such-ca.pem"
 "#,
     );
     std::fs::write(dir.path().join("gateway.toml"), &gateway).unwrap();
@@ -131,8 +132,13 @@ dashboard_url = "gateway.example.com/dashboard"
              is not an http:// or https:// URL",
             line_of("dashboard_url =")
         ),
+        format!(
+            "gateway.toml:{}: error: alerts.email.ca_file: cannot read {}",
+            line_of("ca_file ="),
+            dir.path().join("no-such-ca.pem").display()
+        ),
     ] {
         assert!(stderr.contains(e.as_str()), "missing {e:?} in:\n{stderr}");
     }
-    assert!(stderr.contains("5 error(s)"), "{stderr}");
+    assert!(stderr.contains("6 error(s)"), "{stderr}");
 }

@@ -416,11 +416,18 @@ async function loadLogs() {
   const q = new URLSearchParams({ user_id: state.user, billing_period: state.period,
     limit: LOG_PAGE, offset: state.logOffset });
   if ($("log-provider").value) q.set("provider", $("log-provider").value);
-  if ($("log-status").value) q.set("status", $("log-status").value);
+  const status = $("log-status").value;
+  if (status === "refused") q.set("refused", "true");
+  else if (status) q.set("status", status);
   const page = await api(`/api/subscription/usage-logs?${q}`);
+  // A refused call says why, by its code, beside its status.
+  const statusCell = (r) => r.refusal_reason
+    ? el("span", { class: "refused", title: r.error_message || null, "data-reason": r.refusal_reason },
+      `${r.status_code} refused: ${r.refusal_reason.replaceAll("_", " ")}`)
+    : el("span", { title: r.error_message || null }, String(r.status_code));
   table("logs", ["When", "Provider", "Model", "#Status", "#Tokens", "#Cost", "#Time"],
     page.logs.map((r) => [dateTime(r.timestamp), providerName(r.actual_provider_name),
-      r.model_used, el("span", { title: r.error_message || "" }, String(r.status_code)),
+      r.model_used, statusCell(r),
       count(r.tokens_total), value(money(r.cost_total), r.cost_total),
       `${numberFormat.format(r.response_time)} s`]), "No calls match.");
   const from = page.total_count ? state.logOffset + 1 : 0;
@@ -480,10 +487,8 @@ async function showOperator() {
   markNav("operator");
   $("user-view").hidden = true;
   $("operator-view").hidden = false;
-  const [overview, config, plans, metrics] = await Promise.all([
+  const [overview, config, plans] = await Promise.all([
     api("/api/admin/overview"), api("/api/admin/config"), api("/api/subscription/plans"),
-    fetch("/metrics", { headers: { Authorization: "Bearer " + state.token } })
-      .then((r) => (r.ok ? r.text() : "")).catch(() => ""),
   ]);
   state.overview = overview.data;
   state.plans = plans.data.plans;
@@ -494,13 +499,16 @@ async function showOperator() {
   $("op-config").dataset.value = c.version;
   $("op-period").textContent = periodLabel(state.overview.billing_period);
   renderOpUsers();
-  const refusals = refusalsOf(metrics);
+  const o = state.overview;
   table("op-providers", ["Provider", "#Calls", "#Tokens", "#Cost", "#Failed", "#Refused"],
-    state.overview.providers.map((p) => [p.provider_name, count(p.calls), count(p.tokens),
+    o.providers.map((p) => [p.provider_name, count(p.calls), count(p.tokens),
       value(money(p.cost), p.cost), count(p.error_calls),
-      count(refusals.byProvider[p.provider] || 0)]));
-  $("op-refusals").textContent = "Refused calls since this gateway started; plan-wide: " +
-    `${count(refusals.planWide)} (cost caps and totals).`;
+      el("span", { "data-value": p.refused_calls, title: reasonsText(p.refused_by_reason) || null },
+        count(p.refused_calls))]));
+  $("op-refusals").textContent = o.refused_calls
+    ? `Refused calls this period: ${count(o.refused_calls)} (${reasonsText(o.refused_by_reason)}).`
+    : "No calls were refused this period.";
+  $("op-refusals").dataset.value = o.refused_calls;
   table("op-models", ["Model", "Provider", "#Calls", "#Cost"], state.overview.top_models.map((m) =>
     [m.model, m.provider_name, count(m.calls), value(money(m.cost), m.cost)]), "No calls yet.");
   fill("op-user", state.overview.users.map((u) => el("option", { value: u.user_id }, u.user_id)));
@@ -510,17 +518,10 @@ async function showOperator() {
   await loadOpKeys();
 }
 
-/** `tollgate_limit_refusals_total{limit="openai_calls"}` summed per provider and plan-wide. */
-function refusalsOf(text) {
-  const out = { byProvider: {}, planWide: 0 };
-  for (const m of text.matchAll(/^tollgate_limit_refusals_total\{limit="([a-z_]+)"\} ([0-9.e+]+)$/gm)) {
-    const [limit, n] = [m[1], Number(m[2])];
-    const provider = limit.replace(/_(calls|tokens)$/, "");
-    const route = ROUTE_NAMES[provider] || provider;
-    if (provider !== limit && route !== "total") out.byProvider[route] = (out.byProvider[route] || 0) + n;
-    else out.planWide += n;
-  }
-  return out;
+/** `{"usage_limit_exceeded": 2, "provider_not_in_plan": 1}` as "2 usage limit exceeded, …". */
+function reasonsText(byReason) {
+  return Object.entries(byReason || {}).sort((a, b) => b[1] - a[1])
+    .map(([reason, n]) => `${count(n)} ${reason.replaceAll("_", " ")}`).join(", ");
 }
 
 function renderOpUsers() {

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use tollgate_config::{AlertDelivery, EmailSettings, SmtpTls};
 use tollgate_domain::{BillingPeriod, Limit, amount};
@@ -189,13 +189,25 @@ impl Mailer {
             .map(BillingPeriod::end);
         let mail = compose(alert, limit, resets_at, &email.dashboard_url);
         let message = message(email, &recipients, mail, alert.id)?;
-        transport(email)?
-            .send(message)
-            .await
-            .map_err(|e| AdminError::MailUnsent {
-                server: format!("{}:{}", email.smtp_host, email.smtp_port),
-                problem: e.to_string(),
-            })?;
+        let unsent = |problem: String| AdminError::MailUnsent {
+            server: format!("{}:{}", email.smtp_host, email.smtp_port),
+            problem,
+        };
+        // lettre's own timeout bounds the TCP connect and each command's answer, but not the
+        // greeting, the TLS handshake or a server that trickles its replies: a server that
+        // accepts and never speaks would hold this alert, and every alert after it, for good.
+        // The whole conversation is bounded here instead.
+        let timeout = Duration::from_millis(email.timeout_ms);
+        match tokio::time::timeout(timeout, transport(email)?.send(message)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(unsent(e.to_string())),
+            Err(_) => {
+                return Err(unsent(format!(
+                    "no complete answer within timeout_ms ({} ms)",
+                    email.timeout_ms
+                )));
+            }
+        }
         debug!(alert = alert.id, "alert mailed");
         Ok(())
     }
@@ -250,9 +262,19 @@ fn message(
 }
 
 fn transport(email: &EmailSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
+    // The server's certificate must chain to the public roots, or to the operator's own CA
+    // (`ca_file`), which is trusted beside them.
     let tls = |host: &str| {
-        TlsParameters::new(host.to_owned())
-            .map_err(|e| AdminError::Internal(format!("TLS for SMTP host {host}: {e}")))
+        let problem = |e: lettre::transport::smtp::Error| {
+            AdminError::Internal(format!("TLS for SMTP host {host}: {e}"))
+        };
+        let mut builder = TlsParameters::builder(host.to_owned());
+        if let Some(ca) = &email.ca_file {
+            let roots = Certificate::from_pem(&ca.pem)
+                .map_err(|e| AdminError::Internal(format!("ca_file {}: {e}", ca.path.display())))?;
+            builder = builder.add_root_certificate(roots);
+        }
+        builder.build_rustls().map_err(problem)
     };
     let host = email.smtp_host.as_str();
     let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)

@@ -10,8 +10,10 @@
 //! - `cheaper_model`: the model that cost the most this period, and what the cheapest other
 //!   model of the same provider in `pricing/` (one that takes prompts as long) would have
 //!   cost for exactly the same tokens.
+//! - `refused_calls`: calls the gateway refused this period, by reason (from the usage log's
+//!   refusal rows), each reason with what lifts it.
 //! - `failed_calls`: calls that the provider answered with an error (or that broke off), which
-//!   are metered like any other.
+//!   are metered like any other; refused calls never reached a provider and are not among them.
 
 use std::collections::BTreeMap;
 
@@ -35,7 +37,7 @@ const MIN_PACE_WINDOW_MS: i64 = 3_600_000;
 /// One recommendation.
 #[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct Recommendation {
-    /// `limit_reached`, `limit_forecast`, `cheaper_model` or `failed_calls`.
+    /// `limit_reached`, `refused_calls`, `limit_forecast`, `cheaper_model` or `failed_calls`.
     #[schema(value_type = String)]
     pub kind: &'static str,
     pub title: String,
@@ -59,11 +61,15 @@ pub struct Facts<'a> {
     pub prices: &'a PriceBook,
     /// The period's alerts (any), for when a limit was reached.
     pub alerts: &'a [Alert],
+    /// The calls the gateway refused the user this period, by refusal code
+    /// (`Ledger::refused_calls`).
+    pub refused: &'a BTreeMap<String, u64>,
 }
 
 /// Every recommendation for the period, the most urgent first.
 pub fn recommendations(facts: &Facts<'_>) -> Vec<Recommendation> {
     let mut out = limits_reached(facts);
+    out.extend(refused_calls(facts));
     out.extend(forecasts(facts));
     out.extend(cheaper_model(facts));
     out.extend(failed_calls(facts));
@@ -312,6 +318,56 @@ fn cheaper_model(facts: &Facts<'_>) -> Option<Recommendation> {
     })
 }
 
+/// Why the gateway refuses a call with this code, and what to do about it.
+fn refusal_phrase(reason: &str) -> &'static str {
+    match reason {
+        "usage_limit_exceeded" => {
+            "a limit of the plan was used up, or too little of it was left for the call \
+             (a plan with higher limits, or the next period)"
+        }
+        "provider_not_in_plan" => "the plan does not include the provider (a plan that does)",
+        "plan_not_offered" => "the plan is no longer offered (choose a current plan)",
+        "model_not_priced" => {
+            "the model has no price, so the gateway cannot meter it (a priced model, or ask \
+             the operators to price it)"
+        }
+        "limits_unavailable" => "the gateway could not check the limits (retry later)",
+        "request_too_large" => "the request was too large (send less per call)",
+        "invalid_request" => "the request was malformed (fix the request)",
+        "request_timeout" => "the request took too long to arrive (retry)",
+        "upstream_unreachable" => "the provider could not be reached (retry later)",
+        _ => "see the refusal's code in the usage log",
+    }
+}
+
+fn refused_calls(facts: &Facts<'_>) -> Option<Recommendation> {
+    let refused: u64 = facts.refused.values().sum();
+    if refused == 0 {
+        return None;
+    }
+    // The most frequent reason first.
+    let mut reasons: Vec<(&String, &u64)> = facts.refused.iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let why: Vec<String> = reasons
+        .iter()
+        .map(|(reason, calls)| format!("{calls} {reason}: {}", refusal_phrase(reason)))
+        .collect();
+    let calls = calls_word(refused);
+    Some(Recommendation {
+        kind: "refused_calls",
+        title: format!("{refused} {calls} refused this period"),
+        detail: format!(
+            "The gateway refused {refused} {calls} this period, which reached no provider and \
+             cost nothing: {}. The usage log lists them (refused=true).",
+            why.join("; "),
+        ),
+        numbers: BTreeMap::from([
+            ("refused_calls", json!(refused)),
+            ("by_reason", json!(facts.refused)),
+        ]),
+    })
+}
+
 fn failed_calls(facts: &Facts<'_>) -> Option<Recommendation> {
     let totals = &facts.usage.totals;
     if totals.error_calls == 0 {
@@ -333,7 +389,11 @@ fn failed_calls(facts: &Facts<'_>) -> Option<Recommendation> {
         .collect();
     Some(Recommendation {
         kind: "failed_calls",
-        title: format!("{} calls failed this period", totals.error_calls),
+        title: format!(
+            "{} {} failed this period",
+            totals.error_calls,
+            calls_word(totals.error_calls)
+        ),
         detail: format!(
             "{} of {} calls this period were answered with an error by the provider or broke \
              off ({}). The usage log lists them with their status codes.",
@@ -351,6 +411,10 @@ fn failed_calls(facts: &Facts<'_>) -> Option<Recommendation> {
             ("per_provider", json!(per_provider)),
         ]),
     })
+}
+
+fn calls_word(n: u64) -> &'static str {
+    if n == 1 { "call" } else { "calls" }
 }
 
 fn capitalised(text: &str) -> String {
@@ -520,6 +584,17 @@ context_window = 128000
         models: &[ModelUsage],
         alerts: &[Alert],
     ) -> Vec<Recommendation> {
+        run_refused(plan_id, now, usage, models, alerts, &BTreeMap::new())
+    }
+
+    fn run_refused(
+        plan_id: &str,
+        now: &str,
+        usage: &PeriodUsage,
+        models: &[ModelUsage],
+        alerts: &[Alert],
+        refused: &BTreeMap<String, u64>,
+    ) -> Vec<Recommendation> {
         let plans = plans();
         let prices = prices();
         let now = at(now);
@@ -532,6 +607,7 @@ context_window = 128000
             models,
             prices: &prices,
             alerts,
+            refused,
         })
     }
 
@@ -635,9 +711,42 @@ context_window = 128000
         let recs = run("large", "2026-12-31T23:00:00Z", &usage, &[], &[]);
         assert_eq!(kinds(&recs), ["failed_calls"]);
         let n = &recs[0].numbers;
+        assert_eq!(recs[0].title, "3 calls failed this period");
         assert_eq!(n["failed_calls"], 3);
         assert_eq!(n["failed_percentage"], 15.0);
         assert_eq!(n["per_provider"], json!({"openai": 3}));
+    }
+
+    #[test]
+    fn refused_calls_are_counted_by_reason_apart_from_failed_ones() {
+        // 20 calls admitted, 3 of them failed upstream; 7 refused, which count in no usage.
+        let usage = usage(20, 0, 3);
+        let refused = BTreeMap::from([
+            ("provider_not_in_plan".to_owned(), 2),
+            ("usage_limit_exceeded".to_owned(), 5),
+        ]);
+        let recs = run_refused("large", "2026-12-31T23:00:00Z", &usage, &[], &[], &refused);
+        assert_eq!(kinds(&recs), ["refused_calls", "failed_calls"], "{recs:#?}");
+        let n = &recs[0].numbers;
+        assert_eq!(n["refused_calls"], 7);
+        assert_eq!(
+            n["by_reason"],
+            json!({"provider_not_in_plan": 2, "usage_limit_exceeded": 5})
+        );
+        assert_eq!(recs[0].title, "7 calls refused this period");
+        let detail = &recs[0].detail;
+        let limit = detail.find("5 usage_limit_exceeded: a limit of the plan was used up");
+        let provider = detail.find("2 provider_not_in_plan: the plan does not include");
+        assert!(
+            limit.is_some() && provider.is_some() && limit < provider,
+            "{detail}"
+        );
+        // The failed calls are the provider's answers only.
+        assert_eq!(recs[1].numbers["failed_calls"], 3);
+        assert_eq!(recs[1].numbers["calls"], 20);
+        // No refusals, no recommendation about them.
+        let recs = run("large", "2026-12-31T23:00:00Z", &usage, &[], &[]);
+        assert_eq!(kinds(&recs), ["failed_calls"]);
     }
 
     #[test]
@@ -655,6 +764,7 @@ context_window = 128000
             models: &[],
             prices: &prices,
             alerts: &[],
+            refused: &BTreeMap::new(),
         });
         assert!(recs.is_empty(), "{recs:#?}");
     }

@@ -988,6 +988,58 @@ async fn the_dashboard_pages_reads() {
         .get("/api/subscription/usage-logs?status=maybe", &alice_key)
         .await;
     assert_eq!(status, 400);
+
+    // Refused calls, from the ledger: per provider and reason, counted in nothing else.
+    let refused = |user: &str, provider, reason: &str, status| {
+        let mut e = call(user, provider, 0, 0, status, Utc::now());
+        e.refusal_reason = Some(reason.to_owned());
+        e
+    };
+    server
+        .ledger
+        .insert_batch(&[
+            refused("alice", Provider::Tavily, "usage_limit_exceeded", 429),
+            refused("alice", Provider::Tavily, "usage_limit_exceeded", 429),
+            refused("bob", Provider::OpenAi, "provider_not_in_plan", 403),
+        ])
+        .await
+        .unwrap();
+    let (status, body) = server.get("/api/admin/overview", ADMIN_TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    let data = &body["data"];
+    assert_eq!(data["refused_calls"], 3);
+    assert_eq!(
+        data["refused_by_reason"],
+        json!({"usage_limit_exceeded": 2, "provider_not_in_plan": 1})
+    );
+    let provider = |name: &str| {
+        data["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["provider"] == name)
+            .unwrap()
+            .clone()
+    };
+    let tavily = provider("tavily");
+    assert_eq!(
+        (&tavily["calls"], &tavily["refused_calls"]),
+        (&json!(16), &json!(2))
+    );
+    assert_eq!(
+        tavily["refused_by_reason"],
+        json!({"usage_limit_exceeded": 2})
+    );
+    assert_eq!(
+        provider("openai")["refused_by_reason"],
+        json!({"provider_not_in_plan": 1})
+    );
+    assert_eq!(provider("gemini")["refused_calls"], 0);
+    let (_, body) = server
+        .get("/api/admin/overview?billing_period=2025-01", ADMIN_TOKEN)
+        .await;
+    assert_eq!(body["data"]["refused_calls"], 0);
+    assert_eq!(body["data"]["refused_by_reason"], json!({}));
 }
 
 /// Two closed months of bob (on Pro) and the current month of alice, which is not closed yet.

@@ -21,7 +21,7 @@ pub use pricing::load_dir as load_pricing_dir;
 pub use problem::{Problem, Report, Severity};
 pub use restart::pending_restart;
 pub use settings::{
-    AdminSettings, AlertDelivery, Config, CounterStore, Durability, EmailSettings,
+    AdminSettings, AlertDelivery, CaFile, Config, CounterStore, Durability, EmailSettings,
     LedgerFullPolicy, LedgerSettings, LogFormat, LogSettings, PricingSettings, ProviderSettings,
     ProxySettings, Secret, SmtpCredentials, SmtpTls, SqliteSynchronous, StaticKey, StorageSettings,
     UnpricedPolicy, provider_defaults,

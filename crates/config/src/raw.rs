@@ -141,6 +141,7 @@ pub struct Email {
     pub send_to_users: Option<bool>,
     pub dashboard_url: Option<String>,
     pub timeout_ms: Option<i64>,
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

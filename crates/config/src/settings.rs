@@ -119,8 +119,18 @@ pub struct EmailSettings {
     pub send_to_users: bool,
     /// The dashboard the message links to.
     pub dashboard_url: String,
-    /// One SMTP conversation at most (connect, TLS, send).
+    /// One SMTP conversation at most (connect, greeting, TLS, login, send).
     pub timeout_ms: u64,
+    /// An operator's own certificate authority, trusted beside the public roots.
+    pub ca_file: Option<CaFile>,
+}
+
+/// A PEM file of CA certificates, as read when the configuration was loaded (a reload reads it
+/// again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaFile {
+    pub path: PathBuf,
+    pub pem: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

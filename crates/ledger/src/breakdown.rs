@@ -1,6 +1,7 @@
 //! Usage per model in a billing period, for one user or for everyone: what the dashboard's
-//! "spend by model" and the operators' "top models" show. Read from `api_usage_logs`, since the
-//! summaries keep providers but not models.
+//! "spend by model" and the operators' "top models" show; and everyone's refused calls per
+//! provider and reason, what the operators' traffic table shows. Read from `api_usage_logs`,
+//! since the summaries keep providers but not models, and refused calls not at all.
 
 use tollgate_domain::Provider;
 
@@ -22,6 +23,15 @@ pub struct ModelSpend {
 }
 
 type Row = (String, String, i64, i64, i64, i64, i64, i64);
+
+/// The calls the gateway refused in a period through one provider's route, for one reason.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RefusalCount {
+    pub provider: Provider,
+    /// The refusal's code (`UsageEvent::refusal_reason`).
+    pub reason: String,
+    pub calls: u64,
+}
 
 impl Ledger {
     /// Every model used in the period keyed `period` (by `user_id`, or by anyone), costliest
@@ -69,5 +79,33 @@ impl Ledger {
                 .then_with(|| a.model.cmp(&b.model))
         });
         Ok(models)
+    }
+
+    /// Everyone's refused calls in the period keyed `period`, by provider and reason, in that
+    /// order: one grouped read, so that every instance answers the same numbers. Rows of a
+    /// provider this build does not know are left out.
+    pub async fn refusals(&self, period: &str) -> Result<Vec<RefusalCount>> {
+        let rows: Vec<(String, String, i64)> = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT provider, refusal_reason, COUNT(*) FROM api_usage_logs \
+                 WHERE billing_period = $1 AND refusal_reason IS NOT NULL \
+                 GROUP BY provider, refusal_reason")
+                .bind(period)
+                .fetch_all(pool)
+                .await
+                .map_err(LedgerError::db("counting refused calls by provider"))?
+        });
+        let mut refusals: Vec<RefusalCount> = rows
+            .into_iter()
+            .filter_map(|(provider, reason, calls)| {
+                Some(RefusalCount {
+                    provider: provider.parse().ok()?,
+                    reason,
+                    calls: from_db(calls),
+                })
+            })
+            .collect();
+        refusals.sort_by(|a, b| (a.provider, &a.reason).cmp(&(b.provider, &b.reason)));
+        Ok(refusals)
     }
 }

@@ -41,7 +41,7 @@ pub use accounts::{
 };
 pub use alerts::ClaimedAlert;
 pub use billing::BillingRecord;
-pub use breakdown::ModelSpend;
+pub use breakdown::{ModelSpend, RefusalCount};
 pub use config::{Durability, LedgerConfig, OnFull, OnSpoolFull, SqliteSync};
 pub use db::{Db, DbOptions, migrate};
 pub use error::{LedgerError, Result};

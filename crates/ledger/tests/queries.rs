@@ -190,6 +190,19 @@ async fn refused_calls_are_logged_and_counted_apart(backend: &str) {
             .unwrap()
             .is_empty()
     );
+    let everyone = ledger.refusals("2025-03").await.unwrap();
+    let everyone: Vec<(Provider, &str, u64)> = everyone
+        .iter()
+        .map(|r| (r.provider, r.reason.as_str(), r.calls))
+        .collect();
+    assert_eq!(
+        everyone,
+        [
+            (Provider::OpenAi, "provider_not_in_plan", 1),
+            (Provider::OpenAi, "usage_limit_exceeded", 2),
+        ]
+    );
+    assert!(ledger.refusals("2025-02").await.unwrap().is_empty());
 
     let filter = |refused| LogFilter {
         user_id: Some("alice".into()),

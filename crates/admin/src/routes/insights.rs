@@ -2,6 +2,8 @@
 //! credentials are, a period's days and models, a user's own keys, and the operators' overview
 //! of every user's spend in a period.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::State;
 use chrono::Utc;
@@ -219,6 +221,11 @@ pub struct ProviderSpend {
     /// Dollars.
     pub cost: f64,
     pub error_calls: u64,
+    /// Calls through this provider's route the gateway refused in the period (counted in
+    /// none of the above).
+    pub refused_calls: u64,
+    /// `refused_calls` by refusal code (`usage_limit_exceeded`, ...); empty when none.
+    pub refused_by_reason: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -230,6 +237,11 @@ pub struct Overview {
     pub providers: Vec<ProviderSpend>,
     /// The ten costliest models, everyone's calls together.
     pub top_models: Vec<ModelOut>,
+    /// Every call the gateway refused in the period, from the ledger (so every instance
+    /// answers the same).
+    pub refused_calls: u64,
+    /// `refused_calls` by refusal code; empty when none.
+    pub refused_by_reason: BTreeMap<String, u64>,
 }
 
 fn user_spend(user_id: String, plan: &Plan, usage: &tollgate_ledger::PeriodUsage) -> UserSpend {
@@ -248,8 +260,8 @@ fn user_spend(user_id: String, plan: &Plan, usage: &tollgate_ledger::PeriodUsage
 }
 
 /// Operators: every user's spend in a period (by the period's key; default the current
-/// calendar month), with plan, status and share of the cost cap; traffic per provider; the
-/// costliest models.
+/// calendar month), with plan, status and share of the cost cap; traffic and refused calls per
+/// provider; the costliest models.
 #[utoipa::path(get, path = "/api/admin/overview", tag = "admin", params(PeriodQuery),
     security(("bearer" = [])),
     responses((status = 200, body = Envelope<Overview>), (status = 400, body = ErrorBody),
@@ -287,6 +299,8 @@ pub async fn overview(
             tokens: 0,
             cost: 0.0,
             error_calls: 0,
+            refused_calls: 0,
+            refused_by_reason: BTreeMap::new(),
         })
         .collect();
     let mut provider_nanousd = vec![0u64; Provider::ALL.len()];
@@ -311,6 +325,17 @@ pub async fn overview(
     for (p, nanousd) in providers.iter_mut().zip(provider_nanousd) {
         p.cost = dollars(nanousd);
     }
+    let mut refused_by_reason = BTreeMap::new();
+    for refusal in ledger.refusals(&key).await? {
+        if let Some(i) = Provider::ALL.iter().position(|p| *p == refusal.provider) {
+            providers[i].refused_calls += refusal.calls;
+            *providers[i]
+                .refused_by_reason
+                .entry(refusal.reason.clone())
+                .or_insert(0) += refusal.calls;
+        }
+        *refused_by_reason.entry(refusal.reason).or_insert(0) += refusal.calls;
+    }
     users.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.user_id.cmp(&b.1.user_id)));
     let models = ledger.model_spend(None, &key).await?;
     Ok(Json(Envelope::ok(Overview {
@@ -322,5 +347,7 @@ pub async fn overview(
             .take(OVERVIEW_MODELS_MAX)
             .map(model_out)
             .collect(),
+        refused_calls: refused_by_reason.values().sum(),
+        refused_by_reason,
     })))
 }

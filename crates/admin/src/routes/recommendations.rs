@@ -42,6 +42,7 @@ pub async fn for_period(
     let alerts = ledger
         .period_alerts(user_id, &period.key(), false, PERIOD_ALERTS_MAX)
         .await?;
+    let refused = ledger.refused_calls(user_id, &period.key()).await?;
     Ok(recommendations(&Facts {
         plan: &account.plan,
         plans: &config.plans,
@@ -51,6 +52,7 @@ pub async fn for_period(
         models: &models,
         prices: &config.prices,
         alerts: &alerts,
+        refused: &refused,
     }))
 }
 

@@ -1,14 +1,21 @@
 //! `[alerts.email]`: the SMTP server alerts are mailed through, who receives them, and the
 //! dashboard they link to. Credentials come from environment variables the file names, never
-//! from the file.
+//! from the file; an operator's own CA comes from a PEM file it names.
+
+use std::path::Path;
 
 use crate::problem::FileProblems;
 use crate::raw;
-use crate::settings::{EmailSettings, Secret, SmtpCredentials, SmtpTls};
+use crate::settings::{CaFile, EmailSettings, Secret, SmtpCredentials, SmtpTls};
 
 use super::{Env, count};
 
-pub(super) fn email(p: &mut FileProblems, raw: &raw::Email, env: Env<'_>) -> EmailSettings {
+pub(super) fn email(
+    p: &mut FileProblems,
+    raw: &raw::Email,
+    base_dir: &Path,
+    env: Env<'_>,
+) -> EmailSettings {
     let at = |key| ["alerts", "email", key];
     let smtp_host = raw.smtp_host.clone().unwrap_or_default();
     if smtp_host.trim().is_empty() || smtp_host.contains(['/', ' ', ':']) {
@@ -97,7 +104,86 @@ pub(super) fn email(p: &mut FileProblems, raw: &raw::Email, env: Env<'_>) -> Ema
         send_to_users,
         dashboard_url,
         timeout_ms: count(p, &at("timeout_ms"), raw.timeout_ms, 10_000, 1),
+        ca_file: raw
+            .ca_file
+            .as_deref()
+            .and_then(|file| ca_file(p, base_dir, file, tls)),
     }
+}
+
+/// The CA certificates in `file` (relative to the configuration's directory), which must be
+/// readable and hold at least one PEM `CERTIFICATE` block.
+fn ca_file(p: &mut FileProblems, base_dir: &Path, file: &str, tls: SmtpTls) -> Option<CaFile> {
+    let at = ["alerts", "email", "ca_file"];
+    if tls == SmtpTls::None {
+        p.error(
+            &at,
+            "a CA file with tls = \"none\" would never be used; set tls to \"starttls\" or \
+             \"implicit\", or remove ca_file",
+        );
+        return None;
+    }
+    let path = base_dir.join(file);
+    let pem = match std::fs::read(&path) {
+        Ok(pem) => pem,
+        Err(e) => {
+            p.error(
+                &at,
+                format!(
+                    "cannot read {}: {e} (expected a PEM file of the CA certificates that sign \
+                     the SMTP server's certificate)",
+                    path.display()
+                ),
+            );
+            return None;
+        }
+    };
+    if let Err(problem) = pem_certificates(&pem) {
+        p.error(&at, format!("{}: {problem}", path.display()));
+        return None;
+    }
+    Some(CaFile { path, pem })
+}
+
+/// Checks that `pem` is one or more well-formed `CERTIFICATE` blocks (anything between blocks,
+/// such as the text `openssl x509 -text` prints, is ignored, as TLS libraries do); answers how
+/// many.
+fn pem_certificates(pem: &[u8]) -> Result<usize, String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = std::str::from_utf8(pem).map_err(|_| "is not a PEM text file".to_owned())?;
+    let mut count = 0;
+    let mut lines = text.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        if line != BEGIN {
+            continue;
+        }
+        let mut body = 0;
+        loop {
+            match lines.next() {
+                Some(END) if body > 0 => break,
+                Some(line)
+                    if !line.is_empty()
+                        && line
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)) =>
+                {
+                    body += line.len();
+                }
+                _ => {
+                    return Err(format!(
+                        "certificate {} is not base64 between {BEGIN} and {END}",
+                        count + 1
+                    ));
+                }
+            }
+        }
+        count += 1;
+    }
+    if count == 0 {
+        return Err(format!("holds no certificate (expected {BEGIN} blocks)"));
+    }
+    Ok(count)
 }
 
 /// The SMTP login, when the file names its variables: both must be named and set.
@@ -172,5 +258,23 @@ mod tests {
         assert!(is_mailbox("Tollgate <alerts@example.com>"));
         assert!(is_mailbox("alerts@example.com"));
         assert!(!is_mailbox("Tollgate <alerts>"));
+    }
+
+    #[test]
+    fn ca_files_hold_pem_certificates() {
+        let one = "-----BEGIN CERTIFICATE-----\nMIIB\nAAE=\n-----END CERTIFICATE-----\n";
+        assert_eq!(pem_certificates(one.as_bytes()), Ok(1));
+        let two = format!("Certificate:\n  Data: ...\n{one}{one}");
+        assert_eq!(pem_certificates(two.as_bytes()), Ok(2));
+        for bad in [
+            "",
+            "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n",
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+            "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+        ] {
+            assert!(pem_certificates(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        assert!(pem_certificates(&[0xff, 0xfe]).is_err());
     }
 }

@@ -54,7 +54,7 @@ pub(crate) fn gateway(
         ledger: ledger(p, &raw.ledger, base_dir),
         pricing: pricing(p, &raw.pricing, base_dir),
         alert_thresholds: thresholds(p, raw.alerts.thresholds.as_deref()),
-        alert_delivery: alert_delivery(p, &raw.alerts, env),
+        alert_delivery: alert_delivery(p, &raw.alerts, base_dir, env),
         log: log(p, &raw.log),
         providers,
         default_plan: raw.default_plan,
@@ -168,7 +168,12 @@ fn admin(p: &mut FileProblems, raw: &raw::Admin, base_dir: &Path) -> AdminSettin
     }
 }
 
-fn alert_delivery(p: &mut FileProblems, raw: &raw::Alerts, env: Env<'_>) -> AlertDelivery {
+fn alert_delivery(
+    p: &mut FileProblems,
+    raw: &raw::Alerts,
+    base_dir: &Path,
+    env: Env<'_>,
+) -> AlertDelivery {
     let at = |key| ["alerts", key];
     let webhook_urls = raw.webhook_urls.clone().unwrap_or_default();
     for (i, url) in webhook_urls.iter().enumerate() {
@@ -247,7 +252,10 @@ fn alert_delivery(p: &mut FileProblems, raw: &raw::Alerts, env: Env<'_>) -> Aler
             ),
         );
     }
-    let email = raw.email.as_ref().map(|raw| email::email(p, raw, env));
+    let email = raw
+        .email
+        .as_ref()
+        .map(|raw| email::email(p, raw, base_dir, env));
     if let Some(email) = &email
         && delivery_lease_ms <= email.timeout_ms
     {
