@@ -12,6 +12,7 @@ pub mod access;
 pub mod admission;
 mod admit;
 pub mod alerts;
+mod backlog;
 mod body;
 pub mod context;
 pub mod credentials;

@@ -109,16 +109,19 @@ pub fn observe_chunk(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end_of_stre
 /// shortest sleep Tokio's timer makes (its wheel turns in milliseconds).
 pub const BEHIND_PAUSE: Duration = Duration::from_millis(1);
 
-/// Whether the chunk just observed left compressed bytes undecoded, the body not yet over.
+/// Whether decoding the chunk just observed held the thread a while, or left compressed bytes
+/// undecoded, the body not yet over ([`Scanner::busy`]).
 ///
 /// Each feed decodes for about a millisecond, but Pingora's loop goes straight from one chunk
 /// to the next while the upstream has more, without yielding: a body that is slow to decode (a
 /// bomb up to its budget) would then hold its worker thread one slice after another for the
-/// whole body, and every other request on that thread would wait. Such a chunk is therefore
-/// sent after [`BEHIND_PAUSE`], a sleep in which the thread serves the others: the slow body is
-/// paced, the rest are not held up by it.
+/// whole body. Even where it yields, the task is ready again at once, and a worker that always
+/// has a ready task looks at its sockets and timers only every few dozen polls: every other
+/// request on that thread would wait tens of milliseconds for each of its own events. Such a
+/// chunk is therefore sent after [`BEHIND_PAUSE`], a sleep in which the thread serves the
+/// others: the slow body is paced, the rest are not held up by it.
 pub fn decoding_behind(ctx: &RequestCtx, end_of_stream: bool) -> bool {
-    !end_of_stream && ctx.scanner.as_ref().is_some_and(Scanner::has_backlog)
+    !end_of_stream && ctx.scanner.as_ref().is_some_and(Scanner::busy)
 }
 
 /// What the proxy knows about a finished call.

@@ -12,6 +12,7 @@ use tollgate_ledger::UsageEvent;
 use tollgate_usage::Scanner;
 
 use crate::access::CallSummary;
+use crate::backlog;
 use crate::context::{Admitted, RequestCtx};
 use crate::errors::GatewayError;
 use crate::exceeded::ExcessKind;
@@ -65,21 +66,19 @@ impl Gateway {
         let (Some(admitted), Some(identity)) = (ctx.admitted.take(), ctx.identity.clone()) else {
             return None;
         };
+        let mut scanned = match ctx.scanner.take() {
+            // What decoding left for the end may take up to its budget's CPU: not at the
+            // priority of the threads that serve other requests.
+            Some(scanner) if scanner.has_backlog() => backlog::finish(scanner).await,
+            scanner => scanner.map(Scanner::finish),
+        };
+        // Taken out only now: a shutdown whose grace period ends while the backlog waits for
+        // the CPU records the call as cut off, rather than losing it with the process.
         if !self.inflight.take(admitted.call_id) {
             // The shutdown recorded it, with what it had received, when its grace period ended.
             return None;
         }
         let provider = admitted.reservation.provider;
-        let mut scanned = match ctx.scanner.take() {
-            // What decoding left for the end may take up to its budget's CPU: not on the
-            // thread that serves other requests.
-            Some(scanner) if scanner.has_backlog() => {
-                tokio::task::spawn_blocking(move || scanner.finish())
-                    .await
-                    .ok()
-            }
-            scanner => scanner.map(Scanner::finish),
-        };
         if let Some(scanned) = scanned.as_mut() {
             let user = identity.user.as_str();
             self.jobs

@@ -47,6 +47,9 @@ pub(crate) fn budget(compressed: u64) -> u64 {
 /// for the whole body. The backlog is bounded: past [`BACKLOG_MAX_BYTES`] the scan stops with
 /// [`FELL_BEHIND`] (estimated usage; the body still passes).
 pub(crate) const SLICE: Duration = Duration::from_millis(1);
+/// A feed that decoded for this long held its thread enough to let the others go first (see
+/// [`Body::feed_sliced`]); a real response's chunk decodes in microseconds.
+pub(crate) const BUSY: Duration = Duration::from_micros(200);
 const PIECE_BYTES: usize = 4096;
 pub(crate) const BACKLOG_MAX_BYTES: usize = 16 << 20;
 pub(crate) const FELL_BEHIND: &str = "decoding fell too far behind the body";
@@ -218,21 +221,27 @@ impl Body {
 
     /// Feeds `chunk` after the `backlog` of compressed bytes earlier feeds left, decoding for
     /// at most [`SLICE`]; what is left is the new backlog. A body known to be plain is fed
-    /// whole: scanning plain text is not what a bomb slows down.
-    pub(crate) fn feed_sliced(&mut self, backlog: &mut Vec<u8>, chunk: &[u8]) {
+    /// whole: scanning plain text is not what a bomb slows down. Answers whether decoding a
+    /// compressed body took a good part of the slice ([`BUSY`]): the thread has then been held long enough that the
+    /// others should have their turn before this body's next chunk.
+    pub(crate) fn feed_sliced(&mut self, backlog: &mut Vec<u8>, chunk: &[u8]) -> bool {
         if backlog.is_empty() && matches!(self, Body::Plain { sniff: false, .. }) {
-            return self.feed(chunk);
+            self.feed(chunk);
+            return false;
         }
-        let deadline = Instant::now() + SLICE;
+        let started = Instant::now();
+        let deadline = started + SLICE;
         if !backlog.is_empty() {
             let done = self.feed_until(backlog, deadline);
             backlog.drain(..done);
             if !backlog.is_empty() {
-                return self.defer(backlog, chunk);
+                self.defer(backlog, chunk);
+                return true;
             }
         }
         let done = self.feed_until(chunk, deadline);
         self.defer(backlog, &chunk[done..]);
+        !matches!(self, Body::Plain { .. }) && started.elapsed() >= BUSY
     }
 
     /// Everything still waiting, however long it takes (bounded by the budget).
@@ -513,11 +522,33 @@ mod tests {
         let half = body.len() / 2;
         s.feed(&body[..half]);
         assert!(s.has_backlog(), "one feed decoded {half} bytes whole");
+        assert!(
+            s.busy(),
+            "a feed that left a backlog lets the others go first"
+        );
         s.feed(&body[half..]);
         // The rest is decoded at the end: the usage is read as if nothing had been deferred.
         let got = s.finish();
         assert_eq!(got.decode_error, None);
         assert_eq!(got.usage.output_tokens, 4);
+    }
+
+    #[test]
+    fn a_plain_body_never_holds_its_thread_back() {
+        let mut s = scanner(&RequestInfo {
+            provider: Provider::OpenAi,
+            method: "POST",
+            path: "/v1/chat/completions",
+            query: None,
+            request: crate::RequestFacts::none(),
+            response_status: 200,
+            response_content_type: Some("application/json"),
+            response_content_encoding: None,
+        });
+        // Scanning plain text is not what a bomb slows down: however large, it is not paced.
+        let body = format!(r#"{{"pad":"{}","usage":{{}}}}"#, "a".repeat(4 << 20));
+        s.feed(body.as_bytes());
+        assert!(!s.busy());
     }
 
     #[test]

@@ -195,6 +195,8 @@ pub struct Scanner {
     /// Compressed bytes received but not decoded yet (decoding is sliced in time, see
     /// [`decode`](crate::decode)).
     backlog: Vec<u8>,
+    /// The last feed decoded for a good part of its slice (see [`Scanner::busy`]).
+    busy: bool,
     ctx: Ctx,
     /// The model named by the path (Gemini, Stability), which outranks the body's.
     path_model: Option<String>,
@@ -208,7 +210,15 @@ impl Scanner {
     /// A compressed body is decoded for about a millisecond per feed; what is left waits for
     /// the next one, or for [`Scanner::finish`] (see [`Scanner::has_backlog`]).
     pub fn feed(&mut self, chunk: &[u8]) {
-        self.body.feed_sliced(&mut self.backlog, chunk);
+        self.busy = self.body.feed_sliced(&mut self.backlog, chunk);
+    }
+
+    /// Whether the last feed held its thread a while decoding (a good part of its slice), or
+    /// left compressed bytes for later: a proxy should then let other requests run before it
+    /// passes this body's next chunk, or a body slow to decode takes its thread slice after
+    /// slice.
+    pub fn busy(&self) -> bool {
+        self.busy || self.has_backlog()
     }
 
     /// Whether compressed bytes are still waiting to be decoded: [`Scanner::finish`] may then
@@ -360,6 +370,7 @@ pub fn scanner(req: &RequestInfo<'_>) -> Scanner {
     Scanner {
         body,
         backlog: Vec::new(),
+        busy: false,
         ctx: Ctx {
             status: req.response_status,
             request_model: facts.model.clone(),
