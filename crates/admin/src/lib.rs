@@ -16,6 +16,7 @@ mod cors;
 pub mod deliver;
 pub mod error;
 mod extract;
+pub mod key_rules;
 pub mod lifecycle;
 mod limits;
 pub mod live;
@@ -82,7 +83,10 @@ pub fn api(state: AdminState) -> (Router, OpenApi) {
         .routes(routes!(routes::users::set_plan))
         .routes(routes!(routes::users::set_email))
         .routes(routes!(routes::users::list_keys, routes::users::issue_key))
-        .routes(routes!(routes::users::revoke_key))
+        .routes(routes!(
+            routes::users::revoke_key,
+            routes::users::change_key
+        ))
         .routes(routes!(routes::live::config_status))
         .routes(routes!(routes::live::reload))
         .routes(routes!(

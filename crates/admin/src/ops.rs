@@ -6,12 +6,15 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tollgate_config::Config;
 use tollgate_domain::{AnchorDay, BillingPeriod, Plan};
-use tollgate_ledger::{ApiKey, Ledger, NewApiKey, NewSubscription, Subscription, User};
+use tollgate_ledger::{
+    ApiKey, Ledger, NewApiKey, NewSubscription, StoredRules, Subscription, User,
+};
 use utoipa::ToSchema;
 
 use crate::account;
 use crate::auth::sha256;
 use crate::error::{AdminError, Result};
+use crate::key_rules::{self, NewKeyRequest, RulesOut};
 use crate::model::{PlanRef, UsageStats};
 use crate::render::iso;
 use crate::stats;
@@ -178,11 +181,14 @@ pub struct KeyOut {
     pub revoked_at: Option<String>,
     /// `ledger` (issued through the API or CLI) or `config` (a static `[[keys]]` entry).
     pub source: String,
+    /// The key's own expiry, providers and models, when it has them.
+    #[serde(flatten)]
+    pub rules: RulesOut,
 }
 
 impl KeyOut {
-    pub fn from_ledger(k: &ApiKey) -> KeyOut {
-        KeyOut {
+    pub fn from_ledger(k: &ApiKey) -> Result<KeyOut> {
+        Ok(KeyOut {
             id: k.id.clone(),
             user_id: k.user_id.clone(),
             prefix: k.prefix.clone(),
@@ -190,7 +196,8 @@ impl KeyOut {
             created_at: iso(k.created_at),
             revoked_at: k.revoked_at.map(iso),
             source: "ledger".to_owned(),
-        }
+            rules: RulesOut::of(&k.rules()?),
+        })
     }
 }
 
@@ -220,13 +227,14 @@ pub fn key_hash(key: &str) -> String {
     hex::encode(sha256(key))
 }
 
-/// Issues a key for an existing user.
+/// Issues a key for an existing user, with the rules the request gives it.
 pub async fn issue_key(
     ledger: &Ledger,
     config: &Config,
     user_id: &str,
-    name: Option<&str>,
+    req: &NewKeyRequest,
 ) -> Result<IssuedKey> {
+    let rules = key_rules::new_rules(req, Utc::now())?;
     if !account::exists(ledger, config, user_id).await? {
         return Err(AdminError::not_found_user(user_id));
     }
@@ -238,7 +246,8 @@ pub async fn issue_key(
         user_id: user_id.to_owned(),
         key_hash: key_hash(&key),
         prefix: key.chars().take(PREFIX_CHARS).collect(),
-        name: name.map(str::to_owned),
+        name: req.name.clone(),
+        rules: StoredRules::of(&rules),
     };
     ledger.create_api_key(&record).await?;
     let stored = ledger
@@ -247,7 +256,7 @@ pub async fn issue_key(
         .ok_or_else(|| AdminError::NotFound(format!("key {:?} vanished", record.id)))?;
     Ok(IssuedKey {
         key,
-        info: KeyOut::from_ledger(&stored),
+        info: KeyOut::from_ledger(&stored)?,
     })
 }
 
@@ -261,7 +270,7 @@ pub async fn list_keys(ledger: &Ledger, config: &Config, user_id: &str) -> Resul
         .await?
         .iter()
         .map(KeyOut::from_ledger)
-        .collect();
+        .collect::<Result<_>>()?;
     keys.extend(
         config
             .keys
@@ -275,6 +284,7 @@ pub async fn list_keys(ledger: &Ledger, config: &Config, user_id: &str) -> Resul
                 created_at: String::new(),
                 revoked_at: None,
                 source: "config".to_owned(),
+                rules: RulesOut::default(),
             }),
     );
     Ok(keys)
@@ -293,7 +303,7 @@ pub async fn revoke_key(ledger: &Ledger, key_id: &str) -> Result<KeyOut> {
         )));
     }
     let key = ledger.api_key(key_id).await?.unwrap_or(key);
-    Ok(KeyOut::from_ledger(&key))
+    KeyOut::from_ledger(&key)
 }
 
 /// The user's usage in `period` (default: the period containing now) as the seed's

@@ -327,6 +327,14 @@ fn refusal_phrase(reason: &str) -> &'static str {
         }
         "provider_not_in_plan" => "the plan does not include the provider (a plan that does)",
         "plan_not_offered" => "the plan is no longer offered (choose a current plan)",
+        "user_disabled" => "the user is disabled (ask the operators to enable the user)",
+        "key_expired" => "the key had expired (a new key, or a later expiry on this one)",
+        "provider_not_allowed" => {
+            "the key may not call the provider (a key that may, or the provider added to its list)"
+        }
+        "model_not_allowed" => {
+            "the key may not call the model (one of its models, or the model added to its list)"
+        }
         "model_not_priced" => {
             "the model has no price, so the gateway cannot meter it (a priced model, or ask \
              the operators to price it)"

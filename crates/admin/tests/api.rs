@@ -795,6 +795,17 @@ async fn every_route_of_the_openapi_document_needs_credentials() {
     ] {
         assert!(paths.contains_key(path), "{path} missing from the document");
     }
+    // A key's own rules, issued and changed.
+    assert!(paths["/api/admin/keys/{key_id}"]["patch"].is_object());
+    let schemas = &doc["components"]["schemas"];
+    for schema in ["NewKeyRequest", "KeyChange"] {
+        for field in ["expires", "providers", "models"] {
+            assert!(
+                schemas[schema]["properties"][field].is_object(),
+                "{schema}.{field} missing from the document"
+            );
+        }
+    }
     let mut checked = 0;
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {

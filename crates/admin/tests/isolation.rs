@@ -64,6 +64,7 @@ fn cases() -> BTreeMap<&'static str, Expect> {
         ("GET /api/admin/users/{user_id}/keys", Forbidden),
         ("POST /api/admin/users/{user_id}/keys", Forbidden),
         ("DELETE /api/admin/keys/{key_id}", Forbidden),
+        ("PATCH /api/admin/keys/{key_id}", Forbidden),
         ("GET /api/admin/config", Forbidden),
         ("GET /api/admin/overview", Forbidden),
         ("POST /api/admin/reload", Forbidden),

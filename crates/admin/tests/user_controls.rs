@@ -237,3 +237,102 @@ async fn users_are_disabled_enabled_and_deleted_with_their_rows() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_keys_own_rules_are_issued_changed_listed_and_bad_ones_refused() {
+    let db = TestDb::sqlite();
+    let server = server(&db).await;
+    let (status, body) = server
+        .send_json(
+            "POST",
+            "/api/admin/users",
+            ADMIN_TOKEN,
+            json!({"id": "frank", "plan_id": "free"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let keys = "/api/admin/users/frank/keys";
+    for (rules, field) in [
+        (json!({"models": {"openai": ["gpt-4o?"]}}), "models.openai"),
+        (json!({"models": ["gpt-4o"]}), "models"),
+        (json!({"providers": ["openai", "openia"]}), "providers"),
+        (json!({"expires": "2020-01-01"}), "expires"),
+        (json!({"expires": "next week"}), "expires"),
+        (
+            json!({"providers": ["openai"], "models": {"gemini": ["gemini-*"]}}),
+            "models.gemini",
+        ),
+    ] {
+        let (status, body) = server.send_json("POST", keys, ADMIN_TOKEN, rules).await;
+        assert_refused_naming(status, &body, field);
+    }
+    let (_, listed) = server.get(keys, ADMIN_TOKEN).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 0, "{listed}");
+
+    let (status, issued) = server
+        .send_json(
+            "POST",
+            keys,
+            ADMIN_TOKEN,
+            json!({"name": "ci", "expires": "2099-01-01", "providers": ["openai", "gemini"],
+                   "models": {"openai": ["gpt-4o*"]}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{issued}");
+    let data = &issued["data"];
+    assert_eq!(data["expires_at"], "2099-01-01T00:00:00.000Z", "{issued}");
+    assert_eq!(data["providers"], json!(["openai", "gemini"]));
+    assert_eq!(data["models"], json!({"openai": ["gpt-4o*"]}));
+    let id = data["id"].as_str().unwrap().to_owned();
+    let key = data["key"].as_str().unwrap().to_owned();
+    // The user reads the same with their own key.
+    let (status, own) = server.get("/api/subscription/keys/frank", &key).await;
+    assert_eq!(status, 200, "{own}");
+    assert_eq!(own["data"][0]["models"], json!({"openai": ["gpt-4o*"]}));
+
+    let path = format!("/api/admin/keys/{id}");
+    let (status, body) = server
+        .send_json(
+            "PATCH",
+            &path,
+            ADMIN_TOKEN,
+            json!({"expires": "1999-12-31"}),
+        )
+        .await;
+    assert_refused_naming(status, &body, "expires");
+    let (status, body) = server
+        .send_json("PATCH", &path, ADMIN_TOKEN, json!({"budget": 3}))
+        .await;
+    assert_refused_naming(status, &body, "budget");
+    let (status, body) = server
+        .send_json(
+            "PATCH",
+            &path,
+            ADMIN_TOKEN,
+            json!({"expires": null, "models": {"gemini": ["gemini-2.5-*"]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"]["expires_at"].is_null(), "{body}");
+    assert_eq!(body["data"]["providers"], json!(["openai", "gemini"]));
+    assert_eq!(body["data"]["models"], json!({"gemini": ["gemini-2.5-*"]}));
+    assert_eq!(body["data"]["name"], "ci");
+    let (_, listed) = server.get(keys, ADMIN_TOKEN).await;
+    assert_eq!(
+        listed["data"][0]["models"],
+        json!({"gemini": ["gemini-2.5-*"]})
+    );
+
+    let (status, _) = server
+        .send_json("PATCH", "/api/admin/keys/key_nope", ADMIN_TOKEN, json!({}))
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = server
+        .send_json("DELETE", &path, ADMIN_TOKEN, json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = server
+        .send_json("PATCH", &path, ADMIN_TOKEN, json!({"name": "x"}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+}

@@ -122,6 +122,11 @@ impl KeyRules {
         self.expires_at.filter(|at| *at <= now)
     }
 
+    /// [`KeyRules::expired_at`], reading the clock only for a key that has an expiry.
+    pub fn expired_at_or_none(&self, now: impl FnOnce() -> DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.expires_at.and_then(|_| self.expired_at(now()))
+    }
+
     pub fn allows_provider(&self, provider: Provider) -> bool {
         self.providers
             .as_ref()

@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tollgate_domain::{AnchorDay, Provider};
+use std::collections::BTreeMap;
+
+use tollgate_domain::{AnchorDay, KeyRules, ModelPattern, Provider};
 
 use crate::Ledger;
 use crate::db::on_db;
@@ -28,6 +30,91 @@ pub struct ApiKey {
     pub name: Option<String>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The providers the key may call, a JSON array of ids (`None`: every provider of the plan).
+    pub providers: Option<String>,
+    /// Per provider, the model patterns the key may call, a JSON object (`None`: any model).
+    pub models: Option<String>,
+}
+
+impl ApiKey {
+    /// The key's own rules, read from their stored form; a value that does not read is
+    /// `Corrupt` rather than no rule, so that a damaged row never widens what a key may do.
+    pub fn rules(&self) -> Result<KeyRules> {
+        let providers = match &self.providers {
+            None => None,
+            Some(text) => {
+                let names: Vec<String> =
+                    serde_json::from_str(text).map_err(corrupt("providers"))?;
+                let parsed = names
+                    .iter()
+                    .map(|n| n.parse::<Provider>())
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(corrupt("providers"))?;
+                Some(parsed)
+            }
+        };
+        let mut models = BTreeMap::new();
+        if let Some(text) = &self.models {
+            let stored: BTreeMap<String, Vec<String>> =
+                serde_json::from_str(text).map_err(corrupt("models"))?;
+            for (provider, patterns) in stored {
+                let provider = provider.parse::<Provider>().map_err(corrupt("models"))?;
+                let patterns = patterns
+                    .iter()
+                    .map(|p| ModelPattern::parse(p))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(corrupt("models"))?;
+                models.insert(provider, patterns);
+            }
+        }
+        Ok(KeyRules {
+            expires_at: self.expires_at,
+            providers,
+            models,
+        })
+    }
+}
+
+fn corrupt<E: std::fmt::Display>(column: &'static str) -> impl Fn(E) -> LedgerError {
+    move |e| LedgerError::Corrupt {
+        column,
+        detail: e.to_string(),
+    }
+}
+
+/// The stored form of a key's rules (the `api_keys` columns `expires_at`, `providers`,
+/// `models`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredRules {
+    pub expires_at: Option<DateTime<Utc>>,
+    pub providers: Option<String>,
+    pub models: Option<String>,
+}
+
+impl StoredRules {
+    pub fn of(rules: &KeyRules) -> StoredRules {
+        let providers = rules.providers.as_ref().map(|list| {
+            let names: Vec<&str> = list.iter().map(|p| p.as_str()).collect();
+            serde_json::Value::from(names).to_string()
+        });
+        let models = (!rules.models.is_empty()).then(|| {
+            let map: serde_json::Map<String, serde_json::Value> = rules
+                .models
+                .iter()
+                .map(|(provider, patterns)| {
+                    let list: Vec<&str> = patterns.iter().map(ModelPattern::as_str).collect();
+                    (provider.as_str().to_owned(), serde_json::Value::from(list))
+                })
+                .collect();
+            serde_json::Value::Object(map).to_string()
+        });
+        StoredRules {
+            expires_at: rules.expires_at,
+            providers,
+            models,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +124,7 @@ pub struct NewApiKey {
     pub key_hash: String,
     pub prefix: String,
     pub name: Option<String>,
+    pub rules: StoredRules,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -118,7 +206,8 @@ pub struct Alert {
 pub(crate) const ALERT_COLUMNS: &str = "id, user_id, billing_period, limit_key, \
     threshold_percentage, alert_type, provider, title, message, severity, is_sent, sent_at, \
     is_read, read_at, created_at";
-pub(crate) const KEY_COLUMNS: &str = "id, user_id, key_hash, prefix, name, created_at, revoked_at";
+pub(crate) const KEY_COLUMNS: &str =
+    "id, user_id, key_hash, prefix, name, created_at, revoked_at, expires_at, providers, models";
 pub(crate) const SUBSCRIPTION_COLUMNS: &str =
     "user_id, plan_id, billing_cycle, anchor_day, status, auto_renew, created_at, updated_at";
 
@@ -206,14 +295,17 @@ impl Ledger {
     /// Stores a new key (its hash). Fails if the hash is already stored.
     pub async fn create_api_key(&self, key: &NewApiKey) -> Result<()> {
         on_db!(&self.db, pool => sqlx::query(
-            "INSERT INTO api_keys (id, user_id, key_hash, prefix, name, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)")
+            "INSERT INTO api_keys (id, user_id, key_hash, prefix, name, created_at, expires_at, \
+             providers, models) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(&key.id)
             .bind(&key.user_id)
             .bind(&key.key_hash)
             .bind(&key.prefix)
             .bind(&key.name)
             .bind(Utc::now())
+            .bind(key.rules.expires_at)
+            .bind(&key.rules.providers)
+            .bind(&key.rules.models)
             .execute(pool)
             .await
             .map_err(LedgerError::db("creating an API key"))?
@@ -258,6 +350,28 @@ impl Ledger {
             .execute(pool)
             .await
             .map_err(LedgerError::db("revoking an API key"))?
+            .rows_affected());
+        Ok(done == 1)
+    }
+
+    /// Changes a key's name and rules; false if there is no such key or it is revoked.
+    pub async fn update_api_key(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        rules: &StoredRules,
+    ) -> Result<bool> {
+        let done = on_db!(&self.db, pool => sqlx::query(
+            "UPDATE api_keys SET name = $2, expires_at = $3, providers = $4, models = $5 \
+             WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(name)
+            .bind(rules.expires_at)
+            .bind(&rules.providers)
+            .bind(&rules.models)
+            .execute(pool)
+            .await
+            .map_err(LedgerError::db("changing an API key"))?
             .rows_affected());
         Ok(done == 1)
     }

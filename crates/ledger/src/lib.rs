@@ -36,7 +36,8 @@ pub mod test_database;
 mod testing;
 
 pub use accounts::{
-    Alert, ApiKey, NewAlert, NewApiKey, NewSubscription, PlanRecord, Subscription, User,
+    Alert, ApiKey, NewAlert, NewApiKey, NewSubscription, PlanRecord, StoredRules, Subscription,
+    User,
 };
 pub use alerts::ClaimedAlert;
 pub use billing::BillingRecord;

@@ -7,9 +7,9 @@ mod common;
 
 use chrono::{TimeZone, Utc};
 use common::*;
-use tollgate_domain::{AnchorDay, BillingPeriod, LimitKey, Provider};
+use tollgate_domain::{AnchorDay, BillingPeriod, KeyRules, LimitKey, ModelPattern, Provider};
 use tollgate_ledger::{
-    Ledger, LogFilter, NewAlert, NewApiKey, NewSubscription, PlanRecord, UsageEvent,
+    Ledger, LogFilter, NewAlert, NewApiKey, NewSubscription, PlanRecord, StoredRules, UsageEvent,
 };
 
 async fn seeded(backend: &str) -> (TestDb, Ledger) {
@@ -477,6 +477,7 @@ async fn alerts_accounts_and_billing(backend: &str) {
         key_hash: "sha256:abcd".into(),
         prefix: "tg_ab12".into(),
         name: Some("ci".into()),
+        rules: StoredRules::default(),
     };
     ledger.create_api_key(&key).await.unwrap();
     assert!(
@@ -493,7 +494,49 @@ async fn alerts_accounts_and_billing(backend: &str) {
         "alice"
     );
     assert_eq!(ledger.active_api_keys().await.unwrap().len(), 1);
+    // A key's own rules are stored and changed, and read back as they were given.
+    assert!(
+        ledger
+            .api_key("k1")
+            .await
+            .unwrap()
+            .unwrap()
+            .rules()
+            .unwrap()
+            .is_empty(),
+        "no rules"
+    );
+    let rules = KeyRules {
+        expires_at: Some("2027-01-01T00:00:00Z".parse().unwrap()),
+        providers: Some(vec![Provider::OpenAi, Provider::Anthropic]),
+        models: [(
+            Provider::OpenAi,
+            vec![ModelPattern::parse("gpt-4o*").unwrap()],
+        )]
+        .into(),
+    };
+    assert!(
+        ledger
+            .update_api_key("k1", Some("ci"), &StoredRules::of(&rules))
+            .await
+            .unwrap()
+    );
+    let stored = ledger.api_key("k1").await.unwrap().unwrap();
+    assert_eq!(stored.rules().unwrap(), rules);
+    assert!(
+        !ledger
+            .update_api_key("k9", None, &StoredRules::default())
+            .await
+            .unwrap()
+    );
     assert!(ledger.revoke_api_key("k1", Utc::now()).await.unwrap());
+    assert!(
+        !ledger
+            .update_api_key("k1", None, &StoredRules::default())
+            .await
+            .unwrap(),
+        "a revoked key does not change"
+    );
     assert!(!ledger.revoke_api_key("k1", Utc::now()).await.unwrap());
     assert!(ledger.active_api_keys().await.unwrap().is_empty());
     assert_eq!(ledger.api_keys_of("alice").await.unwrap().len(), 1);
@@ -589,6 +632,7 @@ async fn export_and_erase(backend: &str) {
             key_hash: "sha256:secret-hash".into(),
             prefix: "tg_ab12".into(),
             name: None,
+            rules: StoredRules::default(),
         })
         .await
         .unwrap();

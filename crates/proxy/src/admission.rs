@@ -60,6 +60,13 @@ pub fn plan_reservation<'a>(
             plan: plan.id.clone(),
         })?;
     let model = priced_name(provider, path, facts.model.as_deref());
+    if let Err(allowed) = identity.rules.check_model(provider, &model) {
+        return Err(GatewayError::ModelNotAllowed {
+            provider,
+            allowed: allowed.iter().map(|p| p.as_str().to_owned()).collect(),
+            model,
+        });
+    }
     let price = pricing::for_admission(config, provider, &model)?;
     let amount = reservation_amount(facts, price.price(), provider.is_token_billed());
     // A reservation outlives any call that can still settle it.
@@ -308,6 +315,7 @@ mod tests {
             key_id: "k".into(),
             anchor_day: tollgate_domain::AnchorDay::new(15).unwrap(),
             disabled: false,
+            rules: Default::default(),
         }
     }
 
@@ -377,6 +385,38 @@ mod tests {
             now,
         );
         assert!(matches!(refused, Err(GatewayError::Internal)));
+
+        // A key's model patterns: the name the call is priced under, path or body.
+        let mut narrow = caller("pro");
+        narrow.rules.models = [
+            (Provider::Gemini, vec![pattern("gemini-2.5-flash*")]),
+            (Provider::OpenAi, vec![pattern("gpt-4o*")]),
+        ]
+        .into();
+        let refused = plan_reservation(
+            &config,
+            &narrow,
+            Provider::Gemini,
+            GEMINI,
+            &facts(body),
+            now,
+        );
+        assert_eq!(
+            refused,
+            Err(GatewayError::ModelNotAllowed {
+                provider: Provider::Gemini,
+                model: "gemini-2.5-pro".into(),
+                allowed: vec!["gemini-2.5-flash*".into()],
+            })
+        );
+        assert!(plan_reservation(&config, &narrow, Provider::OpenAi, chat, &openai, now).is_ok());
+        // Checked before the price: a model the key may not call is refused as such.
+        let refused = plan_reservation(&config, &narrow, Provider::OpenAi, chat, &unknown, now);
+        assert!(matches!(refused, Err(GatewayError::ModelNotAllowed { .. })));
+    }
+
+    fn pattern(text: &str) -> tollgate_domain::ModelPattern {
+        tollgate_domain::ModelPattern::parse(text).unwrap()
     }
 
     #[test]

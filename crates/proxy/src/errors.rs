@@ -29,6 +29,33 @@ pub enum GatewayError {
     UnknownKey,
     #[error("user {user:?} is disabled on this gateway; ask its operator to enable the user again")]
     UserDisabled { user: String },
+    #[error(
+        "API key {key_id} expired at {}; ask the gateway's operator for a new key",
+        iso(*.expired_at)
+    )]
+    KeyExpired {
+        key_id: String,
+        expired_at: DateTime<Utc>,
+    },
+    #[error(
+        "this API key may not call {} (it may call: {})",
+        provider.display_name(),
+        names(allowed.iter().map(|p| p.as_str()))
+    )]
+    ProviderNotAllowed {
+        provider: Provider,
+        allowed: Vec<Provider>,
+    },
+    #[error(
+        "this API key may not call model {model:?} of {} (its models there: {})",
+        provider.display_name(),
+        names(allowed.iter().map(String::as_str))
+    )]
+    ModelNotAllowed {
+        provider: Provider,
+        model: String,
+        allowed: Vec<String>,
+    },
     #[error("{} is not included in your plan ({plan})", provider.display_name())]
     NotInPlan { provider: Provider, plan: String },
     #[error(
@@ -72,8 +99,12 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
-            GatewayError::MissingKey | GatewayError::UnknownKey => 401,
+            GatewayError::MissingKey
+            | GatewayError::UnknownKey
+            | GatewayError::KeyExpired { .. } => 401,
             GatewayError::UserDisabled { .. }
+            | GatewayError::ProviderNotAllowed { .. }
+            | GatewayError::ModelNotAllowed { .. }
             | GatewayError::NotInPlan { .. }
             | GatewayError::PlanNotOffered { .. } => 403,
             GatewayError::LimitExceeded(_) => 429,
@@ -97,6 +128,9 @@ impl GatewayError {
             GatewayError::MissingKey => "missing_api_key",
             GatewayError::UnknownKey => "invalid_api_key",
             GatewayError::UserDisabled { .. } => "user_disabled",
+            GatewayError::KeyExpired { .. } => "key_expired",
+            GatewayError::ProviderNotAllowed { .. } => "provider_not_allowed",
+            GatewayError::ModelNotAllowed { .. } => "model_not_allowed",
             GatewayError::NotInPlan { .. } => "provider_not_in_plan",
             GatewayError::PlanNotOffered { .. } => "plan_not_offered",
             GatewayError::LimitExceeded(_) => "usage_limit_exceeded",
@@ -213,7 +247,36 @@ fn tollgate_details(error: &GatewayError) -> Value {
             "resets_at": iso(d.resets_at),
             "seconds_until_reset": d.retry_after_secs,
         }),
+        GatewayError::KeyExpired { expired_at, .. } => json!({
+            "code": error.code(),
+            "expired_at": iso(*expired_at),
+        }),
+        GatewayError::ProviderNotAllowed { provider, allowed } => json!({
+            "code": error.code(),
+            "provider": provider.as_str(),
+            "allowed_providers": allowed.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+        }),
+        GatewayError::ModelNotAllowed {
+            provider,
+            model,
+            allowed,
+        } => json!({
+            "code": error.code(),
+            "provider": provider.as_str(),
+            "model": model,
+            "allowed_models": allowed,
+        }),
         _ => json!({"code": error.code()}),
+    }
+}
+
+/// A list for a message: `a, b, c`, or `none` when empty.
+fn names<'a>(list: impl Iterator<Item = &'a str>) -> String {
+    let joined = list.collect::<Vec<_>>().join(", ");
+    if joined.is_empty() {
+        "none".to_owned()
+    } else {
+        joined
     }
 }
 
@@ -260,9 +323,13 @@ fn iso(at: DateTime<Utc>) -> String {
 
 fn openai_type(error: &GatewayError) -> &'static str {
     match error {
-        GatewayError::MissingKey | GatewayError::UnknownKey => "invalid_request_error",
+        GatewayError::MissingKey | GatewayError::UnknownKey | GatewayError::KeyExpired { .. } => {
+            "invalid_request_error"
+        }
         GatewayError::LimitExceeded(_) => "insufficient_quota",
         GatewayError::UserDisabled { .. }
+        | GatewayError::ProviderNotAllowed { .. }
+        | GatewayError::ModelNotAllowed { .. }
         | GatewayError::NotInPlan { .. }
         | GatewayError::PlanNotOffered { .. } => "permission_error",
         GatewayError::UnknownRoute(_) => "not_found_error",
@@ -278,8 +345,12 @@ fn openai_type(error: &GatewayError) -> &'static str {
 
 fn anthropic_type(error: &GatewayError) -> &'static str {
     match error {
-        GatewayError::MissingKey | GatewayError::UnknownKey => "authentication_error",
+        GatewayError::MissingKey | GatewayError::UnknownKey | GatewayError::KeyExpired { .. } => {
+            "authentication_error"
+        }
         GatewayError::UserDisabled { .. }
+        | GatewayError::ProviderNotAllowed { .. }
+        | GatewayError::ModelNotAllowed { .. }
         | GatewayError::NotInPlan { .. }
         | GatewayError::PlanNotOffered { .. } => "permission_error",
         GatewayError::LimitExceeded(_) => "rate_limit_error",
@@ -299,8 +370,12 @@ fn anthropic_type(error: &GatewayError) -> &'static str {
 
 fn google_status(error: &GatewayError) -> &'static str {
     match error {
-        GatewayError::MissingKey | GatewayError::UnknownKey => "UNAUTHENTICATED",
+        GatewayError::MissingKey | GatewayError::UnknownKey | GatewayError::KeyExpired { .. } => {
+            "UNAUTHENTICATED"
+        }
         GatewayError::UserDisabled { .. }
+        | GatewayError::ProviderNotAllowed { .. }
+        | GatewayError::ModelNotAllowed { .. }
         | GatewayError::NotInPlan { .. }
         | GatewayError::PlanNotOffered { .. } => "PERMISSION_DENIED",
         GatewayError::LimitExceeded(_) => "RESOURCE_EXHAUSTED",
@@ -421,5 +496,39 @@ mod tests {
         let message = e.to_string();
         assert!(message.contains("$1.999 of $2.00 used"), "{message}");
         assert!(message.contains("up to $0.0015"), "{message}");
+    }
+
+    #[test]
+    fn a_keys_own_refusals_name_what_it_may_do() {
+        let model = GatewayError::ModelNotAllowed {
+            provider: Provider::OpenAi,
+            model: "o3".into(),
+            allowed: vec!["gpt-4o*".into(), "gpt-4.1".into()],
+        };
+        let r = render(Some(Provider::OpenAi), &model);
+        assert_eq!(r.status, 403);
+        assert_eq!(r.body["error"]["type"], "permission_error");
+        assert_eq!(r.body["error"]["code"], "model_not_allowed");
+        assert_eq!(
+            r.body["error"]["message"],
+            "this API key may not call model \"o3\" of OpenAI (its models there: gpt-4o*, gpt-4.1)"
+        );
+        assert_eq!(r.body["tollgate"]["allowed_models"][1], "gpt-4.1");
+        let provider = GatewayError::ProviderNotAllowed {
+            provider: Provider::Gemini,
+            allowed: vec![Provider::OpenAi],
+        };
+        let r = render(Some(Provider::Gemini), &provider);
+        assert_eq!(r.body["error"]["status"], "PERMISSION_DENIED");
+        assert_eq!(r.body["tollgate"]["allowed_providers"][0], "openai");
+        let expired = GatewayError::KeyExpired {
+            key_id: "key_1".into(),
+            expired_at: "2027-01-01T00:00:00Z".parse().unwrap(),
+        };
+        let r = render(Some(Provider::Anthropic), &expired);
+        assert_eq!(r.status, 401);
+        assert_eq!(r.body["error"]["type"], "authentication_error");
+        assert_eq!(r.body["tollgate"]["code"], "key_expired");
+        assert_eq!(r.body["tollgate"]["expired_at"], "2027-01-01T00:00:00Z");
     }
 }

@@ -81,6 +81,7 @@ pub async fn check(
         let user = identity.user.clone();
         return Err(GatewayError::UserDisabled { user });
     }
+    check_key_rules(&identity, provider)?;
     let identity = on_configured_plan(&snapshot.config, identity)?;
     ctx.identity = Some(Arc::clone(&identity));
     let plan = snapshot
@@ -94,6 +95,25 @@ pub async fn check(
     }
     let inject_usage = proxy.inject_stream_usage;
     Ok(body_plan(header, provider, &ctx.path, inject_usage))
+}
+
+/// The key's own expiry and provider list; its model patterns are checked at admission, where
+/// the model is known. A key without rules costs one branch here.
+fn check_key_rules(identity: &Identity, provider: Provider) -> Result<(), GatewayError> {
+    let rules = &identity.rules;
+    if let Some(expired_at) = rules.expired_at_or_none(chrono::Utc::now) {
+        return Err(GatewayError::KeyExpired {
+            key_id: identity.key_id.clone(),
+            expired_at,
+        });
+    }
+    if !rules.allows_provider(provider) {
+        return Err(GatewayError::ProviderNotAllowed {
+            provider,
+            allowed: rules.providers.clone().unwrap_or_default(),
+        });
+    }
+    Ok(())
 }
 
 /// The caller on a plan the configuration has. A subscription can outlive its plan (a reload
@@ -199,6 +219,7 @@ mod tests {
                 key_id: "k".into(),
                 anchor_day: tollgate_domain::AnchorDay::default(),
                 disabled: false,
+                rules: Default::default(),
             })
         };
         let kept = on_configured_plan(&config, caller("pro")).unwrap();

@@ -6,7 +6,7 @@
 //!
 //! Keys come from two places: the static `[[keys]]` of gateway.toml, held in memory, and the
 //! ledger's key table (keys issued through the admin API), read on first use and cached for a
-//! short time, together with whether the key's user is disabled. A revocation, or a user
+//! short time, together with whether the key's user is disabled and the key's own rules. A revocation, or a user
 //! disabled, enabled or deleted, through this gateway's admin API clears the cache at once;
 //! other instances see it when their cached entry expires (`proxy.key_cache_ttl_ms`; 0 reads
 //! the table on every request). The cache's lifetime and the plan of a user without a subscription
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tollgate_config::{Config, StaticKey};
-use tollgate_domain::AnchorDay;
+use tollgate_domain::{AnchorDay, KeyRules};
 use tollgate_ledger::{Ledger, LedgerError};
 
 /// More cached lookups than this (mostly unknown keys, under a guessing attack) clear the cache
@@ -38,6 +38,10 @@ pub struct Identity {
     /// The user was disabled through the admin API: every call is refused (403
     /// `user_disabled`) until they are enabled again. Static keys are never disabled.
     pub disabled: bool,
+    /// The key's own expiry, provider list and model patterns (none for a static key). Cached
+    /// with the rest, so a change reaches other instances within `proxy.key_cache_ttl_ms`;
+    /// the expiry itself is compared with the clock on every call.
+    pub rules: KeyRules,
 }
 
 /// The static `[[keys]]` of gateway.toml, by hash: part of the configuration snapshot.
@@ -59,6 +63,7 @@ impl StaticKeys {
                         key_id: k.id(),
                         anchor_day: k.anchor_day,
                         disabled: false,
+                        rules: KeyRules::default(),
                     }),
                 )
             })
@@ -181,6 +186,7 @@ impl StoredKeys {
         if key.revoked_at.is_some() {
             return Ok(None);
         }
+        let rules = key.rules()?;
         let disabled = self
             .ledger
             .user(&key.user_id)
@@ -206,6 +212,7 @@ impl StoredKeys {
             key_id: key.id,
             anchor_day,
             disabled,
+            rules,
         })))
     }
 }
@@ -238,7 +245,7 @@ mod tests {
 
     #[tokio::test]
     async fn stored_keys_resolve_until_revoked() {
-        use tollgate_ledger::{Ledger, LedgerConfig, NewApiKey, NewSubscription};
+        use tollgate_ledger::{Ledger, LedgerConfig, NewApiKey, NewSubscription, StoredRules};
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
         let (ledger, handle) = Ledger::open(LedgerConfig::new(url, dir.path().join("spool")))
@@ -252,6 +259,7 @@ mod tests {
                 key_hash: hex(&hash("tg_bob")),
                 prefix: "tg_bob".into(),
                 name: None,
+                rules: StoredRules::default(),
             })
             .await
             .unwrap();
@@ -317,6 +325,7 @@ mod tests {
                 key_hash: hex(&hash("tg_bob_2")),
                 prefix: "tg_bob".into(),
                 name: None,
+                rules: StoredRules::default(),
             })
             .await
             .unwrap();

@@ -286,6 +286,7 @@ mod tests {
             key_id: "k".into(),
             anchor_day: AnchorDay::CALENDAR_MONTH,
             disabled: false,
+            rules: Default::default(),
         };
         let facts = RequestFacts::read(Provider::OpenAi, CHAT, BODY.as_bytes()).unwrap();
         let price = pricing::resolve(config, Provider::OpenAi, "gpt-4o");

@@ -161,6 +161,7 @@ fn admission_and_settlement_resolve_the_same_model_and_price() {
         key_id: "k".into(),
         anchor_day: AnchorDay::default(),
         disabled: false,
+        rules: Default::default(),
     };
     for call in CALLS {
         let what = format!("{} {}", call.provider, call.path);

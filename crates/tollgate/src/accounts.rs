@@ -2,11 +2,13 @@
 //! and key operations from the command line, against the ledger of gateway.toml. Output is
 //! JSON, as the API answers.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use serde::Serialize;
+use tollgate_admin::key_rules::{self, KeyChange, NewKeyRequest};
 use tollgate_admin::lifecycle;
 use tollgate_admin::model::PlanRef;
 use tollgate_admin::ops::{self, NewUserRequest};
@@ -56,6 +58,44 @@ pub enum UsersCommand {
     Delete { id: String },
 }
 
+/// A key's own rules on the command line.
+#[derive(Debug, clap::Args)]
+pub struct RuleFlags {
+    /// When the key stops working: an RFC 3339 time or a date (its start, UTC).
+    #[arg(long)]
+    expires: Option<String>,
+    /// A provider the key may call (repeat for several); default: every provider of the plan.
+    #[arg(long = "provider", value_name = "PROVIDER", id = "providers")]
+    providers: Vec<String>,
+    /// A model the key may call, as PROVIDER=PATTERN with `*` for any characters
+    /// (`openai=gpt-4o*`; repeat for several); a provider not named: any model.
+    #[arg(long = "model", value_name = "PROVIDER=PATTERN", id = "models")]
+    models: Vec<String>,
+}
+
+impl RuleFlags {
+    fn providers(&self) -> Option<Vec<String>> {
+        (!self.providers.is_empty()).then(|| self.providers.clone())
+    }
+
+    fn models(&self) -> anyhow::Result<Option<BTreeMap<String, Vec<String>>>> {
+        if self.models.is_empty() {
+            return Ok(None);
+        }
+        let mut lists: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for entry in &self.models {
+            let (provider, pattern) = entry.split_once('=').with_context(|| {
+                format!("--model {entry:?}: write PROVIDER=PATTERN, e.g. openai=gpt-4o*")
+            })?;
+            lists
+                .entry(provider.to_owned())
+                .or_default()
+                .push(pattern.to_owned());
+        }
+        Ok(Some(lists))
+    }
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
     /// Issue a key for a user; it is printed once and stored only as its SHA-256.
@@ -63,6 +103,26 @@ pub enum KeysCommand {
         user: String,
         #[arg(long)]
         name: Option<String>,
+        #[command(flatten)]
+        rules: RuleFlags,
+    },
+    /// Change a key's name or rules; rules not named are kept. Other gateway instances apply
+    /// the change once their cached key lookups expire (`proxy.key_cache_ttl_ms`).
+    Change {
+        key_id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        rules: RuleFlags,
+        /// Remove the key's expiry.
+        #[arg(long, conflicts_with = "expires")]
+        no_expiry: bool,
+        /// Let the key call every provider of its user's plan again.
+        #[arg(long, conflicts_with = "providers")]
+        all_providers: bool,
+        /// Let the key call any model again.
+        #[arg(long, conflicts_with = "models")]
+        any_model: bool,
     },
     /// List a user's keys (never the keys themselves).
     List { user: String },
@@ -163,13 +223,47 @@ pub fn users(config: &Path, command: UsersCommand) -> anyhow::Result<ExitCode> {
 pub fn keys(config: &Path, command: KeysCommand) -> anyhow::Result<ExitCode> {
     with_ledger(config, |ledger, config| async move {
         match command {
-            KeysCommand::Issue { user, name } => {
-                let issued = ops::issue_key(&ledger, &config, &user, name.as_deref()).await?;
+            KeysCommand::Issue { user, name, rules } => {
+                let req = NewKeyRequest {
+                    name,
+                    expires: rules.expires.clone(),
+                    providers: rules.providers(),
+                    models: rules.models()?,
+                };
+                let issued = ops::issue_key(&ledger, &config, &user, &req).await?;
                 eprintln!("The key is shown only now; it is stored as its SHA-256.");
                 print(&issued)
             }
             KeysCommand::List { user } => print(&ops::list_keys(&ledger, &config, &user).await?),
             KeysCommand::Revoke { key_id } => print(&ops::revoke_key(&ledger, &key_id).await?),
+            KeysCommand::Change {
+                key_id,
+                name,
+                rules,
+                no_expiry,
+                all_providers,
+                any_model,
+            } => {
+                let change = KeyChange {
+                    name: name.map(Some),
+                    expires: if no_expiry {
+                        Some(None)
+                    } else {
+                        rules.expires.clone().map(Some)
+                    },
+                    providers: if all_providers {
+                        Some(None)
+                    } else {
+                        rules.providers().map(Some)
+                    },
+                    models: if any_model {
+                        Some(None)
+                    } else {
+                        rules.models()?.map(Some)
+                    },
+                };
+                print(&key_rules::change_key(&ledger, &key_id, &change).await?)
+            }
         }
     })
 }

@@ -74,7 +74,7 @@ enum Command {
         #[command(subcommand)]
         command: accounts::UsersCommand,
     },
-    /// Issue, list and revoke users' Tollgate keys.
+    /// Issue, list, change and revoke users' Tollgate keys.
     Keys {
         #[arg(long, default_value = "gateway.toml")]
         config: PathBuf,

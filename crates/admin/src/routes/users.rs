@@ -10,6 +10,7 @@ use crate::account;
 use crate::auth::Caller;
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::{JsonBody, PathParam, QueryParams};
+use crate::key_rules::{self, KeyChange, NewKeyRequest};
 use crate::lifecycle::{self, DeletedUser};
 use crate::model::{Envelope, PlanRef};
 use crate::ops::{self, IssuedKey, KeyOut, NewUserRequest};
@@ -70,13 +71,6 @@ pub struct PlanChange {
 pub struct EmailChange {
     /// Where the user's alerts are mailed (`[alerts.email]`); `null` stops mailing them.
     pub email: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewKeyRequest {
-    /// A label for listings (`"alice's laptop"`).
-    pub name: Option<String>,
 }
 
 async fn user_out(state: &AdminState, user: tollgate_ledger::User) -> Result<UserOut> {
@@ -313,10 +307,12 @@ pub async fn list_keys(
     )))
 }
 
-/// Issues a key for the user; the answer is the only time the key is shown.
+/// Issues a key for the user, optionally with an expiry, a provider list and model patterns of
+/// its own (400 naming the field for a bad one); the answer is the only time the key is shown.
 #[utoipa::path(post, path = "/api/admin/users/{user_id}/keys", tag = "admin",
     params(("user_id" = String, Path)), request_body = NewKeyRequest, security(("bearer" = [])),
-    responses((status = 201, body = Envelope<IssuedKey>), (status = 401, body = ErrorBody),
+    responses((status = 201, body = Envelope<IssuedKey>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn issue_key(
     caller: Caller,
@@ -326,8 +322,29 @@ pub async fn issue_key(
 ) -> Result<(StatusCode, Json<Envelope<IssuedKey>>)> {
     caller.require_admin()?;
     let config = state.config();
-    let issued = ops::issue_key(&state.ledger, &config, &user_id, req.name.as_deref()).await?;
+    let issued = ops::issue_key(&state.ledger, &config, &user_id, &req).await?;
     Ok((StatusCode::CREATED, Json(Envelope::ok(issued))))
+}
+
+/// Changes a key's name, expiry, providers or model patterns: a field given replaces the key's,
+/// `null` clears it, a field left out is kept. The gateway this admin server runs in applies the
+/// change from the next request; other instances once their cached lookup expires
+/// (`proxy.key_cache_ttl_ms`). 409 for a revoked key.
+#[utoipa::path(patch, path = "/api/admin/keys/{key_id}", tag = "admin",
+    params(("key_id" = String, Path)), request_body = KeyChange, security(("bearer" = [])),
+    responses((status = 200, body = Envelope<KeyOut>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn change_key(
+    caller: Caller,
+    State(state): State<AdminState>,
+    PathParam(key_id): PathParam<String>,
+    JsonBody(change): JsonBody<KeyChange>,
+) -> Result<Json<Envelope<KeyOut>>> {
+    caller.require_admin()?;
+    let changed = key_rules::change_key(&state.ledger, &key_id, &change).await?;
+    forget_cached_keys(&state);
+    Ok(Json(Envelope::ok(changed)))
 }
 
 /// Revokes a key. The gateway this admin server runs in refuses it from the next request; other
