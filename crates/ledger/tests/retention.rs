@@ -220,7 +220,7 @@ async fn retention_under_load_loses_no_current_period_row(backend: &str) {
                     ids.push(e.event_id.clone());
                     handle.record(e).await.unwrap();
                     if n.is_multiple_of(10) {
-                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                 }
                 ids
