@@ -368,7 +368,7 @@ mod tests {
 
     use tollgate_domain::Provider;
 
-    use crate::{RequestInfo, Scanned, scanner};
+    use crate::{RequestInfo, Scanned, Scanner, scanner};
 
     const BODY: &[u8] = br#"{"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
 
@@ -376,8 +376,9 @@ mod tests {
         scan_in_chunks(encoding, body, 3)
     }
 
-    fn scan_in_chunks(encoding: Option<&str>, body: &[u8], chunk: usize) -> Scanned {
-        let mut s = scanner(&RequestInfo {
+    /// A scanner for an OpenAI chat completion's JSON body in `encoding`.
+    fn json_scanner(encoding: Option<&str>) -> Scanner {
+        scanner(&RequestInfo {
             provider: Provider::OpenAi,
             method: "POST",
             path: "/v1/chat/completions",
@@ -386,7 +387,11 @@ mod tests {
             response_status: 200,
             response_content_type: Some("application/json"),
             response_content_encoding: encoding,
-        });
+        })
+    }
+
+    fn scan_in_chunks(encoding: Option<&str>, body: &[u8], chunk: usize) -> Scanned {
+        let mut s = json_scanner(encoding);
         for piece in body.chunks(chunk) {
             s.feed(piece);
         }
@@ -506,16 +511,7 @@ mod tests {
 
     #[test]
     fn a_feed_leaves_what_it_cannot_decode_in_a_slice_for_later() {
-        let mut s = scanner(&RequestInfo {
-            provider: Provider::OpenAi,
-            method: "POST",
-            path: "/v1/chat/completions",
-            query: None,
-            request: crate::RequestFacts::none(),
-            response_status: 200,
-            response_content_type: Some("application/json"),
-            response_content_encoding: Some("gzip"),
-        });
+        let mut s = json_scanner(Some("gzip"));
         // Half of it decodes to 2 MiB of text to scan: milliseconds of work on any machine,
         // more than one slice.
         let body = large_gzip_body();
@@ -535,16 +531,7 @@ mod tests {
 
     #[test]
     fn a_plain_body_never_holds_its_thread_back() {
-        let mut s = scanner(&RequestInfo {
-            provider: Provider::OpenAi,
-            method: "POST",
-            path: "/v1/chat/completions",
-            query: None,
-            request: crate::RequestFacts::none(),
-            response_status: 200,
-            response_content_type: Some("application/json"),
-            response_content_encoding: None,
-        });
+        let mut s = json_scanner(None);
         // Scanning plain text is not what a bomb slows down: however large, it is not paced.
         let body = format!(r#"{{"pad":"{}","usage":{{}}}}"#, "a".repeat(4 << 20));
         s.feed(body.as_bytes());
