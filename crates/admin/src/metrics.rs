@@ -40,7 +40,7 @@ const fn gauge(name: &'static str, help: &'static str, value: fn(&LedgerMetrics)
 }
 
 // Counts are far below 2^53, so f64 (the exposition's number type) holds them exactly.
-const SERIES: [Series; 21] = [
+const SERIES: [Series; 23] = [
     counter(
         "accepted_total",
         "Usage events accepted by the ledger.",
@@ -96,6 +96,16 @@ const SERIES: [Series; 21] = [
         "rejected_total",
         "Events the database refused, set aside.",
         |m| m.rejected as f64,
+    ),
+    counter(
+        "usage_logs_deleted_total",
+        "Usage log rows deleted by retention.",
+        |m| m.usage_logs_deleted as f64,
+    ),
+    counter(
+        "retention_sweeps_total",
+        "Usage log retention sweeps completed.",
+        |m| m.retention_sweeps as f64,
     ),
     counter(
         "flush_seconds_total",

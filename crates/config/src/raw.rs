@@ -100,6 +100,7 @@ pub struct Ledger {
     pub durability: Option<String>,
     pub group_commit_ms: Option<i64>,
     pub sqlite_synchronous: Option<String>,
+    pub retain_usage_logs_months: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

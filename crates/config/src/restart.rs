@@ -77,6 +77,14 @@ mod tests {
     }
 
     #[test]
+    fn a_new_usage_log_retention_waits_for_a_restart() {
+        let running = shipped();
+        let mut new = running.clone();
+        new.ledger.retain_usage_logs_months = std::num::NonZeroU32::new(6);
+        assert_eq!(pending_restart(&running, &new), ["ledger"]);
+    }
+
+    #[test]
     fn listeners_stores_and_the_ledger_are_reported() {
         let running = shipped();
         let mut new = running.clone();

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use tollgate_domain::{AnchorDay, ModelPrice, Plan, PriceBook, Provider, UnreachablePolicy};
@@ -229,6 +230,9 @@ pub struct LedgerSettings {
     /// those already waiting).
     pub group_commit_ms: u64,
     pub sqlite_synchronous: SqliteSynchronous,
+    /// Usage log rows of billing periods more than this many months before the current month
+    /// are deleted (summaries and bills stay); `None` keeps them all.
+    pub retain_usage_logs_months: Option<NonZeroU32>,
 }
 
 /// How log lines are written to stderr.

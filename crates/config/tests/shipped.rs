@@ -270,3 +270,46 @@ fn ledger_durability_is_batched_sync_or_reported() {
         "{report}"
     );
 }
+
+#[test]
+fn usage_log_retention_is_whole_months_or_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let pricing = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pricing");
+    let path = dir.path().join("gateway.toml");
+    let with = |ledger: &str| {
+        let text = format!(
+            "[pricing]\ndir = {:?}\n[ledger]\n{ledger}",
+            pricing.display().to_string()
+        );
+        std::fs::write(&path, text).unwrap();
+        load_with_env(&path, &every_key)
+    };
+    let kept = with("").unwrap().config.ledger;
+    assert_eq!(
+        kept.retain_usage_logs_months, None,
+        "absent keeps every row"
+    );
+    let two_years = with("retain_usage_logs_months = 24\n")
+        .unwrap()
+        .config
+        .ledger;
+    assert_eq!(
+        two_years.retain_usage_logs_months.map(|m| m.get()),
+        Some(24)
+    );
+    for (value, shown) in [("0", "0"), ("-3", "-3"), ("1201", "1201")] {
+        let report = with(&format!("retain_usage_logs_months = {value}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            report.contains(&format!(
+                ":4: error: ledger.retain_usage_logs_months: {shown} is out of range (expected 1 to 1200 months"
+            )),
+            "{report}"
+        );
+    }
+    let report = with("retain_usage_logs_months = \"12\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(report.contains(":4:"), "{report}");
+}

@@ -1,5 +1,6 @@
 //! How the ledger is set up: the database, batching, the queue, the spool and their limits.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 /// What `record` does when the in-memory queue is full.
@@ -90,6 +91,9 @@ pub struct LedgerConfig {
     /// A billing period is closed into billing_history this long after it ended, so that calls
     /// made just before the boundary have been flushed.
     pub close_grace_ms: u64,
+    /// Usage log rows whose billing period is more than this many months before the current
+    /// month are deleted, at start and hourly; `None` keeps every row (`docs/ledger.md`).
+    pub retain_usage_logs_months: Option<NonZeroU32>,
 }
 
 impl LedgerConfig {
@@ -112,6 +116,7 @@ impl LedgerConfig {
             max_connections: 5,
             retry_backoff_max_ms: 5_000,
             close_grace_ms: 5 * 60 * 1_000,
+            retain_usage_logs_months: None,
         }
     }
 }

@@ -26,6 +26,7 @@ mod models;
 mod overflow;
 mod queries;
 mod queue;
+mod retention;
 mod spool;
 mod store;
 mod writer;
@@ -52,8 +53,10 @@ pub use queries::{
     DailyUsage, LogFilter, LogPage, PeriodUsage, ProviderUsage, UsageLog, UsageTotals,
 };
 pub use queue::LedgerHandle;
+pub use retention::{RetentionSweep, cutoff_period};
 pub use store::BatchOutcome;
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -113,6 +116,17 @@ impl Ledger {
     /// flush of each UTC day, a grace period after the boundary (`docs/ledger.md`).
     pub async fn close_periods(&self, now: DateTime<Utc>) -> Result<usize> {
         billing::close_periods(&self.db, now).await
+    }
+
+    /// Deletes the usage log rows of periods more than `retain_months` months before the
+    /// current month at `now`, in batches; summaries and bills stay. The ledger does so by
+    /// itself at start and hourly when `retain_usage_logs_months` is set (`docs/ledger.md`).
+    pub async fn sweep_usage_logs(
+        &self,
+        now: DateTime<Utc>,
+        retain_months: NonZeroU32,
+    ) -> Result<RetentionSweep> {
+        retention::sweep(&self.db, now, retain_months).await
     }
 
     pub async fn billing_history(&self, user_id: &str) -> Result<Vec<BillingRecord>> {

@@ -44,6 +44,10 @@ pub struct LedgerMetrics {
     pub spool_frames_skipped: u64,
     /// Events the database refused for their content, set aside in `rejected.jsonl`.
     pub rejected: u64,
+    /// Usage log rows deleted by retention (`retain_usage_logs_months`).
+    pub usage_logs_deleted: u64,
+    /// Retention sweeps completed (at start, then hourly; none without retention).
+    pub retention_sweeps: u64,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +70,8 @@ pub(crate) struct Counters {
     pub db_errors: AtomicU64,
     pub spool_frames_skipped: AtomicU64,
     pub rejected: AtomicU64,
+    pub usage_logs_deleted: AtomicU64,
+    pub retention_sweeps: AtomicU64,
 }
 
 pub(crate) fn add(counter: &AtomicU64, n: u64) {
@@ -108,6 +114,8 @@ impl Counters {
             db_errors: get(&self.db_errors),
             spool_frames_skipped: get(&self.spool_frames_skipped),
             rejected: get(&self.rejected),
+            usage_logs_deleted: get(&self.usage_logs_deleted),
+            retention_sweeps: get(&self.retention_sweeps),
         }
     }
 }

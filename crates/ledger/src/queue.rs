@@ -18,7 +18,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::mpsc::error::{SendError, TrySendError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::OnFull;
@@ -105,8 +105,11 @@ struct Shared {
     overflow: mpsc::Sender<Msg>,
     counters: Arc<Counters>,
     on_full: OnFull,
-    /// The writer and the overflow task, awaited by `shutdown` (never by `record`).
+    /// The writer, the overflow task and the retention sweeper, awaited by `shutdown` (never
+    /// by `record`).
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Set at shutdown: the retention sweeper stops (the others stop on their queue's message).
+    stop: watch::Sender<bool>,
 }
 
 impl LedgerHandle {
@@ -116,6 +119,7 @@ impl LedgerHandle {
         counters: Arc<Counters>,
         on_full: OnFull,
         tasks: Vec<JoinHandle<()>>,
+        stop: watch::Sender<bool>,
     ) -> LedgerHandle {
         LedgerHandle {
             shared: Arc::new(Shared {
@@ -124,6 +128,7 @@ impl LedgerHandle {
                 counters,
                 on_full,
                 tasks: Mutex::new(tasks),
+                stop,
             }),
         }
     }
@@ -187,6 +192,7 @@ impl LedgerHandle {
         if self.shared.queue.send(Msg::Shutdown(done_tx)).await.is_ok() {
             let _ = done_rx.await;
         }
+        self.shared.stop.send_replace(true);
         let tasks = std::mem::take(
             &mut *self
                 .shared
@@ -292,7 +298,15 @@ mod tests {
     async fn the_future_of_record_is_about_the_size_of_the_event() {
         let (queue, _queue_rx) = mpsc::channel(1);
         let (overflow, _overflow_rx) = mpsc::channel(1);
-        let handle = LedgerHandle::new(queue, overflow, Arc::default(), OnFull::Block, Vec::new());
+        let (stop, _) = watch::channel(false);
+        let handle = LedgerHandle::new(
+            queue,
+            overflow,
+            Arc::default(),
+            OnFull::Block,
+            Vec::new(),
+            stop,
+        );
         let recording = handle.record(event("a", "u1"));
         let size = std::mem::size_of_val(&recording);
         assert!(

@@ -7,14 +7,15 @@
 //! batches are appended behind it, so that events reach the database in the order they were
 //! spooled, and the writer replays the spool whenever its back-off allows. A batch refused for
 //! its content is written event by event, and the events still refused are set aside in
-//! `rejected.jsonl`. [`start`] also starts the [`Overflow`] task beside the writer.
+//! `rejected.jsonl`. [`start`] also starts the [`Overflow`] task beside the writer, and the
+//! [`RetentionSweeper`] when the usage log has a retention.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::{Backoff, FIRST_BACKOFF};
@@ -27,6 +28,7 @@ use crate::event::UsageEvent;
 use crate::metrics::{Counters, add, set};
 use crate::overflow::Overflow;
 use crate::queue::{LedgerHandle, Msg, OVERFLOW_MAX_CAPACITY, Pending};
+use crate::retention::RetentionSweeper;
 use crate::spool::{self, SharedSpool, Spool};
 use crate::store::{BatchOutcome, insert_batch};
 
@@ -67,6 +69,7 @@ pub(crate) fn start(db: Db, config: &LedgerConfig, migrated: bool) -> Result<Led
         on_spool_full: config.on_spool_full,
         backoff: Backoff::new(retry_backoff_max),
     };
+    let writer_db = db.clone();
     let writer = Writer {
         db,
         rx: queue_rx,
@@ -84,13 +87,24 @@ pub(crate) fn start(db: Db, config: &LedgerConfig, migrated: bool) -> Result<Led
         migrated,
         rejected_path: config.spool_dir.join(REJECTED_FILE),
     };
-    let tasks = vec![tokio::spawn(writer.run()), tokio::spawn(overflow.run())];
+    let mut tasks = vec![tokio::spawn(writer.run()), tokio::spawn(overflow.run())];
+    let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(retain_months) = config.retain_usage_logs_months {
+        let sweeper = RetentionSweeper {
+            db: writer_db,
+            retain_months,
+            counters: Arc::clone(&counters),
+            stop: stop_rx,
+        };
+        tasks.push(tokio::spawn(sweeper.run()));
+    }
     Ok(LedgerHandle::new(
         queue_tx,
         overflow_tx,
         counters,
         config.on_full,
         tasks,
+        stop_tx,
     ))
 }
 

@@ -316,5 +316,6 @@ fn ledger_config(config: &Config) -> LedgerConfig {
         SqliteSynchronous::Full => tollgate_ledger::SqliteSync::Full,
         SqliteSynchronous::Normal => tollgate_ledger::SqliteSync::Normal,
     };
+    ledger.retain_usage_logs_months = settings.retain_usage_logs_months;
     ledger
 }

@@ -4,6 +4,7 @@
 //! the value they stand in for, and are documented with the same numbers in `docs/config.md`.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use tollgate_domain::{Decimal, ModelPrice, PriceBook, Rate, TokenRates};
@@ -425,6 +426,32 @@ fn ledger(p: &mut FileProblems, raw: &raw::Ledger, base_dir: &Path) -> LedgerSet
         durability,
         group_commit_ms: count(p, &at("group_commit_ms"), raw.group_commit_ms, 1, 0),
         sqlite_synchronous,
+        retain_usage_logs_months: retain_months(
+            p,
+            &at("retain_usage_logs_months"),
+            raw.retain_usage_logs_months,
+        ),
+    }
+}
+
+/// The longest retention accepted, in months (a century).
+const MAX_RETAIN_MONTHS: u32 = 1_200;
+
+/// A retention in whole months: absent keeps everything; otherwise 1 to [`MAX_RETAIN_MONTHS`].
+fn retain_months(p: &mut FileProblems, path: &[&str], raw: Option<i64>) -> Option<NonZeroU32> {
+    let v = raw?;
+    match u32::try_from(v).ok().and_then(NonZeroU32::new) {
+        Some(months) if months.get() <= MAX_RETAIN_MONTHS => Some(months),
+        _ => {
+            p.error(
+                path,
+                format!(
+                    "{v} is out of range (expected 1 to {MAX_RETAIN_MONTHS} months; omit it to \
+                     keep every usage log row)"
+                ),
+            );
+            None
+        }
     }
 }
 
