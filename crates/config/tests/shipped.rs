@@ -230,19 +230,25 @@ fn the_log_format_is_text_json_or_reported() {
     );
 }
 
+/// The shipped prices with a `[ledger]` section of `ledger` (it starts on line 4), loaded.
+fn with_ledger(
+    dir: &Path,
+    ledger: &str,
+) -> Result<tollgate_config::Loaded, tollgate_config::Report> {
+    let pricing = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pricing");
+    let path = dir.join("gateway.toml");
+    let text = format!(
+        "[pricing]\ndir = {:?}\n[ledger]\n{ledger}",
+        pricing.display().to_string()
+    );
+    std::fs::write(&path, text).unwrap();
+    load_with_env(&path, &every_key)
+}
+
 #[test]
 fn ledger_durability_is_batched_sync_or_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let pricing = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pricing");
-    let path = dir.path().join("gateway.toml");
-    let with = |ledger: &str| {
-        let text = format!(
-            "[pricing]\ndir = {:?}\n[ledger]\n{ledger}",
-            pricing.display().to_string()
-        );
-        std::fs::write(&path, text).unwrap();
-        load_with_env(&path, &every_key)
-    };
+    let with = |ledger: &str| with_ledger(dir.path(), ledger);
     let batched = with("").unwrap().config.ledger;
     assert_eq!(
         (batched.durability, batched.group_commit_ms),
@@ -274,16 +280,7 @@ fn ledger_durability_is_batched_sync_or_reported() {
 #[test]
 fn usage_log_retention_is_whole_months_or_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let pricing = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pricing");
-    let path = dir.path().join("gateway.toml");
-    let with = |ledger: &str| {
-        let text = format!(
-            "[pricing]\ndir = {:?}\n[ledger]\n{ledger}",
-            pricing.display().to_string()
-        );
-        std::fs::write(&path, text).unwrap();
-        load_with_env(&path, &every_key)
-    };
+    let with = |ledger: &str| with_ledger(dir.path(), ledger);
     let kept = with("").unwrap().config.ledger;
     assert_eq!(
         kept.retain_usage_logs_months, None,

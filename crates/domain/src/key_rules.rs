@@ -117,14 +117,11 @@ impl KeyRules {
         self == &KeyRules::default()
     }
 
-    /// When the key expired, if it has by `now`.
-    pub fn expired_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.expires_at.filter(|at| *at <= now)
-    }
-
-    /// [`KeyRules::expired_at`], reading the clock only for a key that has an expiry.
-    pub fn expired_at_or_none(&self, now: impl FnOnce() -> DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.expires_at.and_then(|_| self.expired_at(now()))
+    /// When the key expired, if it has by `now`; the clock is read only for a key that has an
+    /// expiry.
+    pub fn expired_at(&self, now: impl FnOnce() -> DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let at = self.expires_at?;
+        (at <= now()).then_some(at)
     }
 
     pub fn allows_provider(&self, provider: Provider) -> bool {
@@ -220,7 +217,7 @@ mod tests {
     fn rules_only_narrow_what_the_plan_allows() {
         let now: DateTime<Utc> = "2026-12-06T12:00:00Z".parse().unwrap();
         let none = KeyRules::default();
-        assert!(none.is_empty() && none.expired_at(now).is_none());
+        assert!(none.is_empty() && none.expired_at(|| now).is_none());
         assert!(none.allows_provider(Provider::Tavily));
         assert!(none.check_model(Provider::OpenAi, "o3").is_ok());
         let rules = KeyRules {
@@ -228,7 +225,7 @@ mod tests {
             providers: Some(vec![Provider::OpenAi, Provider::Anthropic]),
             models: BTreeMap::from([(Provider::OpenAi, vec![pattern("gpt-4o*")])]),
         };
-        assert_eq!(rules.expired_at(now), Some(now));
+        assert_eq!(rules.expired_at(|| now), Some(now));
         assert!(rules.allows_provider(Provider::Anthropic));
         assert!(!rules.allows_provider(Provider::Tavily));
         assert!(rules.check_model(Provider::OpenAi, "gpt-4o-mini").is_ok());

@@ -101,7 +101,7 @@ pub async fn check(
 /// the model is known. A key without rules costs one branch here.
 fn check_key_rules(identity: &Identity, provider: Provider) -> Result<(), GatewayError> {
     let rules = &identity.rules;
-    if let Some(expired_at) = rules.expired_at_or_none(chrono::Utc::now) {
+    if let Some(expired_at) = rules.expired_at(chrono::Utc::now) {
         return Err(GatewayError::KeyExpired {
             key_id: identity.key_id.clone(),
             expired_at,
