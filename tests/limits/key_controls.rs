@@ -26,19 +26,7 @@ const MESSAGES_PATH: &str = "/anthropic/v1/messages";
 
 /// An admin API call with the admin token.
 fn admin(admin_port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let auth = format!("Bearer {ADMIN_TOKEN}");
-    let response = harness::request(
-        admin_port,
-        method,
-        path,
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        body.as_bytes(),
-    );
-    let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-    (response.status, json)
+    harness::admin_json(admin_port, ADMIN_TOKEN, method, path, body)
 }
 
 struct Upstreams {

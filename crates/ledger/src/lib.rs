@@ -50,7 +50,7 @@ pub use event::UsageEvent;
 pub use metrics::LedgerMetrics;
 pub use models::ModelUsage;
 pub use queries::{
-    DailyUsage, LogFilter, LogPage, PeriodUsage, ProviderUsage, UsageLog, UsageTotals,
+    DailyUsage, KeyUsage, LogFilter, LogPage, PeriodUsage, ProviderUsage, UsageLog, UsageTotals,
 };
 pub use queue::LedgerHandle;
 pub use retention::{RetentionSweep, cutoff_period};
