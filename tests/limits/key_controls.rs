@@ -313,7 +313,8 @@ fn a_keys_own_models_providers_and_expiry_apply_at_every_instance() {
         (r#"{"models":{"openai":["gpt 4o"]}}"#, "models.openai"),
         (r#"{"providers":["openia"]}"#, "providers"),
         (r#"{"expires":"2020-01-01"}"#, "expires"),
-        (r#"{"max_budget":1}"#, "max_budget"),
+        (r#"{"max_budget":-1}"#, "max_budget"),
+        (r#"{"spend_limit":1}"#, "spend_limit"),
     ] {
         let (status, body) = admin(a.admin_port, "POST", "/api/admin/users/gina/keys", rules);
         assert_eq!(status, 400, "{rules}: {body}");
