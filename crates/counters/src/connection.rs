@@ -143,6 +143,11 @@ impl Connection {
         .await
     }
 
+    /// Whether the counters live on a Redis Cluster, where one script call reaches one slot.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
     /// Forgets the connection, so that the next call connects afresh instead of waiting on the
     /// old one's reconnection schedule.
     pub fn reset(&self) {

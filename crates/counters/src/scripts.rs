@@ -159,8 +159,8 @@ pub(crate) fn reserve_args(request: &ReserveRequest<'_>, id: u64, keep_until: i6
 /// timeout is not counted twice.
 pub(crate) const TOMBSTONE_MIN_SECS: i64 = 15 * 60;
 
-/// Arguments of the settle script; `held` is the reservation's id and expiry, `None` for use
-/// that was never held in Redis.
+/// Arguments of one settle in the settle script (see [`batch_args`]); `held` is the
+/// reservation's id and expiry, `None` for use that was never held in Redis.
 pub(crate) fn settle_args(
     keep_until: i64,
     held: Option<(u64, DateTime<Utc>)>,
@@ -188,6 +188,19 @@ pub(crate) fn settle_args(
         counter.window,
         actual,
     );
+    args
+}
+
+/// Arguments of one call of the settle script that makes `settles` (each from [`settle_args`]),
+/// in order.
+pub(crate) fn batch_args(settles: impl IntoIterator<Item = Vec<String>>) -> Vec<String> {
+    let mut args = vec![String::new()];
+    let mut n = 0;
+    for settle in settles {
+        args.extend(settle);
+        n += 1;
+    }
+    args[0] = n.to_string();
     args
 }
 

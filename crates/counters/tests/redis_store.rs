@@ -652,3 +652,64 @@ async fn a_minute_window_admits_exactly_its_limit_across_instances() {
     };
     assert_eq!(total.used + total.reserved, expected);
 }
+
+/// Calls that finish close together settle in one script call: 200 concurrent calls through one
+/// store cost their 200 reserves and far fewer settle round trips, and every settle still reads
+/// the counter right after its own increment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn settles_of_calls_finishing_together_share_a_round_trip() {
+    let prefix = Prefix::new(&redis_url());
+    let store = Arc::new(prefix.store(TIMEOUT_MS));
+    let user = "batched";
+    seed_empty(&store, user).await;
+    let before = store.stats();
+    let barrier = Arc::new(Barrier::new(200));
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                let limits = [Limit {
+                    key: LimitKey::TotalCalls,
+                    max: 1_000,
+                }];
+                barrier.wait().await;
+                let Reserved::Admitted(r) = store
+                    .reserve(request(user, &limits, calls(1), now()))
+                    .await
+                    .unwrap()
+                else {
+                    panic!("room for every call");
+                };
+                let settled = store.settle(&r, calls(1)).await.unwrap().unwrap();
+                settled.used(LimitKey::TotalCalls).unwrap()
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=200).collect::<Vec<u64>>());
+    let stats = store.stats();
+    let operations = stats.operations - before.operations;
+    let round_trips = stats.round_trips - before.round_trips;
+    assert_eq!(operations, 400);
+    // 200 reserves (and a script load or two), and the settles in batches.
+    assert!(
+        round_trips < 200 + 100,
+        "{round_trips} round trips for 200 reserves and 200 settles"
+    );
+    let total = store
+        .standing(user, period_at(now()), LimitKey::TotalCalls)
+        .await
+        .unwrap();
+    assert_eq!(
+        total,
+        Standing {
+            used: 200,
+            reserved: 0
+        }
+    );
+}

@@ -13,30 +13,40 @@
 -- last reserve.
 -- Amounts travel as decimal strings and are only ever changed with HINCRBY, so they stay exact
 -- 64-bit integers; Lua numbers (doubles) are used only to compare.
+--
+-- A script that handles several user-periods in one call (settle, for a batch) gets three keys
+-- per user-period, in order, and moves from one to the next with use_keys; every function below
+-- works on the user-period at hand.
+local HASH, EXP, MINUTE = KEYS[1], KEYS[2], KEYS[3]
+
+-- Works on the user-period whose keys start at KEYS[first].
+local function use_keys(first)
+  HASH, EXP, MINUTE = KEYS[first], KEYS[first + 1], KEYS[first + 2]
+end
 
 -- The hash and field suffix of counter `name`, or nil for a per-minute counter of a window
 -- that is over.
 local function place(name)
   local window, limit = string.match(name, '^m(%d+):(.+)$')
   if not window then
-    return KEYS[1], name
+    return HASH, name
   end
-  if redis.call('HGET', KEYS[3], 'w') ~= window then
+  if redis.call('HGET', MINUTE, 'w') ~= window then
     return nil
   end
-  return KEYS[3], limit
+  return MINUTE, limit
 end
 
 -- Gives a reservation's held amounts back (or drops its tombstone). Returns true if it was
 -- still held.
 local function give_back(id)
-  redis.call('ZREM', KEYS[2], id)
-  local payload = redis.call('HGET', KEYS[1], 'h:' .. id)
+  redis.call('ZREM', EXP, id)
+  local payload = redis.call('HGET', HASH, 'h:' .. id)
   if not payload then
     return false
   end
   if payload == '-' then
-    redis.call('HDEL', KEYS[1], 'h:' .. id)
+    redis.call('HDEL', HASH, 'h:' .. id)
     return false
   end
   local words = {}
@@ -49,18 +59,18 @@ local function give_back(id)
       redis.call('HINCRBY', hash, 'r:' .. limit, '-' .. words[i + 1])
     end
   end
-  redis.call('HDEL', KEYS[1], 'h:' .. id)
+  redis.call('HDEL', HASH, 'h:' .. id)
   return true
 end
 
 -- Both keys live until the period is over plus a grace (unix seconds).
 local function keep_until(at_secs)
-  redis.call('EXPIREAT', KEYS[1], at_secs)
-  redis.call('EXPIREAT', KEYS[2], at_secs)
+  redis.call('EXPIREAT', HASH, at_secs)
+  redis.call('EXPIREAT', EXP, at_secs)
 end
 
 local function initialised()
-  return redis.call('HEXISTS', KEYS[1], 'init') == 1
+  return redis.call('HEXISTS', HASH, 'init') == 1
 end
 
 -- Reads "<name> <amount>" pairs from ARGV starting at `from`; returns names, amounts, next index.

@@ -2,7 +2,7 @@
 -- does nothing.
 -- ARGV: id
 -- Reply: 1 the hold was given back, 0 there was none.
-if redis.call('HGET', KEYS[1], 'h:' .. ARGV[1]) == '-' then
+if redis.call('HGET', HASH, 'h:' .. ARGV[1]) == '-' then
   return 0
 end
 if give_back(ARGV[1]) then

@@ -15,22 +15,22 @@ if not initialised() then
 end
 
 local now_ms = ARGV[1]
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms, 'LIMIT', 0, 256)
+local expired = redis.call('ZRANGEBYSCORE', EXP, '-inf', now_ms, 'LIMIT', 0, 256)
 for _, old in ipairs(expired) do
   give_back(old)
 end
 
 local window = 0
 if ARGV[5] ~= '' then
-  local open = redis.call('HGET', KEYS[3], 'w')
+  local open = redis.call('HGET', MINUTE, 'w')
   if open and tonumber(open) >= tonumber(ARGV[5]) then
     window = open
   else
-    redis.call('DEL', KEYS[3])
-    redis.call('HSET', KEYS[3], 'w', ARGV[5])
+    redis.call('DEL', MINUTE)
+    redis.call('HSET', MINUTE, 'w', ARGV[5])
     window = ARGV[5]
   end
-  redis.call('EXPIRE', KEYS[3], 120)
+  redis.call('EXPIRE', MINUTE, 120)
 end
 
 -- "m:<limit>" as the counter of the open window.
@@ -71,8 +71,8 @@ if denied == 0 then
     end
   end
   local id = ARGV[4]
-  redis.call('HSET', KEYS[1], 'h:' .. id, table.concat(held, ' '))
-  redis.call('ZADD', KEYS[2], ARGV[2], id)
+  redis.call('HSET', HASH, 'h:' .. id, table.concat(held, ' '))
+  redis.call('ZADD', EXP, ARGV[2], id)
   keep_until(ARGV[3])
 end
 

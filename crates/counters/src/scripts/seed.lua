@@ -7,12 +7,12 @@ if initialised() then
   return 0
 end
 
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', HASH, EXP)
 local names, amounts = pairs_from(3, tonumber(ARGV[2]))
-redis.call('HSET', KEYS[1], 'init', '1')
+redis.call('HSET', HASH, 'init', '1')
 for i = 1, #names do
   if amounts[i] ~= '0' then
-    redis.call('HSET', KEYS[1], 'u:' .. names[i], amounts[i])
+    redis.call('HSET', HASH, 'u:' .. names[i], amounts[i])
   end
 end
 keep_until(ARGV[1])

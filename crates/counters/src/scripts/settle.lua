@@ -5,41 +5,57 @@
 -- recognised and ignored. An empty id counts use that was never held here (counted elsewhere
 -- while this store was unreachable). A per-minute counter ("m<window>:<limit>") of a window
 -- that is over is not counted (its settled use reads 0).
--- ARGV: keep_until_secs, id, tombstone_until_ms, n, (counter, amount) * n
--- Reply: {status, used * n}. Status 0 the user-period is not initialised (nothing written: its
---        next seed, from the ledger, includes this call); 1 counted, no hold found; 2 counted and
---        the hold given back; 3 already settled, nothing done. Statuses 1 and 2 are followed by
---        the settled use of each counter as this script left it, in the order of the arguments:
---        read in the same atomic step as the increment, so that alerts know exactly which call
---        crossed a threshold.
-if not initialised() then
-  return {0}
+-- Several settles come in one call, one after the other (a batch of calls that finished close
+-- together): KEYS holds the three keys of each one's user-period, in order.
+-- ARGV: n_settles, then per settle: keep_until_secs, id, tombstone_until_ms, n,
+--       (counter, amount) * n
+-- Reply: one reply per settle, in order: {status, used * n}. Status 0 the user-period is not
+--        initialised (nothing written: its next seed, from the ledger, includes this call); 1
+--        counted, no hold found; 2 counted and the hold given back; 3 already settled, nothing
+--        done. Statuses 1 and 2 are followed by the settled use of each counter as this settle
+--        left it, in the order of the arguments: read in the same atomic step as the increment,
+--        so that alerts know exactly which call crossed a threshold.
+
+-- One settle, its arguments from ARGV[at]; n counters.
+local function settle(at, n)
+  if not initialised() then
+    return {0}
+  end
+  local id = ARGV[at + 1]
+  local found = 1
+  if id ~= '' then
+    local payload = redis.call('HGET', HASH, 'h:' .. id)
+    if payload == '-' then
+      return {3}
+    end
+    if payload and give_back(id) then
+      found = 2
+    end
+    redis.call('HSET', HASH, 'h:' .. id, '-')
+    redis.call('ZADD', EXP, ARGV[at + 2], id)
+  end
+  local names, amounts = pairs_from(at + 4, n)
+  local reply = {found}
+  for i = 1, #names do
+    local used = 0
+    local hash, limit = place(names[i])
+    if hash and amounts[i] ~= '0' then
+      used = redis.call('HINCRBY', hash, 'u:' .. limit, amounts[i])
+    elseif hash then
+      used = tonumber(redis.call('HGET', hash, 'u:' .. limit) or '0')
+    end
+    reply[#reply + 1] = used
+  end
+  keep_until(ARGV[at])
+  return reply
 end
 
-local id = ARGV[2]
-local found = 1
-if id ~= '' then
-  local payload = redis.call('HGET', KEYS[1], 'h:' .. id)
-  if payload == '-' then
-    return {3}
-  end
-  if payload and give_back(id) then
-    found = 2
-  end
-  redis.call('HSET', KEYS[1], 'h:' .. id, '-')
-  redis.call('ZADD', KEYS[2], ARGV[3], id)
+local replies = {}
+local at = 2
+for s = 1, tonumber(ARGV[1]) do
+  use_keys(3 * (s - 1) + 1)
+  local n = tonumber(ARGV[at + 3])
+  replies[s] = settle(at, n)
+  at = at + 4 + 2 * n
 end
-local names, amounts = pairs_from(5, tonumber(ARGV[4]))
-local reply = {found}
-for i = 1, #names do
-  local used = 0
-  local hash, limit = place(names[i])
-  if hash and amounts[i] ~= '0' then
-    used = redis.call('HINCRBY', hash, 'u:' .. limit, amounts[i])
-  elseif hash then
-    used = tonumber(redis.call('HGET', hash, 'u:' .. limit) or '0')
-  end
-  reply[#reply + 1] = used
-end
-keep_until(ARGV[1])
-return reply
+return replies
