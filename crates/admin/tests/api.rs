@@ -799,7 +799,15 @@ async fn every_route_of_the_openapi_document_needs_credentials() {
     assert!(paths["/api/admin/keys/{key_id}"]["patch"].is_object());
     let schemas = &doc["components"]["schemas"];
     for schema in ["NewKeyRequest", "KeyChange"] {
-        for field in ["expires", "providers", "models"] {
+        for field in [
+            "expires",
+            "providers",
+            "models",
+            "max_budget",
+            "token_budget",
+            "rpm_limit",
+            "tpm_limit",
+        ] {
             assert!(
                 schemas[schema]["properties"][field].is_object(),
                 "{schema}.{field} missing from the document"
