@@ -89,11 +89,11 @@ async fn export_then_erase(db: TestDb) {
     server.ledger.insert_batch(&events).await.unwrap();
     let period = BillingPeriod::containing(now, AnchorDay::default());
     store
-        .seed("pat", period, &[(LimitKey::TotalCalls, 1_234)])
+        .seed("pat", period, &[(LimitKey::TotalCalls, 1_234)], &[])
         .await
         .unwrap();
     store
-        .seed("quinn", period, &[(LimitKey::TotalCalls, 1)])
+        .seed("quinn", period, &[(LimitKey::TotalCalls, 1)], &[])
         .await
         .unwrap();
 

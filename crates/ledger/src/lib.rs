@@ -53,7 +53,7 @@ pub use export::{EXPORT_FORMAT, JobCredits};
 pub use metrics::LedgerMetrics;
 pub use models::ModelUsage;
 pub use queries::{
-    DailyUsage, LogFilter, LogPage, PeriodUsage, ProviderUsage, UsageLog, UsageTotals,
+    DailyUsage, KeyUsage, LogFilter, LogPage, PeriodUsage, ProviderUsage, UsageLog, UsageTotals,
 };
 pub use queue::LedgerHandle;
 pub use retention::{RetentionSweep, cutoff_period};
