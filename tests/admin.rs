@@ -1,5 +1,5 @@
-//! What users and operators see: the dashboard in a real browser, recommendations, and alerts
-//! mailed through a real SMTP server.
+//! What users and operators see: the dashboard in a real browser, recommendations, alerts
+//! mailed through a real SMTP server, and a user's data exported and erased.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -9,5 +9,7 @@ mod harness;
 mod dashboard;
 #[path = "admin/email.rs"]
 mod email;
+#[path = "admin/privacy.rs"]
+mod privacy;
 #[path = "admin/recommendations.rs"]
 mod recommendations;

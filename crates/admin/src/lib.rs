@@ -15,6 +15,7 @@ pub mod auth;
 mod cors;
 pub mod deliver;
 pub mod error;
+mod export;
 mod extract;
 pub mod key_rules;
 pub mod lifecycle;
@@ -49,7 +50,10 @@ pub use live::{
     Readiness, RefusedReload,
 };
 pub use mail::Mailer;
-pub use state::{AdminState, ConfigSource, MetricsRenderer, OnKeyRevoked};
+pub use state::{
+    AdminState, ConfigSource, ForgetCounters, ForgetFuture, MetricsRenderer, OnKeyRevoked,
+    forget_counters_with,
+};
 
 /// The API's routes and the OpenAPI document describing exactly those routes.
 pub fn api(state: AdminState) -> (Router, OpenApi) {
@@ -78,6 +82,7 @@ pub fn api(state: AdminState) -> (Router, OpenApi) {
             routes::users::create_user
         ))
         .routes(routes!(routes::users::get_user, routes::users::delete_user))
+        .routes(routes!(routes::users::export_user))
         .routes(routes!(routes::users::disable_user))
         .routes(routes!(routes::users::enable_user))
         .routes(routes!(routes::users::set_plan))

@@ -40,7 +40,7 @@ const fn gauge(name: &'static str, help: &'static str, value: fn(&LedgerMetrics)
 }
 
 // Counts are far below 2^53, so f64 (the exposition's number type) holds them exactly.
-const SERIES: [Series; 23] = [
+const SERIES: [Series; 24] = [
     counter(
         "accepted_total",
         "Usage events accepted by the ledger.",
@@ -55,6 +55,11 @@ const SERIES: [Series; 23] = [
         "duplicates_total",
         "Events found already stored (idempotent no-ops).",
         |m| m.duplicates as f64,
+    ),
+    counter(
+        "erased_events_total",
+        "Events not written because their user was erased after the call began.",
+        |m| m.erased as f64,
     ),
     counter("batches_total", "Batches committed to the database.", |m| {
         m.batches as f64

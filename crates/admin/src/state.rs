@@ -1,6 +1,8 @@
 //! What every handler shares: the ledger, the live configuration, the admin tokens and the
 //! metrics renderer.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tollgate_config::Config;
@@ -22,6 +24,23 @@ pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 /// change from the very next request (this crate never depends on the proxy).
 pub type OnKeyRevoked = Arc<dyn Fn() + Send + Sync>;
 
+/// Forgets an erased user's counters in the running gateway's counter store (in-process or
+/// Redis), answering why not when it could not. The binary supplies it, as it does
+/// [`OnKeyRevoked`].
+pub type ForgetCounters = Arc<dyn Fn(String) -> ForgetFuture + Send + Sync>;
+
+/// What [`ForgetCounters`] answers: done, or why not.
+pub type ForgetFuture = Pin<Box<dyn Future<Output = std::result::Result<(), String>> + Send>>;
+
+/// A [`ForgetCounters`] running `forget` for each erased user.
+pub fn forget_counters_with<F, Fut>(forget: F) -> ForgetCounters
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<(), String>> + Send + 'static,
+{
+    Arc::new(move |user| -> ForgetFuture { Box::pin(forget(user)) })
+}
+
 #[derive(Clone)]
 pub struct AdminState {
     pub(crate) ledger: Ledger,
@@ -29,6 +48,8 @@ pub struct AdminState {
     pub(crate) tokens: Arc<AdminTokens>,
     pub(crate) metrics: Option<MetricsRenderer>,
     pub(crate) on_key_revoked: Option<OnKeyRevoked>,
+    /// None: the counters are not this server's to reach (a tool; tests).
+    pub(crate) forget_counters: Option<ForgetCounters>,
     /// The running gateway's configuration and its reload; none: a fixed configuration.
     pub(crate) control: Option<ConfigControlRef>,
     pub(crate) readiness: Option<Readiness>,
@@ -53,6 +74,7 @@ impl AdminState {
             tokens: Arc::new(tokens),
             metrics: None,
             on_key_revoked: None,
+            forget_counters: None,
             control: None,
             readiness: None,
             log: None,
@@ -71,6 +93,12 @@ impl AdminState {
 
     pub fn on_key_revoked(mut self, hook: OnKeyRevoked) -> AdminState {
         self.on_key_revoked = Some(hook);
+        self
+    }
+
+    /// Forget an erased user's counters through `forget`.
+    pub fn on_user_erased(mut self, forget: ForgetCounters) -> AdminState {
+        self.forget_counters = Some(forget);
         self
     }
 

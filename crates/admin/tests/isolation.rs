@@ -57,6 +57,7 @@ fn cases() -> BTreeMap<&'static str, Expect> {
         ("POST /api/admin/users", Forbidden),
         ("GET /api/admin/users/{user_id}", Forbidden),
         ("DELETE /api/admin/users/{user_id}", Forbidden),
+        ("GET /api/admin/users/{user_id}/export", Forbidden),
         ("POST /api/admin/users/{user_id}/disable", Forbidden),
         ("POST /api/admin/users/{user_id}/enable", Forbidden),
         ("PUT /api/admin/users/{user_id}/subscription", Forbidden),

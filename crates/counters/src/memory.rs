@@ -188,6 +188,9 @@ type Periods = HashMap<Month, Arc<Mutex<Counters>>>;
 pub struct MemoryStore {
     scopes: Mutex<HashMap<String, Periods>>,
     next_id: AtomicU64,
+    /// Users whose counters were forgotten (erased), with the first reservation id made after:
+    /// a reservation made before settles and releases into nothing.
+    forgotten: Mutex<HashMap<String, u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -251,19 +254,42 @@ impl MemoryStore {
     /// [`CounterStore::settle`], synchronously. Settling an expired reservation still counts
     /// the usage (the call happened) but no longer touches the hold it gave back; per-minute
     /// counters count it only while its window is open. The settled use is read under the same
-    /// lock as the update, so no other settle comes between.
-    pub fn settle_now(&self, reservation: &Reservation, actual: Amount) -> SettledUse {
+    /// lock as the update, so no other settle comes between. A reservation made before its
+    /// user's counters were forgotten counts nothing (`None`).
+    pub fn settle_now(&self, reservation: &Reservation, actual: Amount) -> Option<SettledUse> {
+        if self.made_before_forgetting(reservation) {
+            return None;
+        }
         let counters = self.counters(&reservation.user, month(reservation.period));
         let mut c = lock(&counters);
         c.give_back(reservation.id);
         c.use_amount(reservation, actual);
-        SettledUse::new(reservation.provider, |key| c.standing("", key).used)
+        Some(SettledUse::new(reservation.provider, |key| {
+            c.standing("", key).used
+        }))
     }
 
     /// [`CounterStore::release`], synchronously; releasing twice is harmless.
     pub fn release_now(&self, reservation: &Reservation) {
+        if self.made_before_forgetting(reservation) {
+            return;
+        }
         let counters = self.counters(&reservation.user, month(reservation.period));
         lock(&counters).give_back(reservation.id);
+    }
+
+    /// Forgets every counter of `user`, for every period (the user was erased). Calls of theirs
+    /// still in flight settle and release into nothing: their use is not counted again.
+    pub fn forget_user(&self, user: &str) {
+        let mut forgotten = lock(&self.forgotten);
+        lock(&self.scopes).remove(user);
+        forgotten.insert(user.to_owned(), self.next_id.load(Ordering::SeqCst));
+    }
+
+    fn made_before_forgetting(&self, reservation: &Reservation) -> bool {
+        lock(&self.forgotten)
+            .get(&reservation.user)
+            .is_some_and(|&first_after| reservation.id < first_after)
     }
 
     /// Where one limit stands for a user in a period.
@@ -335,7 +361,7 @@ impl CounterStore for MemoryStore {
         reservation: &Reservation,
         actual: Amount,
     ) -> impl Future<Output = Result<Option<SettledUse>, CounterError>> + Send {
-        ready(Ok(Some(self.settle_now(reservation, actual))))
+        ready(Ok(self.settle_now(reservation, actual)))
     }
 
     fn release(
@@ -394,7 +420,7 @@ mod tests {
                     barrier.wait();
                     match store.reserve_now(request("u", &limits, one_call(10, 5))) {
                         Reserved::Admitted(r) => {
-                            let settled = store.settle_now(&r, one_call(7, 3));
+                            let settled = store.settle_now(&r, one_call(7, 3)).unwrap();
                             settled.used(LimitKey::ProviderCalls(Provider::OpenAi))
                         }
                         Reserved::Denied(_) => None,
@@ -605,7 +631,7 @@ mod tests {
         later.expires_at = lost.expires_at + chrono::Duration::seconds(60);
         assert!(matches!(store.reserve_now(later), Reserved::Admitted(_)));
         // A late settle of the expired call still counts its use, once.
-        let settled = store.settle_now(&lost, one_call(0, 0));
+        let settled = store.settle_now(&lost, one_call(0, 0)).unwrap();
         let calls = LimitKey::ProviderCalls(Provider::OpenAi);
         assert_eq!(settled.used(calls), Some(1));
         let s = store.standing("u", "2026-11", LimitKey::ProviderCalls(Provider::OpenAi));
@@ -618,6 +644,60 @@ mod tests {
         );
         store.release_now(&lost);
         assert_eq!(store.outstanding(), 1);
+    }
+
+    #[test]
+    fn a_forgotten_user_starts_from_zero_and_their_calls_in_flight_count_nothing() {
+        let store = MemoryStore::new();
+        let limits = [Limit {
+            key: LimitKey::TotalCalls,
+            max: 2,
+        }];
+        let Reserved::Admitted(done) = store.reserve_now(request("u", &limits, one_call(5, 5)))
+        else {
+            panic!()
+        };
+        store.settle_now(&done, one_call(5, 5));
+        let Reserved::Admitted(in_flight) =
+            store.reserve_now(request("u", &limits, one_call(5, 5)))
+        else {
+            panic!()
+        };
+        let Reserved::Admitted(other) = store.reserve_now(request("v", &limits, one_call(5, 5)))
+        else {
+            panic!()
+        };
+        assert!(matches!(
+            store.reserve_now(request("u", &limits, one_call(5, 5))),
+            Reserved::Denied(_)
+        ));
+
+        store.forget_user("u");
+        assert_eq!(
+            store.standing("u", "2026-11", LimitKey::TotalCalls),
+            Standing::default()
+        );
+        // The call in flight at the erase ends: nothing is counted for it.
+        assert_eq!(store.settle_now(&in_flight, one_call(5, 5)), None);
+        store.release_now(&in_flight);
+        assert_eq!(
+            store.standing("u", "2026-11", LimitKey::TotalCalls),
+            Standing::default()
+        );
+        // The user's next calls count afresh; other users keep theirs.
+        let Reserved::Admitted(next) = store.reserve_now(request("u", &limits, one_call(5, 5)))
+        else {
+            panic!("a forgotten user starts from zero")
+        };
+        assert!(store.settle_now(&next, one_call(5, 5)).is_some());
+        assert_eq!(store.standing("u", "2026-11", LimitKey::TotalCalls).used, 1);
+        assert_eq!(
+            store
+                .standing("v", "2026-11", LimitKey::TotalCalls)
+                .reserved,
+            1
+        );
+        assert!(store.settle_now(&other, one_call(5, 5)).is_some());
     }
 
     #[test]

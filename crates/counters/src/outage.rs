@@ -171,6 +171,16 @@ impl State {
         highest
     }
 
+    /// Forgets everything about `user`: what Redis was seen holding for them, their local
+    /// counters, and the settles and use owed to Redis for them.
+    pub fn forget_user(&mut self, user: &str) {
+        self.seen.retain(|(u, _), _| u != user);
+        self.seeded.retain(|(u, _)| u != user);
+        self.local.forget_user(user);
+        self.pending.held.retain(|(r, _)| r.user != user);
+        self.pending.usage.retain(|(u, _, _, _), _| u != user);
+    }
+
     /// The local counters as they are (for settling and releasing local holds).
     pub fn local(&self) -> Arc<MemoryStore> {
         Arc::clone(&self.local)

@@ -14,7 +14,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use chrono::{DateTime, Utc};
-use tollgate_domain::{Amount, BillingPeriod, Denial, LimitKey, Provider, Standing};
+use chrono::{Datelike, Months};
+use tollgate_domain::{Amount, AnchorDay, BillingPeriod, Denial, LimitKey, Provider, Standing};
 
 use crate::connection::{Connection, Target};
 use crate::scripts::{self, Counted, ReserveReply, Scripts, SettleReply};
@@ -373,6 +374,46 @@ impl RedisStore {
             used: used.unwrap_or(0),
             reserved: reserved.unwrap_or(0),
         })
+    }
+
+    /// Deletes `user`'s keys of every period that can still have them at `now` (the user was
+    /// erased); answers how many keys there were. A period's keys live until its end plus
+    /// `keep_after_period_secs`, so the periods that began from that long (and two months)
+    /// before `now` to a month after are enough, named one by one rather than found by `SCAN`:
+    /// one `DEL`, and on Redis Cluster every one of them is in the user's slot. Calls of the
+    /// user still in flight then settle into nothing (their user-period is no longer
+    /// initialised), and the next reserve seeds the counters from the ledger afresh.
+    pub async fn forget_user(&self, user: &str, now: DateTime<Utc>) -> Result<u64, CounterError> {
+        const MONTH_SECS: u64 = 28 * 86_400;
+        self.operations.fetch_add(1, Ordering::Relaxed);
+        let back = u32::try_from(self.keep_after_period_secs.div_ceil(MONTH_SECS))
+            .unwrap_or(u32::MAX)
+            .saturating_add(2);
+        let this_month = now
+            .date_naive()
+            .with_day(1)
+            .ok_or_else(|| CounterError::Config("the first of a month".into()))?;
+        let first = this_month
+            .checked_sub_months(Months::new(back))
+            .unwrap_or(this_month);
+        let last = this_month
+            .checked_add_months(Months::new(1))
+            .unwrap_or(this_month);
+        let mut cmd = redis::cmd("DEL");
+        let mut month = first;
+        while month <= last {
+            let key = format!("{:04}-{:02}", month.year(), month.month());
+            if let Ok(period) = BillingPeriod::from_key(&key, AnchorDay::CALENDAR_MONTH) {
+                for k in self.keys(user, period) {
+                    cmd.arg(k);
+                }
+            }
+            let Some(next) = month.checked_add_months(Months::new(1)) else {
+                break;
+            };
+            month = next;
+        }
+        self.connection.query(&cmd).await
     }
 
     /// Whether Redis answers, within the timeout.

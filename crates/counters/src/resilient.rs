@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use tollgate_domain::{Amount, BillingPeriod, LimitKey, Provider, UnreachablePolicy};
 
 use crate::outage::{Pending, State};
@@ -164,6 +165,15 @@ impl ResilientStore {
 
     pub fn redis(&self) -> &RedisStore {
         &self.shared.redis
+    }
+
+    /// Forgets every counter of `user` (the user was erased): their keys in Redis for every
+    /// period, their local counters, and whatever is owed to Redis for them. Fails, having
+    /// forgotten the local part, when Redis cannot be reached: the keys then expire by
+    /// themselves two days after their period ends (`keep_after_period_secs`).
+    pub async fn forget_user(&self, user: &str, now: DateTime<Utc>) -> Result<u64, CounterError> {
+        lock(&self.shared.state).forget_user(user);
+        self.shared.redis.forget_user(user, now).await
     }
 
     pub fn stats(&self) -> ResilientStats {
@@ -516,7 +526,7 @@ impl CounterStore for ResilientStore {
                 let local_use = local.settle_now(reservation, actual);
                 match self.count_usage(reservation, actual).await {
                     Counted::InRedis(used) => Ok(used),
-                    Counted::Deferred => Ok(Some(local_use)),
+                    Counted::Deferred => Ok(local_use),
                 }
             }
             Hold::Unheld => match self.count_usage(reservation, actual).await {

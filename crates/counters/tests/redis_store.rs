@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::{Prefix, calls, now, period_at, redis_url, request};
 use tokio::sync::Barrier;
 use tollgate_counters::{
-    CounterError, CounterStore, PeriodTotals, RedisStore, ReserveOutcome, Reserved,
+    CounterError, CounterStore, PeriodTotals, RedisConfig, RedisStore, ReserveOutcome, Reserved,
     ResilientConfig, ResilientStore, SeedFuture, Seeder,
 };
 use tollgate_domain::{Amount, Limit, LimitKey, Provider, Standing};
@@ -712,4 +712,58 @@ async fn settles_of_calls_finishing_together_share_a_round_trip() {
             reserved: 0
         }
     );
+}
+
+/// Erasing a user deletes their keys of every period still kept (this month's, last month's
+/// within its grace) and no one else's; a call in flight at that moment settles into nothing,
+/// and the user's next call starts from a fresh seed.
+#[tokio::test]
+async fn forgetting_a_user_deletes_their_keys_of_every_period_and_no_one_elses() {
+    let prefix = Prefix::new(&redis_url());
+    // Last month's keys are kept 40 days past its end, so that they are there to delete.
+    let store = RedisStore::new(RedisConfig {
+        keep_after_period_secs: 40 * 86_400,
+        ..prefix.config(TIMEOUT_MS)
+    })
+    .unwrap();
+    let at = now();
+    let last_month = period_at(at - chrono::Duration::days(32));
+    let this_month = period_at(at);
+    let used = [(LimitKey::TotalCalls, 7)];
+    for user in ["erased{1}", "kept"] {
+        assert!(store.seed(user, this_month, &used, &[]).await.unwrap());
+        assert!(store.seed(user, last_month, &used, &[]).await.unwrap());
+    }
+    let Ok(Reserved::Admitted(in_flight)) =
+        store.reserve(request("erased{1}", &[], calls(1), at)).await
+    else {
+        panic!()
+    };
+    // Two keys per user-period (the hash, and the expiry set once something was held).
+    let before = prefix.key_count();
+    assert_eq!(before, 5, "4 hashes and 1 expiry set");
+
+    let deleted = store.forget_user("erased{1}", at).await.unwrap();
+    assert_eq!(deleted, 3);
+    assert_eq!(prefix.key_count(), 2, "only kept's keys are left");
+    assert_eq!(
+        store
+            .standing("kept", last_month, LimitKey::TotalCalls)
+            .await
+            .unwrap()
+            .used,
+        7
+    );
+    // The call in flight settles into nothing: no counter comes back.
+    assert_eq!(store.settle(&in_flight, calls(1)).await.unwrap(), None);
+    assert_eq!(prefix.key_count(), 2);
+    assert_eq!(
+        store
+            .reserve_seen(request("erased{1}", &[], calls(1), at))
+            .await
+            .unwrap(),
+        ReserveOutcome::NeedsSeed
+    );
+    // Forgetting a user with no keys deletes nothing.
+    assert_eq!(store.forget_user("nobody", at).await.unwrap(), 0);
 }

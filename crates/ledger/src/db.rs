@@ -64,6 +64,17 @@ impl Db {
         }
     }
 
+    /// The statement beginning a transaction that reads before it writes. SQLite's deferred
+    /// `BEGIN` would take the write lock only at the first write, and fail at once (busy, not
+    /// waiting) when another writer committed after its first read; `IMMEDIATE` takes it at the
+    /// start, waiting up to the busy timeout like any write.
+    pub(crate) fn begin_write(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "BEGIN IMMEDIATE",
+            Db::Postgres(_) => "BEGIN",
+        }
+    }
+
     /// Connects to `url` (`sqlite://…` or `postgres://…`). A SQLite file is created if missing
     /// and put in WAL mode, with full sync by default, so that a committed batch survives a
     /// crash of the process and of the machine ([`SqliteSync`]).

@@ -17,6 +17,7 @@ mod billing;
 mod breakdown;
 mod config;
 mod db;
+mod erase;
 mod error;
 mod event;
 mod export;
@@ -45,8 +46,10 @@ pub use billing::BillingRecord;
 pub use breakdown::{ModelSpend, RefusalCount};
 pub use config::{Durability, LedgerConfig, OnFull, OnSpoolFull, SqliteSync};
 pub use db::{Db, DbOptions, migrate};
+pub use erase::Erasure;
 pub use error::{LedgerError, Result};
 pub use event::UsageEvent;
+pub use export::{EXPORT_FORMAT, JobCredits};
 pub use metrics::LedgerMetrics;
 pub use models::ModelUsage;
 pub use queries::{

@@ -18,6 +18,8 @@ pub struct LedgerMetrics {
     pub written: u64,
     /// Events found already stored when written or replayed (idempotent no-ops).
     pub duplicates: u64,
+    /// Events not written because their user was erased after the call began.
+    pub erased: u64,
     /// Batches committed to the database.
     pub batches: u64,
     pub last_batch_size: u64,
@@ -56,6 +58,7 @@ pub(crate) struct Counters {
     pub accepted: AtomicU64,
     pub written: AtomicU64,
     pub duplicates: AtomicU64,
+    pub erased: AtomicU64,
     pub batches: AtomicU64,
     pub last_batch_size: AtomicU64,
     pub max_batch_size: AtomicU64,
@@ -100,6 +103,7 @@ impl Counters {
             accepted: get(&self.accepted),
             written: get(&self.written),
             duplicates: get(&self.duplicates),
+            erased: get(&self.erased),
             batches: get(&self.batches),
             last_batch_size: get(&self.last_batch_size),
             max_batch_size: get(&self.max_batch_size),

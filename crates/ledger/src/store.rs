@@ -11,16 +11,20 @@
 //! amount is a `BIGINT`: a value is clamped to `i64::MAX` before it is bound (`to_db`), and a
 //! summary's sum saturates there too, in the statement itself, rather than overflowing.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::LazyLock;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 use tollgate_domain::Provider;
 
 use crate::db::{Db, on_db};
+use crate::erase::{is_erased, user_ref};
 use crate::error::{LedgerError, Result};
 use crate::event::{UsageEvent, to_db};
+
+/// Users looked up in `user_erasures` per statement.
+const USERS_PER_ERASURE_LOOKUP: usize = 500;
 
 /// Rows per INSERT statement: 33 parameters each stays well under both backends' limits.
 const ROWS_PER_INSERT: usize = 200;
@@ -32,6 +36,8 @@ pub struct BatchOutcome {
     pub inserted: usize,
     /// Events already stored (a replay), or repeated within the batch.
     pub duplicates: usize,
+    /// Events dropped because their user was erased after the call began (`erase.rs`).
+    pub erased: usize,
 }
 
 /// Summed usage of a set of events, as summary increments.
@@ -91,8 +97,56 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
         return Ok(BatchOutcome::default());
     }
     let now = Utc::now();
-    let inserted: HashSet<&str> = on_db!(db, pool => {
-        let mut tx = pool.begin().await.map_err(LedgerError::db("beginning a batch"))?;
+    let postgres = matches!(db, Db::Postgres(_));
+    let (inserted, erased): (HashSet<&str>, usize) = on_db!(db, pool => {
+        let mut tx = pool
+            .begin_with(db.begin_write())
+            .await
+            .map_err(LedgerError::db("beginning a batch"))?;
+        // Events of calls that began before their user was erased are not written (erase.rs).
+        // The SHARE lock makes an erase wait for this batch, or this batch for the erase.
+        if postgres {
+            sqlx::query("LOCK TABLE user_erasures IN SHARE MODE")
+                .execute(&mut *tx)
+                .await
+                .map_err(LedgerError::db("reading erasures"))?;
+        }
+        let (salt, erasures): (String, i64) = sqlx::query_as(
+            "SELECT salt, (SELECT COUNT(*) FROM user_erasures) FROM erasure_salt WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(LedgerError::db("reading erasures"))?;
+        let mut erased_at: HashMap<&str, DateTime<Utc>> = HashMap::new();
+        if erasures > 0 {
+            let refs: BTreeMap<String, &str> = unique
+                .iter()
+                .map(|e| (user_ref(&salt, &e.user_id), e.user_id.as_str()))
+                .collect();
+            let refs: Vec<(String, &str)> = refs.into_iter().collect();
+            for chunk in refs.chunks(USERS_PER_ERASURE_LOOKUP) {
+                let mut lookup = QueryBuilder::new(
+                    "SELECT user_ref, erased_at FROM user_erasures WHERE user_ref IN (");
+                let mut list = lookup.separated(", ");
+                for (r, _) in chunk {
+                    list.push_bind(r.clone());
+                }
+                lookup.push(")");
+                let found: Vec<(String, DateTime<Utc>)> = lookup
+                    .build_query_as()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(LedgerError::db("reading erasures"))?;
+                for (r, at) in found {
+                    if let Some((_, user)) = chunk.iter().find(|(c, _)| *c == r) {
+                        let latest = erased_at.entry(*user).or_insert(at);
+                        *latest = (*latest).max(at);
+                    }
+                }
+            }
+        }
+        let before = unique.len();
+        unique.retain(|e| !is_erased(e, &erased_at));
+        let erased = before - unique.len();
         let mut inserted = HashSet::with_capacity(unique.len());
         let log_rows = |chunk: &[&UsageEvent]| {
             let mut insert = QueryBuilder::new(INSERT_LOGS);
@@ -212,11 +266,12 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
                 .map_err(LedgerError::db("updating provider summaries"))?;
         }
         tx.commit().await.map_err(LedgerError::db("committing a batch"))?;
-        inserted
+        (inserted, erased)
     });
     Ok(BatchOutcome {
         inserted: inserted.len(),
-        duplicates: events.len() - inserted.len(),
+        duplicates: events.len() - inserted.len() - erased,
+        erased,
     })
 }
 

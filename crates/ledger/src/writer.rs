@@ -277,6 +277,7 @@ impl Writer {
                 self.counters.batch_committed(events.len() as u64, micros);
                 add(&self.counters.written, outcome.inserted as u64);
                 add(&self.counters.duplicates, outcome.duplicates as u64);
+                add(&self.counters.erased, outcome.erased as u64);
                 self.backoff.succeeded();
             }
             Err(_) => {
@@ -299,6 +300,7 @@ impl Writer {
                 Ok(outcome) => {
                     total.inserted += outcome.inserted;
                     total.duplicates += outcome.duplicates;
+                    total.erased += outcome.erased;
                 }
                 Err(e) if !is_transient(&e) => self.reject(event, &e),
                 Err(e) => return Err(e),

@@ -1,5 +1,5 @@
 //! The read side against both databases: period usage, trends, daily series, logs, alerts,
-//! accounts, billing close-out, export and erasure.
+//! accounts and billing close-out (export and erasure: `privacy.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -624,99 +624,6 @@ async fn sqlite_alerts_accounts_and_billing() {
 #[tokio::test]
 async fn postgres_alerts_accounts_and_billing() {
     alerts_accounts_and_billing("postgres").await;
-}
-
-async fn export_and_erase(backend: &str) {
-    let (_db, ledger) = seeded(backend).await;
-    ledger
-        .create_user("alice", None, Some("a@example.test"))
-        .await
-        .unwrap();
-    ledger
-        .create_api_key(&NewApiKey {
-            id: "k1".into(),
-            user_id: "alice".into(),
-            key_hash: "sha256:secret-hash".into(),
-            prefix: "tg_ab12".into(),
-            name: None,
-            rules: StoredRules::default(),
-        })
-        .await
-        .unwrap();
-    let mut events: Vec<_> = (0..2_500u64)
-        .map(|n| {
-            call(
-                &format!("x-{n}"),
-                "alice",
-                Provider::OpenAi,
-                "2026-11",
-                3,
-                n,
-                200,
-            )
-        })
-        .collect();
-    events.push(call("y-1", "bob", Provider::OpenAi, "2026-11", 3, 1, 200));
-    ledger.insert_batch(&events).await.unwrap();
-    ledger
-        .insert_alert_once(&alert(80, "openai_calls"))
-        .await
-        .unwrap();
-
-    let mut out = Vec::new();
-    let lines = ledger.export_user("alice", &mut out).await.unwrap();
-    let text = String::from_utf8(out).unwrap();
-    assert_eq!(text.lines().count() as u64, lines);
-    let tables: Vec<String> = text
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["table"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
-    assert_eq!(
-        tables.iter().filter(|t| *t == "api_usage_logs").count(),
-        2_500
-    );
-    for t in [
-        "users",
-        "api_keys",
-        "usage_summaries",
-        "usage_summary_providers",
-        "usage_alerts",
-    ] {
-        assert!(tables.iter().any(|x| x == t), "{t} exported");
-    }
-    assert!(!text.contains("secret-hash"), "key hashes are not exported");
-    assert!(!text.contains("\"bob\""), "only alice's rows");
-
-    let erased = ledger.erase_user("alice").await.unwrap();
-    assert_eq!(erased["api_usage_logs"], 2_500);
-    assert_eq!(erased["users"], 1);
-    let mut out = Vec::new();
-    assert_eq!(ledger.export_user("alice", &mut out).await.unwrap(), 0);
-    assert_eq!(
-        ledger
-            .usage_for_period("bob", "2026-11")
-            .await
-            .unwrap()
-            .totals
-            .calls,
-        1
-    );
-    ledger.close().await;
-}
-
-#[tokio::test]
-async fn sqlite_export_and_erase() {
-    export_and_erase("sqlite").await;
-}
-
-#[tokio::test]
-async fn postgres_export_and_erase() {
-    export_and_erase("postgres").await;
 }
 
 #[tokio::test]

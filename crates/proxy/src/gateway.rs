@@ -118,6 +118,11 @@ impl Gateway {
         &self.keys
     }
 
+    /// The gateway's counters, so that erasing a user through the admin API forgets theirs.
+    pub fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.counters)
+    }
+
     /// The gateway's metrics, for `/metrics` and the request-head guard.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.metrics)

@@ -167,7 +167,7 @@ impl Counters {
     /// the store knows it (for usage alerts).
     pub async fn settle(&self, reservation: &Reservation, actual: Amount) -> Option<SettledUse> {
         let outcome = match self {
-            Counters::Memory { store, .. } => Ok(Some(store.settle_now(reservation, actual))),
+            Counters::Memory { store, .. } => Ok(store.settle_now(reservation, actual)),
             Counters::Shared(store) => Box::pin(store.settle(reservation, actual)).await,
         };
         outcome.unwrap_or_else(|e| {
@@ -186,6 +186,22 @@ impl Counters {
         };
         if let Err(e) = outcome {
             tracing::warn!(error = %e, "releasing a reservation");
+        }
+    }
+
+    /// Forgets every counter of `user`, for every period (the user was erased): their next call
+    /// starts from the ledger afresh, and their calls still in flight are counted nowhere.
+    pub async fn forget_user(&self, user: &str) -> Result<(), CounterError> {
+        match self {
+            Counters::Memory { store, seeded, .. } => {
+                seeded
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(user);
+                store.forget_user(user);
+                Ok(())
+            }
+            Counters::Shared(store) => store.forget_user(user, chrono::Utc::now()).await.map(drop),
         }
     }
 

@@ -3,7 +3,7 @@
 //! JSON, as the API answers.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -12,7 +12,8 @@ use tollgate_admin::key_rules::{self, KeyChange, NewKeyRequest};
 use tollgate_admin::lifecycle;
 use tollgate_admin::model::PlanRef;
 use tollgate_admin::ops::{self, NewUserRequest};
-use tollgate_config::Config;
+use tollgate_config::{Config, CounterStore};
+use tollgate_counters::{RedisConfig, RedisStore};
 use tollgate_ledger::{DbOptions, Ledger};
 
 #[derive(Debug, clap::Subcommand)]
@@ -53,9 +54,19 @@ pub enum UsersCommand {
     Disable { id: String },
     /// Enable a disabled user again, with the keys they had.
     Enable { id: String },
-    /// Delete a user and every row about them: keys, subscription, alerts, usage rows,
-    /// summaries and billing history.
+    /// Erase a user (GDPR): every row about them (keys, subscription, alerts and their pending
+    /// deliveries, usage rows, summaries, billing history, job credits) and, with Redis
+    /// counters, their keys in Redis. The erasure is recorded as done by `cli`, without the
+    /// user. A running gateway with in-process counters keeps the user's until it restarts:
+    /// erase through its admin API instead (`DELETE /api/admin/users/{id}`).
     Delete { id: String },
+    /// Write everything Tollgate holds about a user as one JSON document (docs/privacy.md).
+    Export {
+        id: String,
+        /// Write it to FILE (created, or replaced) rather than to standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// A key's own rules on the command line.
@@ -234,9 +245,61 @@ pub fn users(config: &Path, command: UsersCommand) -> anyhow::Result<ExitCode> {
             UsersCommand::Enable { id } => {
                 print(&lifecycle::set_disabled(&ledger, &config, &id, false).await?)
             }
-            UsersCommand::Delete { id } => print(&lifecycle::delete(&ledger, &config, &id).await?),
+            UsersCommand::Delete { id } => {
+                let mut deleted = lifecycle::delete(&ledger, &config, &id, "cli").await?;
+                deleted.counters = forget_counters(&config, &id).await;
+                print(&deleted)
+            }
+            UsersCommand::Export { id, out } => {
+                lifecycle::check_exists(&ledger, &config, &id).await?;
+                let rows = match &out {
+                    Some(path) => {
+                        let mut file = tokio::fs::File::create(path)
+                            .await
+                            .with_context(|| format!("creating {}", path.display()))?;
+                        let rows = ledger.export_user(&id, &mut file).await?;
+                        file.sync_all()
+                            .await
+                            .with_context(|| format!("writing {}", path.display()))?;
+                        rows
+                    }
+                    None => ledger.export_user(&id, &mut tokio::io::stdout()).await?,
+                };
+                if let Some(path) = out {
+                    eprintln!("{rows} rows about {id:?} written to {}", path.display());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
         }
     })
+}
+
+/// Deletes an erased user's counters from the counter store the configuration names, when
+/// this process can reach it (Redis); answers what became of them, for the command's output.
+async fn forget_counters(config: &Config, user: &str) -> String {
+    let CounterStore::Redis {
+        url,
+        timeout_ms,
+        key_prefix,
+        cluster,
+    } = &config.storage.counters
+    else {
+        return "not deleted: in-process counters live in the running gateway, which forgets \
+                them when it restarts (or erase through its admin API)"
+            .to_owned();
+    };
+    let store = RedisStore::new(RedisConfig {
+        key_prefix: key_prefix.clone(),
+        cluster: *cluster,
+        ..RedisConfig::new(url.as_str(), *timeout_ms)
+    });
+    match store {
+        Ok(store) => match store.forget_user(user, chrono::Utc::now()).await {
+            Ok(_) => "forgotten".to_owned(),
+            Err(e) => format!("not deleted: {e}"),
+        },
+        Err(e) => format!("not deleted: {e}"),
+    }
 }
 
 pub fn keys(config: &Path, command: KeysCommand) -> anyhow::Result<ExitCode> {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 use tollgate_admin::{
-    AdminState, AdminTokens, ConfigControlRef, ConfigSource, Deliverer, LogControlRef, Mailer,
-    MetricsRenderer, OnKeyRevoked, Readiness,
+    AdminState, AdminTokens, ConfigControlRef, ConfigSource, Deliverer, ForgetCounters,
+    LogControlRef, Mailer, MetricsRenderer, OnKeyRevoked, Readiness,
 };
 use tollgate_ledger::Ledger;
 
@@ -24,6 +24,8 @@ pub struct Gateway {
     pub metrics: MetricsRenderer,
     /// Runs after each revocation through this API.
     pub on_key_revoked: OnKeyRevoked,
+    /// Forgets an erased user's counters.
+    pub forget_counters: ForgetCounters,
     pub control: ConfigControlRef,
     pub readiness: Readiness,
     /// The log's level, changed through `PUT /api/admin/log-level`.
@@ -36,6 +38,7 @@ pub fn start(gateway: Gateway, ledger: Ledger) -> anyhow::Result<AdminServer> {
         config,
         metrics,
         on_key_revoked,
+        forget_counters,
         control,
         readiness,
         log,
@@ -61,6 +64,7 @@ pub fn start(gateway: Gateway, ledger: Ledger) -> anyhow::Result<AdminServer> {
     let state = AdminState::new(ledger.clone(), Arc::clone(&config), tokens)
         .with_metrics(metrics)
         .on_key_revoked(on_key_revoked)
+        .on_user_erased(forget_counters)
         .with_config_control(control)
         .with_readiness(readiness)
         .with_log_control(log);

@@ -74,6 +74,8 @@ pub fn run(path: &Path, upgrading: bool) -> anyhow::Result<ExitCode> {
     let gateway = gateway.with_alerts(alerts.clone());
     // Shares the gateway's key cache, so that a revocation through the admin API clears it.
     let keys = gateway.keys().clone();
+    // Erasing a user through the admin API forgets their counters here too.
+    let erased_counters = gateway.counters();
     let cut_off = gateway.cut_off();
     let snapshots = gateway.snapshots();
     let reloader = Arc::new(Reloader::new(
@@ -159,6 +161,10 @@ pub fn run(path: &Path, upgrading: bool) -> anyhow::Result<ExitCode> {
                 })
             },
             on_key_revoked: Arc::new(move || keys.invalidate()),
+            forget_counters: tollgate_admin::forget_counters_with(move |user: String| {
+                let counters = Arc::clone(&erased_counters);
+                async move { counters.forget_user(&user).await.map_err(|e| e.to_string()) }
+            }),
             control: Arc::clone(&reloader) as tollgate_admin::ConfigControlRef,
             readiness: ready,
             log: Arc::clone(&logging.level) as tollgate_admin::LogControlRef,

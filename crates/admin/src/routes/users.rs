@@ -2,12 +2,13 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::account;
-use crate::auth::Caller;
+use crate::auth::{Caller, admin_label, presented_in};
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::{JsonBody, PathParam, QueryParams};
 use crate::key_rules::{self, KeyChange, NewKeyRequest};
@@ -156,9 +157,11 @@ pub async fn get_user(
     })))
 }
 
-/// Deletes the user and every row about them: keys, subscription, alerts, usage rows,
-/// summaries and billing history. 409 for a user with static keys in gateway.toml. Calls in
-/// flight when the user is deleted still write their usage rows when they end.
+/// Erases the user (GDPR): every row about them — keys, subscription, alerts and their pending
+/// deliveries, usage rows, summaries, billing history, job credits — and their counters in the
+/// counter store. The erasure is recorded with who asked (the admin token's fingerprint) and
+/// when, without the user. The usage of calls in flight, queued or spooled at that moment is
+/// dropped when it reaches the ledger. 409 for a user with static keys in gateway.toml.
 #[utoipa::path(delete, path = "/api/admin/users/{user_id}", tag = "admin",
     params(("user_id" = String, Path)), security(("bearer" = [])),
     responses((status = 200, body = Envelope<DeletedUser>), (status = 401, body = ErrorBody),
@@ -167,13 +170,47 @@ pub async fn get_user(
 pub async fn delete_user(
     caller: Caller,
     State(state): State<AdminState>,
+    headers: HeaderMap,
     PathParam(user_id): PathParam<String>,
 ) -> Result<Json<Envelope<DeletedUser>>> {
     caller.require_admin()?;
     let config = state.config();
-    let deleted = lifecycle::delete(&state.ledger, &config, &user_id).await?;
+    let erased_by = presented_in(&headers).map_or_else(|| "admin".to_owned(), admin_label);
+    let mut deleted = lifecycle::delete(&state.ledger, &config, &user_id, &erased_by).await?;
     forget_cached_keys(&state);
+    // After the ledger: a counter rebuilt from now on reads the erased ledger.
+    deleted.counters = match &state.forget_counters {
+        Some(forget) => match forget(user_id.clone()).await {
+            Ok(()) => "forgotten".to_owned(),
+            Err(why) => {
+                tracing::warn!(erasure = deleted.erasure_id, error = %why, "an erased user's counters could not be deleted");
+                format!("not deleted: {why}")
+            }
+        },
+        None => "not deleted: this admin server runs without the gateway's counters".to_owned(),
+    };
     Ok(Json(Envelope::ok(deleted)))
+}
+
+/// Everything Tollgate holds about the user (GDPR access and portability), as one JSON
+/// document, streamed as it is read: profile, subscription, keys (never a key or its hash),
+/// usage summaries, alerts, billing history, job credits and every usage log row
+/// (`docs/privacy.md`, "The export document"). 404 for a user nothing knows.
+#[utoipa::path(get, path = "/api/admin/users/{user_id}/export", tag = "admin",
+    params(("user_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "The export document (`format`: `tollgate.user-export.v1`)",
+        content_type = "application/json"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn export_user(
+    caller: Caller,
+    State(state): State<AdminState>,
+    PathParam(user_id): PathParam<String>,
+) -> Result<Response> {
+    caller.require_admin()?;
+    let config = state.config();
+    lifecycle::check_exists(&state.ledger, &config, &user_id).await?;
+    Ok(crate::export::stream(state.ledger.clone(), user_id))
 }
 
 /// Disables the user: the gateway refuses their calls with 403 `user_disabled` (this instance

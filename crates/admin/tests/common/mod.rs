@@ -145,6 +145,15 @@ pub struct Server {
 
 impl Server {
     pub async fn start(ledger: Ledger, config: Arc<Config>) -> Server {
+        Server::start_with(ledger, config, |state| state).await
+    }
+
+    /// [`Server::start`], with the state changed by `adjust` first.
+    pub async fn start_with(
+        ledger: Ledger,
+        config: Arc<Config>,
+        adjust: impl FnOnce(AdminState) -> AdminState,
+    ) -> Server {
         let state = AdminState::with_fixed_config(
             ledger.clone(),
             Arc::clone(&config),
@@ -153,6 +162,7 @@ impl Server {
         .with_metrics(Arc::new(|| {
             "# TYPE tollgate_test_metric counter\ntollgate_test_metric 1\n".to_owned()
         }));
+        let state = adjust(state);
         let (listener, addr) = tollgate_admin::bind("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
