@@ -94,6 +94,10 @@ impl Ledger {
                 .map_err(LedgerError::db("exporting billing history"))?;
             (users, keys, subs, summaries, providers, alerts, bills)
         });
+        let users = users
+            .into_iter()
+            .map(|u| self.opened(u))
+            .collect::<Result<Vec<_>>>()?;
         lines += write_rows(out, "users", &users).await?;
         lines += write_rows(out, "api_keys", &keys).await?;
         lines += write_rows(out, "user_subscriptions", &subs).await?;
