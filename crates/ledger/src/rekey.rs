@@ -13,7 +13,12 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
+
+use sqlx::ConnectOptions;
+use sqlx::Connection;
+use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::config::LedgerConfig;
 use crate::db::{Db, DbOptions};
@@ -62,7 +67,17 @@ pub async fn rekey(config: &LedgerConfig, new: &LedgerKey) -> Result<RekeyReport
     report.spooled_events = drain_spool(&db, &mut spool).await?;
 
     match (&db, &old) {
-        (Db::Sqlite(pool), Some(_)) => {
+        (Db::Sqlite(_), Some(old)) => {
+            // A connection of its own, opened once the pool is closed: leaving WAL mode needs
+            // the file to itself, with no statement of the pool's still holding a read lock.
+            db.close().await;
+            let mut conn = SqliteConnectOptions::from_str(&config.database_url)
+                .map_err(LedgerError::db("parsing the SQLite URL"))?
+                .pragma("key", old.sqlcipher_pragma())
+                .busy_timeout(Duration::from_millis(config.db_timeout_ms.max(5_000)))
+                .connect()
+                .await
+                .map_err(LedgerError::db("opening the SQLite ledger to rekey it"))?;
             // SQLCipher rewrites the pages in place; outside WAL mode, so that no page of the
             // old key is left behind in the log.
             for statement in [
@@ -70,12 +85,25 @@ pub async fn rekey(config: &LedgerConfig, new: &LedgerKey) -> Result<RekeyReport
                 format!("PRAGMA rekey = {}", new.sqlcipher_pragma()),
                 "PRAGMA journal_mode = WAL".to_owned(),
             ] {
-                sqlx::query(&statement)
-                    .execute(pool)
-                    .await
-                    .map_err(LedgerError::db("rekeying the SQLite ledger"))?;
+                // Leaving WAL mode is refused (SQLITE_BUSY, without waiting on the busy
+                // timeout) while a connection closed a moment ago still has the file open.
+                let mut attempts = 0;
+                loop {
+                    match sqlx::query(&statement).execute(&mut conn).await {
+                        Ok(_) => break,
+                        Err(sqlx::Error::Database(e))
+                            if e.code().as_deref() == Some("5") && attempts < 100 =>
+                        {
+                            attempts += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => return Err(LedgerError::db("rekeying the SQLite ledger")(e)),
+                    }
+                }
             }
-            db.close().await;
+            conn.close()
+                .await
+                .map_err(LedgerError::db("rekeying the SQLite ledger"))?;
         }
         (Db::Sqlite(pool), None) => {
             let path = sqlite_path(&config.database_url)?;

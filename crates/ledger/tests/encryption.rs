@@ -226,8 +226,8 @@ async fn spool_events(spool_dir: &Path, hex: Option<&str>, events: u64) {
     }
     handle.flush().await.unwrap();
     assert!(handle.metrics().spooled >= events);
-    // Not shut down: that would keep retrying the database; dropping lets the spool go.
-    drop(handle);
+    // Stops the tasks (the database refuses the replay at once), which lets the spool go.
+    handle.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -390,6 +390,7 @@ async fn rekey_changes_the_sqlite_key_and_drains_the_spool_first() {
             h.record(e.clone()).await.unwrap();
         }
         h.flush().await.unwrap();
+        h.shutdown().await.unwrap();
     }
 
     let config = keyed(db.config(), Some(KEY_A));
