@@ -76,6 +76,25 @@ pub fn at_once<T: Send + 'static>(
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
+/// An admin API call with `token` as its bearer; the status and the JSON answer (`Null` when
+/// it is not JSON).
+pub fn admin_json(
+    admin_port: u16,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let response = request(admin_port, method, path, &headers, body.as_bytes());
+    let json = serde_json::from_slice(&response.body).unwrap_or(serde_json::Value::Null);
+    (response.status, json)
+}
+
 /// A JSON POST, the common case.
 pub fn post_json(port: u16, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
     let mut all = vec![("content-type", "application/json")];

@@ -27,7 +27,8 @@ mod smtp;
 pub use self::{
     browser::Browser,
     client::{
-        Response, at_once, dechunk, parse_response, post_json, post_json_chunked, request, send_raw,
+        Response, admin_json, at_once, dechunk, parse_response, post_json, post_json_chunked,
+        request, send_raw,
     },
     gateway::Gateway,
     keys::{assert_key_swapped, client_key, key_entry, provider_key},

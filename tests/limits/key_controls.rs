@@ -26,19 +26,7 @@ const MESSAGES_PATH: &str = "/anthropic/v1/messages";
 
 /// An admin API call with the admin token.
 fn admin(admin_port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let auth = format!("Bearer {ADMIN_TOKEN}");
-    let response = harness::request(
-        admin_port,
-        method,
-        path,
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        body.as_bytes(),
-    );
-    let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-    (response.status, json)
+    harness::admin_json(admin_port, ADMIN_TOKEN, method, path, body)
 }
 
 struct Upstreams {
@@ -325,7 +313,8 @@ fn a_keys_own_models_providers_and_expiry_apply_at_every_instance() {
         (r#"{"models":{"openai":["gpt 4o"]}}"#, "models.openai"),
         (r#"{"providers":["openia"]}"#, "providers"),
         (r#"{"expires":"2020-01-01"}"#, "expires"),
-        (r#"{"max_budget":1}"#, "max_budget"),
+        (r#"{"max_budget":-1}"#, "max_budget"),
+        (r#"{"spend_limit":1}"#, "spend_limit"),
     ] {
         let (status, body) = admin(a.admin_port, "POST", "/api/admin/users/gina/keys", rules);
         assert_eq!(status, 400, "{rules}: {body}");

@@ -500,3 +500,82 @@ fn period_limit_refusals_surface_at_once_at_default_retries() {
     assert_eq!(mock.seen().len(), 3);
     gateway.stop();
 }
+
+/// A per-minute window reopens within the minute, as a provider's own rate limit does: the
+/// official SDKs at their default settings, refused with `Retry-After`, wait the seconds they
+/// are told and retry, and the retried call goes through in the next window.
+#[test]
+fn minute_window_refusals_are_retried_by_the_sdks_at_defaults() {
+    let python = harness::sdk_python();
+    let mock = Mock::with_handler(|_| Reply::json(r#"{"ok":true}"#));
+    let providers = ["openai", "anthropic"];
+    let mut rest = String::new();
+    let mut env = Vec::new();
+    for provider in providers {
+        let key_env = format!("TG_SDK_{}_KEY", provider.to_ascii_uppercase());
+        rest += &format!(
+            "[providers.{provider}]\nbase_url = \"http://127.0.0.1:{}\"\nkey_env = \"{key_env}\"\n",
+            mock.port
+        );
+        env.push((key_env, provider_key(provider)));
+    }
+    rest += "[plans.minute]\nname = \"Minute\"\ntier = \"pro\"\n[plans.minute.providers]\n\
+             openai = { calls_per_minute = 1 }\nanthropic = { calls_per_minute = 1 }\n";
+    rest += &harness::key_entry("minute", "minute", &client_key("minute"));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let gateway = Gateway::start("", &rest, &env);
+    let base = format!("http://127.0.0.1:{}", gateway.port);
+    let key = client_key("minute");
+
+    // Each provider's one call of this minute, used up outside the SDKs.
+    for (path, body) in [
+        ("/openai/v1/chat/completions", r#"{"model":"gpt-4o"}"#),
+        (
+            "/anthropic/v1/messages",
+            r#"{"model":"claude-sonnet-4-20250514"}"#,
+        ),
+    ] {
+        let auth = format!("Bearer {key}");
+        let used = harness::post_json(gateway.port, path, &[("authorization", &auth)], body);
+        assert_eq!(used.status, 200, "{path}: {}", used.text());
+    }
+    let sdks = [
+        ("openai", "openai", format!("{base}/openai/v1"), "gpt-4o"),
+        (
+            "anthropic",
+            "anthropic",
+            format!("{base}/anthropic"),
+            "claude-sonnet-4-20250514",
+        ),
+    ];
+    // Both at once: the wait is for the same window.
+    let runs: Vec<_> = sdks
+        .into_iter()
+        .map(|(sdk, provider, url, model)| {
+            let (python, key) = (python.clone(), key.clone());
+            std::thread::spawn(move || {
+                let out = harness::run_sdk_script(
+                    &python,
+                    "refused_at_defaults.py",
+                    &[sdk, &url, &key, model],
+                );
+                (provider, out)
+            })
+        })
+        .collect();
+    for run in runs {
+        let (provider, out) = run.join().unwrap();
+        assert_eq!(out["class"], Value::Null, "{provider}: {out}");
+        assert!(
+            out["elapsed_s"].as_f64().unwrap() < 62.0,
+            "{provider}: {out}"
+        );
+        // One refusal, then the retry that went through.
+        assert!(
+            requests_answered(&gateway, provider, 429) >= 1,
+            "{provider}: {out}"
+        );
+    }
+    assert_eq!(mock.seen().len(), 4);
+    gateway.stop();
+}

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
-use tollgate_domain::{KeyRules, ModelPattern, Provider, parse_expiry};
+use tollgate_domain::{
+    Decimal, KeyLimits, KeyRules, ModelPattern, Provider, format_usd, parse_expiry,
+};
 use tollgate_ledger::{Ledger, StoredRules};
 use utoipa::ToSchema;
 
@@ -29,6 +31,16 @@ pub struct NewKeyRequest {
     /// Per provider, the models the key may call, as patterns where `*` stands for any run of
     /// characters (`{"openai": ["gpt-4o*"]}`). A provider not listed: any model.
     pub models: Option<BTreeMap<String, Vec<String>>>,
+    /// The key's cost budget per billing period, in US dollars (`"25.00"` or `25`; exact to the
+    /// nano-dollar). Default: only the plan's cost cap.
+    #[schema(value_type = Option<String>)]
+    pub max_budget: Option<serde_json::Value>,
+    /// The key's token budget per billing period. Default: only the plan's.
+    pub token_budget: Option<i64>,
+    /// Calls the key may make per minute (fixed windows on the minute). Default: only the plan's.
+    pub rpm_limit: Option<i64>,
+    /// Tokens the key may use per minute. Default: only the plan's.
+    pub tpm_limit: Option<i64>,
 }
 
 /// The body of `PATCH /api/admin/keys/{key_id}`: each field given replaces the key's, `null`
@@ -51,6 +63,22 @@ pub struct KeyChange {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<BTreeMap<String, Vec<String>>>)]
     pub models: Option<Option<BTreeMap<String, Vec<String>>>>,
+    /// As when issuing; `null`: no budget of the key's own.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub max_budget: Option<Option<serde_json::Value>>,
+    /// As when issuing; `null`: no token budget of the key's own.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub token_budget: Option<Option<i64>>,
+    /// As when issuing; `null`: no per-minute call limit of the key's own.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub rpm_limit: Option<Option<i64>>,
+    /// As when issuing; `null`: no per-minute token limit of the key's own.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub tpm_limit: Option<Option<i64>>,
 }
 
 /// A field that is present, `null` included (`Some(None)`), as opposed to left out (`None`).
@@ -73,6 +101,17 @@ pub struct RulesOut {
     /// Per provider, the model patterns allowed; a provider not listed: any model.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub models: BTreeMap<String, Vec<String>>,
+    /// The key's cost budget per billing period, in US dollars (`"25.00"`) and in nano-USD.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_budget: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_budget_nanousd: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_budget: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpm_limit: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tpm_limit: Option<u64>,
 }
 
 impl RulesOut {
@@ -91,8 +130,62 @@ impl RulesOut {
                     (provider.as_str().to_owned(), list)
                 })
                 .collect(),
+            max_budget: rules.limits.cost_budget_nanousd.map(format_usd),
+            max_budget_nanousd: rules.limits.cost_budget_nanousd,
+            token_budget: rules.limits.token_budget,
+            rpm_limit: rules.limits.calls_per_minute,
+            tpm_limit: rules.limits.tokens_per_minute,
         }
     }
+}
+
+/// The largest limit accepted: counters compare exactly up to 2^53 − 1 (9 million dollars in
+/// nano-USD).
+const MAX_LIMIT: u64 = (1 << 53) - 1;
+
+/// A dollar amount as sent (a JSON string or number), to nano-USD.
+fn parse_budget(value: &serde_json::Value) -> Result<u64> {
+    let text = match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        other => {
+            return Err(bad(
+                "max_budget",
+                format!("{other} is not an amount of US dollars (e.g. \"25.00\")"),
+            ));
+        }
+    };
+    let nanousd = Decimal::parse(&text)
+        .and_then(|d| d.to_scaled_exact(9))
+        .map_err(|e| {
+            bad(
+                "max_budget",
+                format!("{e} (expected US dollars, e.g. \"25.00\")"),
+            )
+        })?;
+    if nanousd > MAX_LIMIT {
+        return Err(bad(
+            "max_budget",
+            "more than 9,000,000 dollars is not a budget",
+        ));
+    }
+    Ok(nanousd)
+}
+
+/// A count limit as sent: non-negative, and for per-minute limits at least 1.
+fn parse_count(field: &str, value: i64, per_minute: bool) -> Result<u64> {
+    let count = u64::try_from(value)
+        .map_err(|_| bad(field, format!("{value} is negative: a limit is a count")))?;
+    if per_minute && count == 0 {
+        return Err(bad(
+            field,
+            "0 per minute refuses every call: leave the field out (or null) for no limit",
+        ));
+    }
+    if count > MAX_LIMIT {
+        return Err(bad(field, format!("{count} is larger than {MAX_LIMIT}")));
+    }
+    Ok(count)
 }
 
 fn bad(field: &str, problem: impl std::fmt::Display) -> AdminError {
@@ -174,6 +267,21 @@ pub fn new_rules(req: &NewKeyRequest, now: DateTime<Utc>) -> Result<KeyRules> {
             .map(parse_models)
             .transpose()?
             .unwrap_or_default(),
+        limits: KeyLimits {
+            cost_budget_nanousd: req.max_budget.as_ref().map(parse_budget).transpose()?,
+            token_budget: req
+                .token_budget
+                .map(|v| parse_count("token_budget", v, false))
+                .transpose()?,
+            calls_per_minute: req
+                .rpm_limit
+                .map(|v| parse_count("rpm_limit", v, true))
+                .transpose()?,
+            tokens_per_minute: req
+                .tpm_limit
+                .map(|v| parse_count("tpm_limit", v, true))
+                .transpose()?,
+        },
     };
     check_consistent(&rules)?;
     Ok(rules)
@@ -200,6 +308,36 @@ pub fn changed_rules(
             .map(parse_models)
             .transpose()?
             .unwrap_or_default();
+    }
+    let limits = &mut rules.limits;
+    if let Some(budget) = &change.max_budget {
+        limits.cost_budget_nanousd = budget.as_ref().map(parse_budget).transpose()?;
+    }
+    for (field, change, per_minute, slot) in [
+        (
+            "token_budget",
+            change.token_budget,
+            false,
+            &mut limits.token_budget,
+        ),
+        (
+            "rpm_limit",
+            change.rpm_limit,
+            true,
+            &mut limits.calls_per_minute,
+        ),
+        (
+            "tpm_limit",
+            change.tpm_limit,
+            true,
+            &mut limits.tokens_per_minute,
+        ),
+    ] {
+        if let Some(value) = change {
+            *slot = value
+                .map(|v| parse_count(field, v, per_minute))
+                .transpose()?;
+        }
     }
     check_consistent(&rules)?;
     Ok(rules)
@@ -323,6 +461,51 @@ mod tests {
         );
         let change: KeyChange = serde_json::from_str(r#"{"expires":"2020-01-01"}"#).unwrap();
         assert!(refusal(changed_rules(rules, &change, now())).starts_with("expires: "));
-        assert!(serde_json::from_str::<KeyChange>(r#"{"max_budget":1}"#).is_err());
+        assert!(serde_json::from_str::<KeyChange>(r#"{"budget":1}"#).is_err());
+    }
+
+    #[test]
+    fn a_keys_limits_are_read_exactly_and_each_mistake_named() {
+        let rules = new_rules(
+            &request(
+                r#"{"max_budget":"0.10","token_budget":5000,"rpm_limit":60,"tpm_limit":1000}"#,
+            ),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(
+            rules.limits,
+            KeyLimits {
+                cost_budget_nanousd: Some(100_000_000),
+                token_budget: Some(5_000),
+                calls_per_minute: Some(60),
+                tokens_per_minute: Some(1_000),
+            }
+        );
+        // A JSON number reads as the decimal written.
+        let rules = new_rules(&request(r#"{"max_budget":1.1}"#), now()).unwrap();
+        assert_eq!(rules.limits.cost_budget_nanousd, Some(1_100_000_000));
+        let out = RulesOut::of(&rules);
+        assert_eq!(out.max_budget.as_deref(), Some("1.10"));
+
+        let cases = [
+            (r#"{"max_budget":-1}"#, "max_budget: "),
+            (r#"{"max_budget":"0.0000000001"}"#, "max_budget: "),
+            (r#"{"max_budget":true}"#, "max_budget: true is not"),
+            (r#"{"max_budget":"10000000"}"#, "max_budget: more than"),
+            (r#"{"token_budget":-5}"#, "token_budget: -5 is negative"),
+            (r#"{"rpm_limit":0}"#, "rpm_limit: 0 per minute"),
+            (r#"{"tpm_limit":-1}"#, "tpm_limit: -1 is negative"),
+        ];
+        for (json, start) in cases {
+            let message = refusal(new_rules(&request(json), now()));
+            assert!(message.starts_with(start), "{json}: {message}");
+        }
+
+        let change: KeyChange =
+            serde_json::from_str(r#"{"max_budget":null,"rpm_limit":10}"#).unwrap();
+        let changed = changed_rules(rules, &change, now()).unwrap();
+        assert_eq!(changed.limits.cost_budget_nanousd, None);
+        assert_eq!(changed.limits.calls_per_minute, Some(10));
     }
 }

@@ -5,7 +5,7 @@
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tollgate_config::Config;
-use tollgate_domain::{AnchorDay, BillingPeriod, Plan};
+use tollgate_domain::{AnchorDay, BillingPeriod, Plan, format_usd};
 use tollgate_ledger::{
     ApiKey, Ledger, NewApiKey, NewSubscription, StoredRules, Subscription, User,
 };
@@ -184,6 +184,20 @@ pub struct KeyOut {
     /// The key's own expiry, providers and models, when it has them.
     #[serde(flatten)]
     pub rules: RulesOut,
+    /// What the key used in its user's current billing period (in key listings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_use: Option<KeyPeriodUse>,
+}
+
+/// What one key used in a billing period: what its own budgets count.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct KeyPeriodUse {
+    pub billing_period: String,
+    pub calls: u64,
+    pub tokens: u64,
+    /// US dollars, exact (`"0.10"`).
+    pub cost: String,
+    pub cost_nanousd: u64,
 }
 
 impl KeyOut {
@@ -197,6 +211,7 @@ impl KeyOut {
             revoked_at: k.revoked_at.map(iso),
             source: "ledger".to_owned(),
             rules: RulesOut::of(&k.rules()?),
+            period_use: None,
         })
     }
 }
@@ -285,8 +300,26 @@ pub async fn list_keys(ledger: &Ledger, config: &Config, user_id: &str) -> Resul
                 revoked_at: None,
                 source: "config".to_owned(),
                 rules: RulesOut::default(),
+                period_use: None,
             }),
     );
+    // What each key used this period, when the user has a plan (and so a period).
+    if let Ok(account) = account::load(ledger, config, user_id).await {
+        let period = account.period_at(Utc::now()).key();
+        let used = ledger.key_usage_for_period(user_id, &period).await?;
+        for key in &mut keys {
+            let u = used.iter().find(|u| u.key_id == key.id);
+            let (calls, tokens, cost) =
+                u.map_or((0, 0, 0), |u| (u.calls, u.tokens, u.cost_nanousd));
+            key.period_use = Some(KeyPeriodUse {
+                billing_period: period.clone(),
+                calls,
+                tokens,
+                cost: format_usd(cost),
+                cost_nanousd: cost,
+            });
+        }
+    }
     Ok(keys)
 }
 

@@ -456,11 +456,14 @@ mod tests {
                 ProviderLimits {
                     calls: Some(openai_calls),
                     tokens: None,
+                    ..ProviderLimits::default()
                 },
             )]),
             cost_cap_nanousd: Some(cost_cap_dollars * DOLLAR),
             total_calls: None,
             total_tokens: None,
+            calls_per_minute: None,
+            tokens_per_minute: None,
             on_counter_store_unreachable: None,
             on_short_budget: ShortBudget::Clamp,
             min_output_tokens: 256,
@@ -479,6 +482,7 @@ mod tests {
                     ProviderLimits {
                         calls: Some(0),
                         tokens: None,
+                        ..ProviderLimits::default()
                     },
                 )]),
                 ..plan("search", 20, 0, 1_000)

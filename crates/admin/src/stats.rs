@@ -23,6 +23,13 @@ pub fn used(usage: &PeriodUsage, key: LimitKey) -> u64 {
         LimitKey::TotalCalls => usage.totals.calls,
         LimitKey::TotalTokens => usage.totals.tokens,
         LimitKey::Cost => usage.totals.cost_nanousd,
+        // A key's own limits and per-minute windows are not a user's period usage.
+        LimitKey::KeyTokens
+        | LimitKey::KeyCost
+        | LimitKey::CallsPerMinute(_)
+        | LimitKey::TokensPerMinute(_)
+        | LimitKey::KeyCallsPerMinute
+        | LimitKey::KeyTokensPerMinute => 0,
     }
 }
 
@@ -247,6 +254,8 @@ mod tests {
             cost_cap_nanousd: cap,
             total_calls: None,
             total_tokens: None,
+            calls_per_minute: None,
+            tokens_per_minute: None,
             on_counter_store_unreachable: None,
             on_short_budget: tollgate_domain::ShortBudget::Clamp,
             min_output_tokens: tollgate_domain::DEFAULT_MIN_OUTPUT_TOKENS,

@@ -166,6 +166,8 @@ pub struct PlanEntry {
     pub cost_cap: Option<DecimalText>,
     pub total_calls: Option<i64>,
     pub total_tokens: Option<i64>,
+    pub calls_per_minute: Option<i64>,
+    pub tokens_per_minute: Option<i64>,
     pub on_counter_store_unreachable: Option<String>,
     pub on_short_budget: Option<String>,
     pub min_output_tokens: Option<i64>,
@@ -177,6 +179,8 @@ pub struct PlanEntry {
 pub struct ProviderLimitsEntry {
     pub calls: Option<i64>,
     pub tokens: Option<i64>,
+    pub calls_per_minute: Option<i64>,
+    pub tokens_per_minute: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

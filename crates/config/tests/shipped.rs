@@ -155,6 +155,66 @@ anchor_day = 40
 }
 
 #[test]
+fn per_minute_limits_are_counts_of_at_least_one_on_the_right_providers() {
+    let dir = tempfile::tempdir().unwrap();
+    let pricing = shipped().parent().unwrap().join("pricing");
+    let text = format!(
+        r#"[pricing]
+dir = "{}"
+[plans.a]
+name = "A"
+tier = "pro"
+calls_per_minute = 0
+tokens_per_minute = 1000
+[plans.a.providers]
+openai = {{ calls_per_minute = 60, tokens_per_minute = 90000 }}
+tavily = {{ calls_per_minute = -2, tokens_per_minute = 3 }}
+"#,
+        pricing.display()
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    let report = load_with_env(&path, &every_key).unwrap_err().to_string();
+    for expected in [
+        ":6: error: plans.a.calls_per_minute: a per-minute limit of 0 refuses every call",
+        ":10: error: plans.a.providers.tavily.calls_per_minute: -2 is negative",
+        ":10: error: plans.a.providers.tavily.tokens_per_minute: tavily bills per call",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in:\n{report}"
+        );
+    }
+    assert!(!report.contains("plans.a.tokens_per_minute"), "{report}");
+    assert!(!report.contains("providers.openai"), "{report}");
+
+    // Read into the plan, in the order a refusal names them: the period's limits first.
+    let ok = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("calls_per_minute = 0\n", "")
+        .replace(
+            "tavily = { calls_per_minute = -2, tokens_per_minute = 3 }\n",
+            "",
+        );
+    std::fs::write(&path, ok).unwrap();
+    let config = load_with_env(&path, &every_key).unwrap().config;
+    let keys: Vec<String> = config.plans["a"]
+        .limits_for(tollgate_domain::Provider::OpenAi)
+        .unwrap()
+        .iter()
+        .map(|l| format!("{}={}", l.key, l.max))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "openai_calls_per_minute=60",
+            "openai_tokens_per_minute=90000",
+            "tokens_per_minute=1000"
+        ]
+    );
+}
+
+#[test]
 fn a_syntax_error_names_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.toml");

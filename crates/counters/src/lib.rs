@@ -34,7 +34,7 @@ pub use resilient::{
 
 /// The counters a call to `provider` moves. Called on every reserve, settle and release, so it
 /// allocates nothing.
-pub fn counted_keys(provider: Provider) -> impl Iterator<Item = LimitKey> {
+pub fn counted_keys(provider: Provider) -> impl Iterator<Item = LimitKey> + Clone {
     let tokens = provider
         .is_token_billed()
         .then_some(LimitKey::ProviderTokens(provider));
@@ -43,8 +43,41 @@ pub fn counted_keys(provider: Provider) -> impl Iterator<Item = LimitKey> {
         .chain([LimitKey::TotalCalls, LimitKey::TotalTokens, LimitKey::Cost])
 }
 
-/// The most counters one call moves (see [`counted_keys`]).
+/// The most plan counters one call moves (see [`counted_keys`]).
 const MAX_COUNTED: usize = 5;
+
+/// Every counter a call to `provider` moves: its plan's ([`counted_keys`]); with a key (`key`),
+/// that key's token and cost budgets; and with per-minute limits among its limits (`minute`),
+/// the minute window's calls and tokens — the plan's per provider and in total, and the key's.
+/// Per-minute counters are counted only for calls that have a per-minute limit, so a per-minute
+/// limit added to a plan counts from its first call on, which for a window of a minute is all
+/// it needs.
+pub fn counted(
+    provider: Provider,
+    key: bool,
+    minute: bool,
+) -> impl Iterator<Item = LimitKey> + Clone {
+    let tokens = provider.is_token_billed();
+    let key_period = [LimitKey::KeyTokens, LimitKey::KeyCost]
+        .into_iter()
+        .filter(move |_| key);
+    let plan_minute = [
+        Some(LimitKey::CallsPerMinute(Some(provider))),
+        tokens.then_some(LimitKey::TokensPerMinute(Some(provider))),
+        Some(LimitKey::CallsPerMinute(None)),
+        Some(LimitKey::TokensPerMinute(None)),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(move |_| minute);
+    let key_minute = [LimitKey::KeyCallsPerMinute, LimitKey::KeyTokensPerMinute]
+        .into_iter()
+        .filter(move |_| key && minute);
+    counted_keys(provider)
+        .chain(key_period)
+        .chain(plan_minute)
+        .chain(key_minute)
+}
 
 /// The settled use of every counter a call moved, read in the same atomic step as its settle.
 ///
@@ -89,9 +122,11 @@ impl SettledUse {
 #[derive(Clone, Copy, Debug)]
 pub struct ReserveRequest<'a> {
     pub user: &'a str,
+    /// The calling key's id, whose own counters the call also moves; empty for none.
+    pub key: &'a str,
     pub period: BillingPeriod,
     pub provider: Provider,
-    /// The limits the caller's plan sets for this call (from `Plan::limits_for`).
+    /// The limits that apply to this call: its plan's (`Plan::limits_for`) and its key's.
     pub limits: &'a [Limit],
     /// The call's upper bound.
     pub amount: Amount,
@@ -105,6 +140,10 @@ pub struct ReserveRequest<'a> {
 pub struct Reservation {
     pub id: u64,
     pub user: String,
+    /// The calling key's id; empty for none.
+    pub key: String,
+    /// The minute window the call's per-minute counters count in (`None`: it has none).
+    pub window: Option<i64>,
     pub period: BillingPeriod,
     pub provider: Provider,
     pub amount: Amount,
@@ -113,18 +152,45 @@ pub struct Reservation {
     pub held: Hold,
 }
 
+impl<'a> ReserveRequest<'a> {
+    /// Whether the call moves per-minute counters: it does when one of its limits is per minute.
+    pub fn counts_minutes(&self) -> bool {
+        self.limits.iter().any(|l| l.key.is_per_minute())
+    }
+
+    /// The counters the call moves (see [`counted`]).
+    pub fn counted(&self) -> impl Iterator<Item = LimitKey> + Clone + use<'a> {
+        counted(self.provider, !self.key.is_empty(), self.counts_minutes())
+    }
+}
+
 impl Reservation {
-    /// The reservation `request` makes when admitted, under `id`, held in `held`.
-    pub fn of(request: &ReserveRequest<'_>, id: u64, held: Hold) -> Reservation {
+    /// The reservation `request` makes when admitted, under `id`, held in `held`, counting in
+    /// minute window `window` if it has per-minute limits.
+    pub fn of(
+        request: &ReserveRequest<'_>,
+        id: u64,
+        held: Hold,
+        window: Option<i64>,
+    ) -> Reservation {
         Reservation {
             id,
             user: request.user.to_owned(),
+            key: request.key.to_owned(),
+            window,
             period: request.period,
             provider: request.provider,
             amount: request.amount,
             expires_at: request.expires_at,
             held,
         }
+    }
+}
+
+impl Reservation {
+    /// The counters the call moves (see [`counted`]).
+    pub fn counted(&self) -> impl Iterator<Item = LimitKey> + use<> {
+        counted(self.provider, !self.key.is_empty(), self.window.is_some())
     }
 }
 
@@ -148,6 +214,17 @@ pub type Standings = Vec<(LimitKey, Standing)>;
 /// A user's settled use in a period, counter by counter (from the ledger): what rebuilds a
 /// store's counters after they were lost. Counters not listed are zero.
 pub type Totals = [(LimitKey, u64)];
+
+/// A user's settled use in a period by each of their keys (from the ledger): what rebuilds the
+/// keys' budget counters. Keys not listed used nothing.
+pub type KeyTotals = [(String, Amount)];
+
+/// A user's settled use in a period, from the ledger: their plan's counters and their keys'.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeriodTotals {
+    pub plan: Vec<(LimitKey, u64)>,
+    pub keys: Vec<(String, Amount)>,
+}
 
 /// The outcome of a reservation attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,56 +11,150 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 use tollgate_domain::{
-    Amount, AnchorDay, BillingPeriod, Decision, LimitKey, Provider, Standing, decide,
+    Amount, AnchorDay, BillingPeriod, Decision, LimitKey, Provider, Standing, decide, minute_window,
 };
 
 use crate::{
-    CounterError, CounterStore, Hold, Reservation, ReserveRequest, Reserved, SettledUse,
-    counted_keys,
+    CounterError, CounterStore, Hold, Reservation, ReserveRequest, Reserved, SettledUse, counted,
 };
 
+/// The counters of one scope (a user's plan, or one of the user's keys) in a period.
+#[derive(Debug, Default)]
+struct Scoped {
+    period: HashMap<LimitKey, Standing>,
+    /// The counters of the open minute window.
+    minute: HashMap<LimitKey, Standing>,
+}
+
+impl Scoped {
+    fn map(&self, key: LimitKey) -> &HashMap<LimitKey, Standing> {
+        if key.is_per_minute() {
+            &self.minute
+        } else {
+            &self.period
+        }
+    }
+
+    fn map_mut(&mut self, key: LimitKey) -> &mut HashMap<LimitKey, Standing> {
+        if key.is_per_minute() {
+            &mut self.minute
+        } else {
+            &mut self.period
+        }
+    }
+}
+
+/// A user's counters in one period: their plan's, and each of their keys'.
 #[derive(Debug, Default)]
 struct Counters {
-    standing: HashMap<LimitKey, Standing>,
+    plan: Scoped,
+    keys: HashMap<String, Scoped>,
+    /// The open minute window (see `tollgate_domain::minute_window`).
+    window: i64,
     held: HashMap<u64, Held>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Held {
     provider: Provider,
+    key: String,
+    window: Option<i64>,
     amount: Amount,
     expires_at: DateTime<Utc>,
 }
 
+impl Held {
+    fn counted(&self) -> impl Iterator<Item = LimitKey> + use<> {
+        counted(self.provider, !self.key.is_empty(), self.window.is_some())
+    }
+}
+
 impl Counters {
-    fn hold(&mut self, provider: Provider, amount: Amount, sign: Sign) {
-        for key in counted_keys(provider) {
-            let s = self.standing.entry(key).or_default();
-            let delta = amount.of(key.measure());
-            s.reserved = match sign {
-                Sign::Add => s.reserved.saturating_add(delta),
-                Sign::Subtract => s.reserved.saturating_sub(delta),
-            };
+    /// Moves the open minute window forward to `window` (never back: a call that read the clock
+    /// a moment before another counts in the later one's window), clearing every per-minute
+    /// counter; answers the window now open.
+    fn open_window(&mut self, window: i64) -> i64 {
+        if window > self.window {
+            self.window = window;
+            self.plan.minute.clear();
+            for scoped in self.keys.values_mut() {
+                scoped.minute.clear();
+            }
+        }
+        self.window
+    }
+
+    fn standing(&self, key_id: &str, key: LimitKey) -> Standing {
+        let scoped = if key.is_keys() {
+            self.keys.get(key_id)
+        } else {
+            Some(&self.plan)
+        };
+        scoped
+            .and_then(|s| s.map(key).get(&key).copied())
+            .unwrap_or_default()
+    }
+
+    /// The counter `key` of a call by `key_id` in `window`; `None` for a per-minute counter of a
+    /// window that is over.
+    fn counter(
+        &mut self,
+        key_id: &str,
+        window: Option<i64>,
+        key: LimitKey,
+    ) -> Option<&mut Standing> {
+        if key.is_per_minute() && window != Some(self.window) {
+            return None;
+        }
+        let scoped = if key.is_keys() {
+            if !self.keys.contains_key(key_id) {
+                self.keys.insert(key_id.to_owned(), Scoped::default());
+            }
+            self.keys.get_mut(key_id)?
+        } else {
+            &mut self.plan
+        };
+        Some(scoped.map_mut(key).entry(key).or_default())
+    }
+
+    fn hold(&mut self, held: &Held, sign: Sign) {
+        for key in held.counted() {
+            let delta = held.amount.of(key.measure());
+            if let Some(s) = self.counter(&held.key, held.window, key) {
+                s.reserved = match sign {
+                    Sign::Add => s.reserved.saturating_add(delta),
+                    Sign::Subtract => s.reserved.saturating_sub(delta),
+                };
+            }
         }
     }
 
-    fn use_amount(&mut self, provider: Provider, amount: Amount) {
-        for key in counted_keys(provider) {
-            let s = self.standing.entry(key).or_default();
-            s.used = s.used.saturating_add(amount.of(key.measure()));
+    fn use_amount(&mut self, reservation: &Reservation, amount: Amount) {
+        for key in reservation.counted() {
+            if let Some(s) = self.counter(&reservation.key, reservation.window, key) {
+                s.used = s.used.saturating_add(amount.of(key.measure()));
+            }
         }
     }
 
     fn expire(&mut self, now: DateTime<Utc>) {
-        let expired: Vec<(u64, Held)> = self
+        let expired: Vec<u64> = self
             .held
             .iter()
             .filter(|(_, h)| h.expires_at <= now)
-            .map(|(id, h)| (*id, *h))
+            .map(|(id, _)| *id)
             .collect();
-        for (id, held) in expired {
-            self.held.remove(&id);
-            self.hold(held.provider, held.amount, Sign::Subtract);
+        for id in expired {
+            if let Some(held) = self.held.remove(&id) {
+                self.hold(&held, Sign::Subtract);
+            }
+        }
+    }
+
+    /// Gives back the hold of reservation `id`, if it still has one.
+    fn give_back(&mut self, id: u64) {
+        if let Some(held) = self.held.remove(&id) {
+            self.hold(&held, Sign::Subtract);
         }
     }
 }
@@ -126,9 +220,12 @@ impl MemoryStore {
         let counters = self.counters(request.user, month(request.period));
         let mut c = lock(&counters);
         c.expire(request.now);
+        let window = request
+            .counts_minutes()
+            .then(|| c.open_window(minute_window(request.now)));
         let decision = decide(
             request.limits,
-            |key| c.standing.get(&key).copied().unwrap_or_default(),
+            |key| c.standing(request.key, key),
             request.amount,
             request.period,
             request.now,
@@ -137,42 +234,36 @@ impl MemoryStore {
             Decision::Deny(denial) => Reserved::Denied(denial),
             Decision::Admit => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                c.hold(request.provider, request.amount, Sign::Add);
-                c.held.insert(
-                    id,
-                    Held {
-                        provider: request.provider,
-                        amount: request.amount,
-                        expires_at: request.expires_at,
-                    },
-                );
-                Reserved::Admitted(Reservation::of(&request, id, Hold::Store))
+                let held = Held {
+                    provider: request.provider,
+                    key: request.key.to_owned(),
+                    window,
+                    amount: request.amount,
+                    expires_at: request.expires_at,
+                };
+                c.hold(&held, Sign::Add);
+                c.held.insert(id, held);
+                Reserved::Admitted(Reservation::of(&request, id, Hold::Store, window))
             }
         }
     }
 
     /// [`CounterStore::settle`], synchronously. Settling an expired reservation still counts
-    /// the usage (the call happened) but no longer touches the hold it gave back. The settled
-    /// use is read under the same lock as the update, so no other settle comes between.
+    /// the usage (the call happened) but no longer touches the hold it gave back; per-minute
+    /// counters count it only while its window is open. The settled use is read under the same
+    /// lock as the update, so no other settle comes between.
     pub fn settle_now(&self, reservation: &Reservation, actual: Amount) -> SettledUse {
         let counters = self.counters(&reservation.user, month(reservation.period));
         let mut c = lock(&counters);
-        if c.held.remove(&reservation.id).is_some() {
-            c.hold(reservation.provider, reservation.amount, Sign::Subtract);
-        }
-        c.use_amount(reservation.provider, actual);
-        SettledUse::new(reservation.provider, |key| {
-            c.standing.get(&key).map_or(0, |s| s.used)
-        })
+        c.give_back(reservation.id);
+        c.use_amount(reservation, actual);
+        SettledUse::new(reservation.provider, |key| c.standing("", key).used)
     }
 
     /// [`CounterStore::release`], synchronously; releasing twice is harmless.
     pub fn release_now(&self, reservation: &Reservation) {
         let counters = self.counters(&reservation.user, month(reservation.period));
-        let mut c = lock(&counters);
-        if c.held.remove(&reservation.id).is_some() {
-            c.hold(reservation.provider, reservation.amount, Sign::Subtract);
-        }
+        lock(&counters).give_back(reservation.id);
     }
 
     /// Where one limit stands for a user in a period.
@@ -180,14 +271,44 @@ impl MemoryStore {
         let scopes = lock(&self.scopes);
         month_of_key(period_key)
             .and_then(|month| scopes.get(user)?.get(&month).cloned())
-            .and_then(|c| lock(&c).standing.get(&key).copied())
+            .map(|c| lock(&c).standing("", key))
             .unwrap_or_default()
     }
 
-    /// Sets a counter's settled use, e.g. rebuilt from the ledger at start.
+    /// Where one of a key's own limits stands in a period.
+    pub fn key_standing(
+        &self,
+        user: &str,
+        period_key: &str,
+        key_id: &str,
+        key: LimitKey,
+    ) -> Standing {
+        let scopes = lock(&self.scopes);
+        month_of_key(period_key)
+            .and_then(|month| scopes.get(user)?.get(&month).cloned())
+            .map(|c| lock(&c).standing(key_id, key))
+            .unwrap_or_default()
+    }
+
+    /// Sets a plan counter's settled use, e.g. rebuilt from the ledger at start.
     pub fn seed_used(&self, user: &str, period: BillingPeriod, key: LimitKey, used: u64) {
+        self.seed_key_used(user, period, "", key, used);
+    }
+
+    /// Sets the settled use of a counter of key `key_id` (of the plan's, for a counter that is
+    /// not a key's), e.g. rebuilt from the ledger at start. Per-minute counters are not seeded.
+    pub fn seed_key_used(
+        &self,
+        user: &str,
+        period: BillingPeriod,
+        key_id: &str,
+        key: LimitKey,
+        used: u64,
+    ) {
         let counters = self.counters(user, month(period));
-        lock(&counters).standing.entry(key).or_default().used = used;
+        if let Some(s) = lock(&counters).counter(key_id, None, key) {
+            s.used = used;
+        }
     }
 
     /// Reservations currently held, over all users.
@@ -239,6 +360,7 @@ mod tests {
     fn request<'a>(user: &'a str, limits: &'a [Limit], amount: Amount) -> ReserveRequest<'a> {
         ReserveRequest {
             user,
+            key: "",
             period: BillingPeriod::containing(now(), AnchorDay::default()),
             provider: Provider::OpenAi,
             limits,
@@ -305,6 +427,127 @@ mod tests {
             }
         );
         assert_eq!(store.outstanding(), 0);
+    }
+
+    #[test]
+    fn a_keys_budget_admits_exactly_its_value_together_with_the_plan() {
+        let store = Arc::new(MemoryStore::new());
+        // The plan allows 150 calls; the key's cost budget 100 calls of 5.
+        let limits = [
+            Limit {
+                key: LimitKey::ProviderCalls(Provider::OpenAi),
+                max: 150,
+            },
+            Limit {
+                key: LimitKey::KeyCost,
+                max: 500,
+            },
+        ];
+        let barrier = Arc::new(Barrier::new(200));
+        let threads: Vec<_> = (0..200)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let request = ReserveRequest {
+                        key: "k1",
+                        ..request("u", &limits, one_call(10, 5))
+                    };
+                    match store.reserve_now(request) {
+                        Reserved::Admitted(r) => {
+                            store.settle_now(&r, one_call(7, 5));
+                            true
+                        }
+                        Reserved::Denied(d) => {
+                            assert_eq!(d.limit.key, LimitKey::KeyCost);
+                            false
+                        }
+                    }
+                })
+            })
+            .collect();
+        let admitted = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|&a| a)
+            .count();
+        assert_eq!(admitted, 100);
+        let key_cost = store.key_standing("u", "2026-11", "k1", LimitKey::KeyCost);
+        assert_eq!(
+            key_cost,
+            Standing {
+                used: 500,
+                reserved: 0
+            }
+        );
+        let key_tokens = store.key_standing("u", "2026-11", "k1", LimitKey::KeyTokens);
+        assert_eq!(key_tokens.used, 700);
+        // The plan counted the same calls; another key of the user has a budget of its own.
+        let calls = store.standing("u", "2026-11", LimitKey::ProviderCalls(Provider::OpenAi));
+        assert_eq!(calls.used, 100);
+        let other = ReserveRequest {
+            key: "k2",
+            ..request("u", &limits, one_call(10, 5))
+        };
+        assert!(matches!(store.reserve_now(other), Reserved::Admitted(_)));
+        // Seeded from the ledger: what the key used before a restart counts.
+        let fresh = MemoryStore::new();
+        let period = BillingPeriod::containing(now(), AnchorDay::default());
+        fresh.seed_key_used("u", period, "k1", LimitKey::KeyCost, 500);
+        let again = ReserveRequest {
+            key: "k1",
+            ..request("u", &limits, one_call(10, 5))
+        };
+        assert!(matches!(fresh.reserve_now(again), Reserved::Denied(_)));
+    }
+
+    #[test]
+    fn a_minute_window_admits_its_limit_and_resets_on_the_minute() {
+        let store = MemoryStore::new();
+        let limits = [Limit {
+            key: LimitKey::CallsPerMinute(None),
+            max: 3,
+        }];
+        let at = |t: &str| -> DateTime<Utc> { t.parse().unwrap() };
+        let call = |t: &str| {
+            let mut r = request("u", &limits, one_call(10, 5));
+            r.now = at(t);
+            r.expires_at = at(t) + chrono::Duration::seconds(600);
+            store.reserve_now(r)
+        };
+        let mut admitted = Vec::new();
+        for _ in 0..3 {
+            let Reserved::Admitted(r) = call("2026-11-28T12:00:10Z") else {
+                panic!("3 per minute");
+            };
+            admitted.push(r);
+        }
+        let Reserved::Denied(denial) = call("2026-11-28T12:00:59.5Z") else {
+            panic!("the fourth in the same minute");
+        };
+        assert_eq!(denial.resets_at, at("2026-11-28T12:01:00Z"));
+        assert_eq!(denial.retry_after_secs, 1);
+        // A call that settles in the next window does not count there.
+        assert!(matches!(
+            call("2026-11-28T12:01:00Z"),
+            Reserved::Admitted(_)
+        ));
+        store.settle_now(&admitted[0], one_call(10, 5));
+        assert!(matches!(
+            call("2026-11-28T12:01:01Z"),
+            Reserved::Admitted(_)
+        ));
+        assert!(matches!(
+            call("2026-11-28T12:01:02Z"),
+            Reserved::Admitted(_)
+        ));
+        assert!(matches!(call("2026-11-28T12:01:03Z"), Reserved::Denied(_)));
+        // A clock a moment behind counts in the open window, never reopening an old one.
+        assert!(matches!(call("2026-11-28T12:00:59Z"), Reserved::Denied(_)));
+        // The period's counters saw every admitted call.
+        let calls = store.standing("u", "2026-11", LimitKey::TotalCalls);
+        assert_eq!(calls.used + calls.reserved, 6);
     }
 
     #[test]

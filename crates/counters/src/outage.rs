@@ -25,15 +25,22 @@ pub(crate) struct Pending {
     /// reach it, in order. Replayed as they are: settles are idempotent in Redis, so one that
     /// timed out but ran is not counted twice.
     pub held: Vec<(Reservation, Option<Amount>)>,
-    /// Use counted while Redis was unreachable, summed per user-period and provider.
-    pub usage: HashMap<(String, BillingPeriod, Provider), Amount>,
+    /// Use counted while Redis was unreachable, summed per user, key, period and provider.
+    pub usage: HashMap<(String, String, BillingPeriod, Provider), Amount>,
 }
 
 impl Pending {
-    pub fn add_usage(&mut self, user: &str, period: BillingPeriod, provider: Provider, a: Amount) {
+    pub fn add_usage(
+        &mut self,
+        user: &str,
+        key: &str,
+        period: BillingPeriod,
+        provider: Provider,
+        a: Amount,
+    ) {
         let sum = self
             .usage
-            .entry((user.to_owned(), period, provider))
+            .entry((user.to_owned(), key.to_owned(), period, provider))
             .or_default();
         sum.calls = sum.calls.saturating_add(a.calls);
         sum.tokens = sum.tokens.saturating_add(a.tokens);
@@ -52,8 +59,8 @@ impl Pending {
     pub fn restore(&mut self, mut rest: Pending) {
         rest.held.append(&mut self.held);
         self.held = rest.held;
-        for ((user, period, provider), amount) in rest.usage {
-            self.add_usage(&user, period, provider, amount);
+        for ((user, key, period, provider), amount) in rest.usage {
+            self.add_usage(&user, &key, period, provider, amount);
         }
     }
 }
@@ -63,6 +70,8 @@ impl Pending {
 #[derive(Debug)]
 struct Sighting {
     answered: Instant,
+    /// The key of the call whose reserve this was: its own counters are among the standings.
+    key: String,
     standings: Standings,
 }
 
@@ -78,12 +87,15 @@ pub(crate) struct State {
     local: Arc<MemoryStore>,
     /// User-periods whose local counters have been seeded during this outage.
     seeded: HashSet<Scope>,
+    /// Keys (user-period and key id) whose local counters have been seeded during this outage.
+    seeded_keys: HashSet<(Scope, String)>,
     pub pending: Pending,
 }
 
 impl State {
     /// Records what a reserve `sent` at that instant saw (call it as the reply arrives).
-    pub fn remember(&mut self, user: &str, period: BillingPeriod, sent: Instant, seen: Standings) {
+    pub fn remember(&mut self, request: &ReserveRequest<'_>, sent: Instant, seen: Standings) {
+        let (user, period) = (request.user, request.period);
         let answered = Instant::now();
         if self.seen.len() >= MAX_REMEMBERED {
             self.seen.clear();
@@ -96,6 +108,7 @@ impl State {
         sightings.retain(|s| s.answered >= sent);
         sightings.push(Sighting {
             answered,
+            key: request.key.to_owned(),
             standings: seen,
         });
     }
@@ -104,6 +117,7 @@ impl State {
     pub fn begin_outage(&mut self) {
         self.local = Arc::new(MemoryStore::new());
         self.seeded.clear();
+        self.seeded_keys.clear();
     }
 
     /// The local counters, with the request's user-period seeded from the standings last seen
@@ -112,23 +126,49 @@ impl State {
     pub fn local_for(&mut self, request: &ReserveRequest<'_>) -> Arc<MemoryStore> {
         let period_key = request.period.key();
         let scope = (request.user.to_owned(), period_key);
+        // Per-minute windows start afresh: they are over within the minute anyway.
         if !self.seeded.contains(&scope) {
-            // Of replies that raced, the higher standing: the latest is among them.
-            let mut highest: BTreeMap<LimitKey, u64> = BTreeMap::new();
-            for sighting in self.seen.get(&scope).into_iter().flatten() {
-                for (key, standing) in &sighting.standings {
+            for (key, used) in
+                self.highest_seen(&scope, |_, key| !key.is_keys() && !key.is_per_minute())
+            {
+                self.local
+                    .seed_used(request.user, request.period, key, used);
+            }
+            self.seeded.insert(scope.clone());
+        }
+        if !request.key.is_empty() {
+            let key_scope = (scope, request.key.to_owned());
+            if !self.seeded_keys.contains(&key_scope) {
+                for (key, used) in self.highest_seen(&key_scope.0, |s, key| {
+                    key.is_keys() && !key.is_per_minute() && s.key == request.key
+                }) {
+                    self.local
+                        .seed_key_used(request.user, request.period, request.key, key, used);
+                }
+                self.seeded_keys.insert(key_scope);
+            }
+        }
+        Arc::clone(&self.local)
+    }
+
+    /// Of the standings seen for `scope` that `wanted` picks, the highest per counter (of
+    /// replies that raced, the latest is among them), held amounts taken as used.
+    fn highest_seen(
+        &self,
+        scope: &Scope,
+        wanted: impl Fn(&Sighting, LimitKey) -> bool,
+    ) -> BTreeMap<LimitKey, u64> {
+        let mut highest: BTreeMap<LimitKey, u64> = BTreeMap::new();
+        for sighting in self.seen.get(scope).into_iter().flatten() {
+            for (key, standing) in &sighting.standings {
+                if wanted(sighting, *key) {
                     let used = standing.used.saturating_add(standing.reserved);
                     let entry = highest.entry(*key).or_default();
                     *entry = (*entry).max(used);
                 }
             }
-            for (key, used) in highest {
-                self.local
-                    .seed_used(request.user, request.period, key, used);
-            }
-            self.seeded.insert(scope);
         }
-        Arc::clone(&self.local)
+        highest
     }
 
     /// The local counters as they are (for settling and releasing local holds).
@@ -155,9 +195,9 @@ mod tests {
     #[test]
     fn local_counters_start_from_what_redis_last_showed() {
         let mut state = State::default();
+        let limits = ten_calls();
         state.remember(
-            "u",
-            period(),
+            &one_call(&limits),
             Instant::now(),
             vec![(
                 LimitKey::TotalCalls,
@@ -168,7 +208,6 @@ mod tests {
             )],
         );
         state.begin_outage();
-        let limits = ten_calls();
         let request = one_call(&limits);
         let local = state.local_for(&request);
         let admitted = (0..5)
@@ -201,6 +240,7 @@ mod tests {
     fn one_call(limits: &[Limit]) -> ReserveRequest<'_> {
         ReserveRequest {
             user: "u",
+            key: "",
             period: period(),
             provider: Provider::Serper,
             limits,
@@ -234,8 +274,8 @@ mod tests {
         // first, the other (6 held) last: the local counters must not start from 6.
         let mut state = State::default();
         let both_sent = Instant::now();
-        state.remember("u", period(), both_sent, calls(0, 7));
-        state.remember("u", period(), both_sent, calls(0, 6));
+        state.remember(&one_call(&[]), both_sent, calls(0, 7));
+        state.remember(&one_call(&[]), both_sent, calls(0, 6));
         assert_eq!(admitted_locally(&mut state), 3);
     }
 
@@ -243,8 +283,8 @@ mod tests {
     fn a_reply_sent_after_another_was_answered_supersedes_it() {
         // Calls released between the two: the later reserve saw fewer held, and counts alone.
         let mut state = State::default();
-        state.remember("u", period(), Instant::now(), calls(0, 7));
-        state.remember("u", period(), Instant::now(), calls(2, 2));
+        state.remember(&one_call(&[]), Instant::now(), calls(0, 7));
+        state.remember(&one_call(&[]), Instant::now(), calls(2, 2));
         assert_eq!(admitted_locally(&mut state), 6);
     }
 
@@ -256,14 +296,14 @@ mod tests {
             tokens: 10,
             cost_nanousd: 100,
         };
-        pending.add_usage("u", period(), Provider::OpenAi, one);
-        pending.add_usage("u", period(), Provider::OpenAi, one);
+        pending.add_usage("u", "k", period(), Provider::OpenAi, one);
+        pending.add_usage("u", "k", period(), Provider::OpenAi, one);
         assert_eq!(pending.len(), 1);
         let taken = std::mem::take(&mut pending);
-        pending.add_usage("u", period(), Provider::OpenAi, one);
+        pending.add_usage("u", "k", period(), Provider::OpenAi, one);
         pending.restore(taken);
         assert_eq!(
-            pending.usage[&("u".to_owned(), period(), Provider::OpenAi)],
+            pending.usage[&("u".to_owned(), "k".to_owned(), period(), Provider::OpenAi)],
             Amount {
                 calls: 3,
                 tokens: 30,

@@ -14,10 +14,10 @@ use chrono::{DateTime, Utc};
 use tollgate_domain::{Amount, BillingPeriod, Denial, LimitKey, Provider, Standing};
 
 use crate::connection::{Connection, Target};
-use crate::scripts::{self, ReserveReply, Scripts, SettleReply};
+use crate::scripts::{self, Counted, ReserveReply, Scripts, SettleReply};
 use crate::{
-    CounterError, CounterStore, Hold, Reservation, ReserveRequest, Reserved, SettledUse, Standings,
-    Totals,
+    CounterError, CounterStore, Hold, KeyTotals, Reservation, ReserveRequest, Reserved, SettledUse,
+    Standings, Totals,
 };
 
 /// How to reach Redis and name the keys.
@@ -121,7 +121,7 @@ impl RedisStore {
         }
     }
 
-    fn keys(&self, user: &str, period: BillingPeriod) -> [String; 2] {
+    fn keys(&self, user: &str, period: BillingPeriod) -> [String; 3] {
         scripts::keys(&self.prefix, user, period)
     }
 
@@ -143,10 +143,10 @@ impl RedisStore {
             .connection
             .eval(&self.scripts.reserve, &keys, &args)
             .await?;
-        match scripts::parse_reserve(&reply, request.provider)? {
+        match scripts::parse_reserve(&reply, request.counted())? {
             ReserveReply::Uninitialised => Ok(ReserveOutcome::NeedsSeed),
-            ReserveReply::Admitted(seen) => Ok(ReserveOutcome::Admitted {
-                reservation: Reservation::of(&request, id, Hold::Store),
+            ReserveReply::Admitted { window, seen } => Ok(ReserveOutcome::Admitted {
+                reservation: Reservation::of(&request, id, Hold::Store, window),
                 seen,
             }),
             ReserveReply::Denied {
@@ -164,13 +164,14 @@ impl RedisStore {
                         ),
                     });
                 };
+                let (resets_at, retry_after_secs) = limit.resets(request.period, request.now);
                 Ok(ReserveOutcome::Denied {
                     denial: Denial {
                         limit,
                         standing,
                         requested: request.amount.of(limit.key.measure()),
-                        resets_at: request.period.end(),
-                        retry_after_secs: request.period.seconds_until_reset(request.now),
+                        resets_at,
+                        retry_after_secs,
                     },
                     seen,
                 })
@@ -178,17 +179,18 @@ impl RedisStore {
         }
     }
 
-    /// Writes a user-period's settled totals unless it is already initialised (another
-    /// instance got there first). Returns whether this call wrote them.
+    /// Writes a user-period's settled totals, its plan's and its keys', unless it is already
+    /// initialised (another instance got there first). Returns whether this call wrote them.
     pub async fn seed(
         &self,
         user: &str,
         period: BillingPeriod,
         totals: &Totals,
+        keys_used: &KeyTotals,
     ) -> Result<bool, CounterError> {
         self.operations.fetch_add(1, Ordering::Relaxed);
         let keys = self.keys(user, period);
-        let args = scripts::seed_args(self.keep_until(period), totals);
+        let args = scripts::seed_args(self.keep_until(period), totals, keys_used);
         let wrote: i64 = self
             .connection
             .eval(&self.scripts.seed, &keys, &args)
@@ -222,11 +224,16 @@ impl RedisStore {
         reservation: &Reservation,
         actual: Amount,
     ) -> Result<SettleReply, CounterError> {
+        let counted = Counted {
+            provider: reservation.provider,
+            key: &reservation.key,
+            window: reservation.window,
+        };
         self.run_settle(
             &reservation.user,
             reservation.period,
             Some((reservation.id, reservation.expires_at)),
-            reservation.provider,
+            &counted,
             actual,
         )
         .await
@@ -236,14 +243,22 @@ impl RedisStore {
     /// answers the settled use as it left the counters. Like every settle, it writes nothing to
     /// a user-period that is not initialised (answering `None`): its seed, read from the
     /// ledger, will include this use.
+    /// The use is counted against the plan's counters and key `key`'s budgets (none if empty),
+    /// not against any minute window (which is over by the time this runs).
     pub async fn add_usage(
         &self,
         user: &str,
+        key: &str,
         period: BillingPeriod,
         provider: Provider,
         actual: Amount,
     ) -> Result<Option<SettledUse>, CounterError> {
-        self.run_settle(user, period, None, provider, actual)
+        let counted = Counted {
+            provider,
+            key,
+            window: None,
+        };
+        self.run_settle(user, period, None, &counted, actual)
             .await
             .map(counted_use)
     }
@@ -253,18 +268,17 @@ impl RedisStore {
         user: &str,
         period: BillingPeriod,
         held: Option<(u64, DateTime<Utc>)>,
-        provider: Provider,
+        counted: &Counted<'_>,
         actual: Amount,
     ) -> Result<SettleReply, CounterError> {
         self.operations.fetch_add(1, Ordering::Relaxed);
         let keys = self.keys(user, period);
-        let args =
-            scripts::settle_args(self.keep_until(period), held, Utc::now(), provider, actual);
+        let args = scripts::settle_args(self.keep_until(period), held, Utc::now(), counted, actual);
         let reply: Vec<i64> = self
             .connection
             .eval(&self.scripts.settle, &keys, &args)
             .await?;
-        scripts::parse_settle(&reply, provider)
+        scripts::parse_settle(&reply, counted)
     }
 
     /// Releases; answers whether the reservation was still held.
@@ -286,8 +300,20 @@ impl RedisStore {
         period: BillingPeriod,
         key: LimitKey,
     ) -> Result<Standing, CounterError> {
-        let [hash, _] = self.keys(user, period);
-        let name = key.name();
+        self.key_standing(user, period, "", key).await
+    }
+
+    /// Where a period counter of key `key_id` stands (one of the plan's for a `key` that is not
+    /// a key's own); per-minute counters are not read here.
+    pub async fn key_standing(
+        &self,
+        user: &str,
+        period: BillingPeriod,
+        key_id: &str,
+        key: LimitKey,
+    ) -> Result<Standing, CounterError> {
+        let [hash, _, _] = self.keys(user, period);
+        let name = scripts::counter_name(key, key_id, None);
         let mut cmd = redis::cmd("HMGET");
         cmd.arg(&hash)
             .arg(format!("u:{name}"))

@@ -24,8 +24,8 @@ use tollgate_domain::{Amount, BillingPeriod, LimitKey, Provider, UnreachablePoli
 
 use crate::outage::{Pending, State};
 use crate::{
-    CounterError, CounterStore, Hold, RedisStore, Reservation, ReserveOutcome, ReserveRequest,
-    Reserved, SettledUse,
+    CounterError, CounterStore, Hold, PeriodTotals, RedisStore, Reservation, ReserveOutcome,
+    ReserveRequest, Reserved, SettledUse,
 };
 
 /// Why a [`Seeder`] could not read the totals: the ledger's own error, boxed, since the counters
@@ -34,7 +34,7 @@ pub type SeedError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What [`Seeder`] returns: a user's settled use in a period, counter by counter.
 pub type SeedFuture =
-    Pin<Box<dyn Future<Output = Result<Vec<(LimitKey, u64)>, SeedError>> + Send + 'static>>;
+    Pin<Box<dyn Future<Output = Result<PeriodTotals, SeedError>> + Send + 'static>>;
 
 /// Reads a user-period's totals from the ledger, to rebuild its counters in Redis.
 pub type Seeder = Arc<dyn Fn(&str, BillingPeriod) -> SeedFuture + Send + Sync>;
@@ -230,6 +230,7 @@ impl ResilientStore {
                     &request,
                     0,
                     Hold::Unheld,
+                    None,
                 )))
             }
             UnreachablePolicy::Local => {
@@ -272,6 +273,7 @@ impl ResilientStore {
                 .redis
                 .add_usage(
                     &reservation.user,
+                    &reservation.key,
                     reservation.period,
                     reservation.provider,
                     actual,
@@ -284,6 +286,7 @@ impl ResilientStore {
         }
         lock(&shared.state).pending.add_usage(
             &reservation.user,
+            &reservation.key,
             reservation.period,
             reservation.provider,
             actual,
@@ -313,11 +316,11 @@ impl Shared {
             let sent = Instant::now();
             match self.redis.reserve_seen(request).await? {
                 ReserveOutcome::Admitted { reservation, seen } => {
-                    lock(&self.state).remember(request.user, request.period, sent, seen);
+                    lock(&self.state).remember(&request, sent, seen);
                     return Ok((Reserved::Admitted(reservation), seeded));
                 }
                 ReserveOutcome::Denied { denial, seen } => {
-                    lock(&self.state).remember(request.user, request.period, sent, seen);
+                    lock(&self.state).remember(&request, sent, seen);
                     return Ok((Reserved::Denied(denial), seeded));
                 }
                 // Seeded once and still uninitialised: Redis lost its data again meanwhile.
@@ -354,11 +357,15 @@ impl Shared {
             Ok(Err(e)) => return Err(needs_seed(&e)),
             Err(_) => return Err(needs_seed(&"the ledger did not answer in time")),
         };
-        if !self.redis.seed(user, period, &totals).await? {
+        if !self
+            .redis
+            .seed(user, period, &totals.plan, &totals.keys)
+            .await?
+        {
             return Ok(None);
         }
         self.counts.seeded.fetch_add(1, Ordering::Relaxed);
-        Ok(Some(totals))
+        Ok(Some(totals.plan))
     }
 
     /// Sends Redis what it is owed. On failure, keeps what is left for the next attempt.
@@ -419,10 +426,10 @@ impl Shared {
         let keys: Vec<_> = owed.usage.keys().cloned().collect();
         for key in keys {
             if let Some(amount) = owed.usage.get(&key).copied() {
-                let (user, period, provider) = &key;
+                let (user, key_id, period, provider) = &key;
                 let used = self
                     .redis
-                    .add_usage(user, *period, *provider, amount)
+                    .add_usage(user, key_id, *period, *provider, amount)
                     .await?;
                 self.replayed(user, *period, *provider, amount, used);
                 owed.usage.remove(&key);

@@ -6,9 +6,9 @@
 //! hash tag `{u:<user>}`, so on Redis Cluster they live in one slot and the scripts run there.
 
 use chrono::{DateTime, Utc};
-use tollgate_domain::{Amount, BillingPeriod, LimitKey, Provider, Standing};
+use tollgate_domain::{Amount, BillingPeriod, LimitKey, Provider, Standing, minute_window};
 
-use crate::{CounterError, ReserveRequest, SettledUse, Standings, counted_keys};
+use crate::{CounterError, KeyTotals, ReserveRequest, SettledUse, Standings, counted};
 
 /// Largest amount written to a counter, 2^53 − 1: the scripts compare amounts as Lua doubles,
 /// exact up to here (9 million USD in nano-USD, 9·10^15 tokens), and a single call never needs
@@ -75,11 +75,30 @@ impl Scripts {
     }
 }
 
-/// The two keys of a user-period: its counter hash and its set of reservation ids by expiry.
-pub(crate) fn keys(prefix: &str, user: &str, period: BillingPeriod) -> [String; 2] {
+/// The keys of a user-period: its counter hash, its set of reservation ids by expiry, and the
+/// user's counters of the open minute window.
+pub(crate) fn keys(prefix: &str, user: &str, period: BillingPeriod) -> [String; 3] {
     let hash = format!("{prefix}{{u:{user}}}:{period}");
     let expiry = format!("{hash}:exp");
-    [hash, expiry]
+    let minute = format!("{prefix}{{u:{user}}}:m");
+    [hash, expiry, minute]
+}
+
+/// A counter's name in the scripts: `<limit>`, `k:<key id>:<limit>` for one of a key's own,
+/// each with `m<window>:` before it for a per-minute counter (`m:` while the window is the
+/// reserve script's to choose).
+pub(crate) fn counter_name(key: LimitKey, key_id: &str, window: Option<i64>) -> String {
+    let limit = key.name();
+    let owner = if key.is_keys() {
+        format!("k:{key_id}:{limit}")
+    } else {
+        limit
+    };
+    match (key.is_per_minute(), window) {
+        (false, _) => owner,
+        (true, Some(window)) => format!("m{window}:{owner}"),
+        (true, None) => format!("m:{owner}"),
+    }
 }
 
 /// When a user-period's keys expire: the end of the period plus a grace for late settles.
@@ -94,25 +113,42 @@ fn exact(amount: u64) -> String {
     amount.min(MAX_EXACT).to_string()
 }
 
-/// Appends `n, (counter, amount) * n` for the counters a call to `provider` moves.
-fn push_counted(args: &mut Vec<String>, provider: Provider, amount: Amount) {
-    args.push(counted_keys(provider).count().to_string());
-    for key in counted_keys(provider) {
-        args.push(key.name());
+/// Appends `n, (counter, amount) * n` for the counters `counted` of a call by `key_id`.
+fn push_counted(
+    args: &mut Vec<String>,
+    counted: impl Iterator<Item = LimitKey> + Clone,
+    key_id: &str,
+    window: Option<i64>,
+    amount: Amount,
+) {
+    args.push(counted.clone().count().to_string());
+    for key in counted {
+        args.push(counter_name(key, key_id, window));
         args.push(exact(amount.of(key.measure())));
     }
 }
 
 pub(crate) fn reserve_args(request: &ReserveRequest<'_>, id: u64, keep_until: i64) -> Vec<String> {
-    let mut args = Vec::with_capacity(8 + 2 * 5 + 3 * request.limits.len());
+    let mut args = Vec::with_capacity(9 + 2 * 13 + 3 * request.limits.len());
     args.push(millis(request.now).to_string());
     args.push(millis(request.expires_at).to_string());
     args.push(keep_until.to_string());
     args.push(id.to_string());
-    push_counted(&mut args, request.provider, request.amount);
+    args.push(if request.counts_minutes() {
+        minute_window(request.now).to_string()
+    } else {
+        String::new()
+    });
+    push_counted(
+        &mut args,
+        request.counted(),
+        request.key,
+        None,
+        request.amount,
+    );
     args.push(request.limits.len().to_string());
     for limit in request.limits {
-        args.push(limit.key.name());
+        args.push(counter_name(limit.key, request.key, None));
         args.push(limit.max.to_string());
         args.push(exact(request.amount.of(limit.key.measure())));
     }
@@ -129,10 +165,10 @@ pub(crate) fn settle_args(
     keep_until: i64,
     held: Option<(u64, DateTime<Utc>)>,
     now: DateTime<Utc>,
-    provider: Provider,
+    counter: &Counted<'_>,
     actual: Amount,
 ) -> Vec<String> {
-    let mut args = Vec::with_capacity(4 + 2 * 5);
+    let mut args = Vec::with_capacity(4 + 2 * 13);
     args.push(keep_until.to_string());
     match held {
         Some((id, expires_at)) => {
@@ -145,17 +181,49 @@ pub(crate) fn settle_args(
             args.push("0".to_owned());
         }
     }
-    push_counted(&mut args, provider, actual);
+    push_counted(
+        &mut args,
+        counter.keys(),
+        counter.key,
+        counter.window,
+        actual,
+    );
     args
 }
 
-pub(crate) fn seed_args(keep_until: i64, totals: &[(LimitKey, u64)]) -> Vec<String> {
-    let mut args = Vec::with_capacity(2 + 2 * totals.len());
+/// What a settle counts: the counters of a call to `provider` by key `key` (empty: none), with
+/// per-minute counters in `window` (`None`: none).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Counted<'a> {
+    pub provider: Provider,
+    pub key: &'a str,
+    pub window: Option<i64>,
+}
+
+impl Counted<'_> {
+    pub fn keys(&self) -> impl Iterator<Item = LimitKey> + Clone + use<> {
+        counted(self.provider, !self.key.is_empty(), self.window.is_some())
+    }
+}
+
+pub(crate) fn seed_args(
+    keep_until: i64,
+    totals: &[(LimitKey, u64)],
+    keys: &KeyTotals,
+) -> Vec<String> {
+    let n = totals.len() + 2 * keys.len();
+    let mut args = Vec::with_capacity(2 + 2 * n);
     args.push(keep_until.to_string());
-    args.push(totals.len().to_string());
+    args.push(n.to_string());
     for (key, used) in totals {
         args.push(key.name());
         args.push(exact(*used));
+    }
+    for (key_id, used) in keys {
+        for key in [LimitKey::KeyTokens, LimitKey::KeyCost] {
+            args.push(counter_name(key, key_id, None));
+            args.push(exact(used.of(key.measure())));
+        }
     }
     args
 }
@@ -169,7 +237,11 @@ fn millis(at: DateTime<Utc>) -> i64 {
 pub(crate) enum ReserveReply {
     /// The user-period has no `init` marker: seed it and retry.
     Uninitialised,
-    Admitted(Standings),
+    /// Admitted, counting per-minute counters in `window` (`None`: the call has none).
+    Admitted {
+        window: Option<i64>,
+        seen: Standings,
+    },
     /// Refused by `request.limits[limit]`, which stood at `standing`.
     Denied {
         limit: usize,
@@ -178,10 +250,11 @@ pub(crate) enum ReserveReply {
     },
 }
 
-/// Reads the reserve script's reply (see `scripts/reserve.lua`).
+/// Reads the reserve script's reply (see `scripts/reserve.lua`) to a call that moves the
+/// counters `counted`.
 pub(crate) fn parse_reserve(
     reply: &[i64],
-    provider: Provider,
+    counted: impl Iterator<Item = LimitKey>,
 ) -> Result<ReserveReply, CounterError> {
     let count = |v: i64| u64::try_from(v).unwrap_or(0);
     let bad = |problem| CounterError::BadReply {
@@ -190,8 +263,8 @@ pub(crate) fn parse_reserve(
     };
     match reply {
         [0] => Ok(ReserveReply::Uninitialised),
-        [status @ (1 | 2), denied, used, reserved, rest @ ..] => {
-            let keys: Vec<LimitKey> = counted_keys(provider).collect();
+        [status @ (1 | 2), denied, used, reserved, window, rest @ ..] => {
+            let keys: Vec<LimitKey> = counted.collect();
             if rest.len() != 2 * keys.len() {
                 return Err(bad(format!(
                     "{} standings for {} counters",
@@ -213,7 +286,10 @@ pub(crate) fn parse_reserve(
                 })
                 .collect();
             if *status == 1 {
-                return Ok(ReserveReply::Admitted(seen));
+                return Ok(ReserveReply::Admitted {
+                    window: (*window > 0).then_some(*window),
+                    seen,
+                });
             }
             let limit = usize::try_from(*denied)
                 .ok()
@@ -243,8 +319,12 @@ pub(crate) enum SettleReply {
     Duplicate,
 }
 
-/// Reads the settle script's reply (see `scripts/settle.lua`).
-pub(crate) fn parse_settle(reply: &[i64], provider: Provider) -> Result<SettleReply, CounterError> {
+/// Reads the settle script's reply (see `scripts/settle.lua`) to a settle of `counter`.
+pub(crate) fn parse_settle(
+    reply: &[i64],
+    counter: &Counted<'_>,
+) -> Result<SettleReply, CounterError> {
+    let provider = counter.provider;
     let bad = |problem| CounterError::BadReply {
         script: "settle",
         problem,
@@ -253,12 +333,9 @@ pub(crate) fn parse_settle(reply: &[i64], provider: Provider) -> Result<SettleRe
         [0] => Ok(SettleReply::Uninitialised),
         [3] => Ok(SettleReply::Duplicate),
         [status @ (1 | 2), used @ ..] => {
-            if used.len() != counted_keys(provider).count() {
-                return Err(bad(format!(
-                    "{} counters for {}",
-                    used.len(),
-                    counted_keys(provider).count()
-                )));
+            let expected = counter.keys().count();
+            if used.len() != expected {
+                return Err(bad(format!("{} counters for {expected}", used.len())));
             }
             let mut values = used.iter().map(|v| u64::try_from(*v).unwrap_or(0));
             Ok(SettleReply::Counted {
@@ -282,9 +359,10 @@ mod tests {
     #[test]
     fn keys_share_the_users_hash_tag() {
         let period = BillingPeriod::containing(at("2026-11-28T00:00:00Z"), AnchorDay::default());
-        let [hash, expiry] = keys("tg:", "alice", period);
+        let [hash, expiry, minute] = keys("tg:", "alice", period);
         assert_eq!(hash, "tg:{u:alice}:2026-11");
         assert_eq!(expiry, "tg:{u:alice}:2026-11:exp");
+        assert_eq!(minute, "tg:{u:alice}:m");
         assert_eq!(
             keep_until_secs(period, 3600),
             at("2026-12-01T01:00:00Z").timestamp()
@@ -300,6 +378,7 @@ mod tests {
         }];
         let request = ReserveRequest {
             user: "u",
+            key: "",
             period,
             provider: Provider::Tavily,
             limits: &limits,
@@ -318,6 +397,8 @@ mod tests {
             (now_ms + 1000).to_string().as_str(),
             "99",
             "42",
+            // No per-minute limit: no window.
+            "",
             // Tavily bills per call: no provider token counter.
             "4",
             "tavily_calls",
@@ -339,14 +420,74 @@ mod tests {
         assert_eq!(args, expected);
     }
 
+    fn serper() -> impl Iterator<Item = LimitKey> + Clone {
+        counted(Provider::Serper, false, false)
+    }
+
+    fn plan_only(provider: Provider) -> Counted<'static> {
+        Counted {
+            provider,
+            key: "",
+            window: None,
+        }
+    }
+
+    #[test]
+    fn counters_are_named_for_their_key_and_window() {
+        assert_eq!(counter_name(LimitKey::Cost, "k1", None), "monthly_cost");
+        assert_eq!(counter_name(LimitKey::KeyCost, "k1", None), "k:k1:key_cost");
+        assert_eq!(
+            counter_name(LimitKey::CallsPerMinute(None), "k1", None),
+            "m:calls_per_minute"
+        );
+        assert_eq!(
+            counter_name(LimitKey::KeyTokensPerMinute, "k1", Some(7)),
+            "m7:k:k1:key_tokens_per_minute"
+        );
+        // A call by a key with a per-minute limit moves every counter it could be limited by.
+        let names: Vec<String> = counted(Provider::OpenAi, true, true)
+            .map(|k| counter_name(k, "k1", Some(7)))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "openai_calls",
+                "openai_tokens",
+                "total_calls",
+                "total_tokens",
+                "monthly_cost",
+                "k:k1:key_tokens",
+                "k:k1:key_cost",
+                "m7:openai_calls_per_minute",
+                "m7:openai_tokens_per_minute",
+                "m7:calls_per_minute",
+                "m7:tokens_per_minute",
+                "m7:k:k1:key_calls_per_minute",
+                "m7:k:k1:key_tokens_per_minute",
+            ]
+        );
+    }
+
     #[test]
     fn settle_without_a_hold_sends_an_empty_id() {
         let now = at("2026-11-28T00:00:00Z");
-        let args = settle_args(7, None, now, Provider::OpenAi, Amount::default());
+        let args = settle_args(
+            7,
+            None,
+            now,
+            &plan_only(Provider::OpenAi),
+            Amount::default(),
+        );
         assert_eq!(args[..4], ["7", "", "0", "5"]);
         // The tombstone outlives both the reservation and a settle retried minutes later.
         let soon = now + chrono::Duration::seconds(1);
-        let args = settle_args(7, Some((3, soon)), now, Provider::OpenAi, Amount::default());
+        let args = settle_args(
+            7,
+            Some((3, soon)),
+            now,
+            &plan_only(Provider::OpenAi),
+            Amount::default(),
+        );
         assert_eq!(args[1], "3");
         assert_eq!(args[2], (now.timestamp_millis() + 900_000).to_string());
     }
@@ -354,15 +495,15 @@ mod tests {
     #[test]
     fn reserve_replies_are_read_counter_by_counter() {
         assert_eq!(
-            parse_reserve(&[0], Provider::Serper),
+            parse_reserve(&[0], serper()),
             Ok(ReserveReply::Uninitialised)
         );
-        let reply = [2, 1, 3, 4, 3, 4, 5, 6, 7, 8, 9, 10];
+        let reply = [2, 1, 3, 4, 0, 3, 4, 5, 6, 7, 8, 9, 10];
         let Ok(ReserveReply::Denied {
             limit,
             standing,
             seen,
-        }) = parse_reserve(&reply, Provider::Serper)
+        }) = parse_reserve(&reply, serper())
         else {
             panic!("a denial");
         };
@@ -385,22 +526,29 @@ mod tests {
                 }
             )
         );
-        assert!(parse_reserve(&[1, 0, 0, 0, 1], Provider::Serper).is_err());
-        assert!(parse_reserve(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], Provider::Serper).is_err());
+        assert!(parse_reserve(&[1, 0, 0, 0, 0, 1], serper()).is_err());
+        assert!(parse_reserve(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], serper()).is_err());
+        // Admitted in a minute window.
+        let Ok(ReserveReply::Admitted { window, seen }) =
+            parse_reserve(&[1, 0, 0, 0, 29_500_000, 1, 0, 1, 0, 0, 0, 5, 0], serper())
+        else {
+            panic!("admitted");
+        };
+        assert_eq!((window, seen.len()), (Some(29_500_000), 4));
     }
 
     #[test]
     fn settle_replies_carry_the_settled_use_counter_by_counter() {
         assert_eq!(
-            parse_settle(&[0], Provider::OpenAi),
+            parse_settle(&[0], &plan_only(Provider::OpenAi)),
             Ok(SettleReply::Uninitialised)
         );
         assert_eq!(
-            parse_settle(&[3], Provider::OpenAi),
+            parse_settle(&[3], &plan_only(Provider::OpenAi)),
             Ok(SettleReply::Duplicate)
         );
         let Ok(SettleReply::Counted { held, used }) =
-            parse_settle(&[2, 7, 70, 8, 80, 900], Provider::OpenAi)
+            parse_settle(&[2, 7, 70, 8, 80, 900], &plan_only(Provider::OpenAi))
         else {
             panic!("counted");
         };
@@ -418,7 +566,7 @@ mod tests {
         assert_eq!(used.used(LimitKey::ProviderCalls(Provider::Tavily)), None);
         // Tavily bills per call: four counters, no provider tokens.
         let Ok(SettleReply::Counted { held, used }) =
-            parse_settle(&[1, 3, 3, 0, 50], Provider::Tavily)
+            parse_settle(&[1, 3, 3, 0, 50], &plan_only(Provider::Tavily))
         else {
             panic!("counted");
         };
@@ -426,12 +574,12 @@ mod tests {
         assert_eq!(used.used(LimitKey::ProviderTokens(Provider::Tavily)), None);
         assert_eq!(used.used(LimitKey::Cost), Some(50));
         assert_eq!(
-            parse_settle(&[1, 3, 3], Provider::Tavily)
+            parse_settle(&[1, 3, 3], &plan_only(Provider::Tavily))
                 .unwrap_err()
                 .to_string(),
             "the counter store's settle script answered 2 counters for 4"
         );
-        assert!(parse_settle(&[4], Provider::Tavily).is_err());
+        assert!(parse_settle(&[4], &plan_only(Provider::Tavily)).is_err());
     }
 
     #[test]

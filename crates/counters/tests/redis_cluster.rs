@@ -30,7 +30,7 @@ async fn reserve_settle_release_and_exactly_one_hundred_on_a_cluster() {
     // The cycle, for users whose keys land on different nodes.
     let first = store(&cluster, &prefix);
     for user in ["ann", "bob", "cyd", "dee", "eve", "fay"] {
-        first.seed(user, period, &[]).await.unwrap();
+        first.seed(user, period, &[], &[]).await.unwrap();
         let Ok(Reserved::Admitted(settled)) =
             first.reserve(request(user, &limits, calls(1), now())).await
         else {
@@ -59,7 +59,7 @@ async fn reserve_settle_release_and_exactly_one_hundred_on_a_cluster() {
 
     // 200 concurrent calls from three instances against a limit of 100.
     let stores: Vec<Arc<RedisStore>> = (0..3).map(|_| Arc::new(store(&cluster, &prefix))).collect();
-    stores[0].seed("racer", period, &[]).await.unwrap();
+    stores[0].seed("racer", period, &[], &[]).await.unwrap();
     let barrier = Arc::new(Barrier::new(200));
     let tasks: Vec<_> = (0..200)
         .map(|i| {

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{Prefix, Server, calls, now, period_at, request};
 use tollgate_counters::{
-    CounterError, CounterStore, Hold, Reserved, ResilientConfig, ResilientStore, SeedFuture, Seeder,
+    CounterError, CounterStore, Hold, PeriodTotals, Reserved, ResilientConfig, ResilientStore,
+    SeedFuture, Seeder,
 };
 use tollgate_domain::{Limit, LimitKey, Standing, UnreachablePolicy};
 
@@ -28,7 +29,12 @@ fn limits(max: u64) -> [Limit; 1] {
 /// A seeder whose ledger says the user has used `used` calls.
 fn seeder(used: u64) -> Seeder {
     Arc::new(move |_, _| -> SeedFuture {
-        Box::pin(async move { Ok(vec![(LimitKey::TotalCalls, used)]) })
+        Box::pin(async move {
+            Ok(PeriodTotals {
+                plan: vec![(LimitKey::TotalCalls, used)],
+                keys: Vec::new(),
+            })
+        })
     })
 }
 

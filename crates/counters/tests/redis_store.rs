@@ -9,8 +9,8 @@ use std::sync::Arc;
 use common::{Prefix, calls, now, period_at, redis_url, request};
 use tokio::sync::Barrier;
 use tollgate_counters::{
-    CounterError, CounterStore, RedisStore, ReserveOutcome, Reserved, ResilientConfig,
-    ResilientStore, SeedFuture, Seeder,
+    CounterError, CounterStore, PeriodTotals, RedisStore, ReserveOutcome, Reserved,
+    ResilientConfig, ResilientStore, SeedFuture, Seeder,
 };
 use tollgate_domain::{Amount, Limit, LimitKey, Provider, Standing};
 
@@ -19,11 +19,11 @@ const TIMEOUT_MS: u64 = 5_000;
 
 /// Seeds every user-period as new (no usage in the ledger).
 fn zero_seeder() -> Seeder {
-    Arc::new(|_, _| -> SeedFuture { Box::pin(async { Ok(Vec::new()) }) })
+    Arc::new(|_, _| -> SeedFuture { Box::pin(async { Ok(PeriodTotals::default()) }) })
 }
 
 async fn seed_empty(store: &RedisStore, user: &str) {
-    store.seed(user, period_at(now()), &[]).await.unwrap();
+    store.seed(user, period_at(now()), &[], &[]).await.unwrap();
 }
 
 /// 200 concurrent one-call reservations against a limit of 100 calls, spread over `stores`.
@@ -320,9 +320,9 @@ async fn lost_counters_need_a_seed_and_are_rebuilt_from_the_ledgers_totals() {
         (LimitKey::Cost, 12_345),
     ];
     let period = period_at(now());
-    assert!(store.seed(user, period, &totals).await.unwrap());
+    assert!(store.seed(user, period, &totals, &[]).await.unwrap());
     // A second seeder (another instance) does not overwrite the live counters.
-    assert!(!store.seed(user, period, &[]).await.unwrap());
+    assert!(!store.seed(user, period, &[], &[]).await.unwrap());
     let Ok(Reserved::Denied(d)) = store.reserve(request(user, &limits, bound, now())).await else {
         panic!("800 + 300 > 1,000");
     };
@@ -341,7 +341,12 @@ async fn lost_counters_need_a_seed_and_are_rebuilt_from_the_ledgers_totals() {
     let seeder: Seeder = Arc::new(|user, period| -> SeedFuture {
         assert_eq!(user, "rebuilt");
         assert_eq!(period, period_at(now()));
-        Box::pin(async { Ok(vec![(LimitKey::ProviderTokens(Provider::OpenAi), 600)]) })
+        Box::pin(async {
+            Ok(PeriodTotals {
+                plan: vec![(LimitKey::ProviderTokens(Provider::OpenAi), 600)],
+                keys: Vec::new(),
+            })
+        })
     });
     let resilient =
         ResilientStore::new(prefix.store(TIMEOUT_MS), seeder, ResilientConfig::default());
@@ -418,4 +423,232 @@ fn a_prefix_with_braces_is_refused() {
         RedisStore::new(config),
         Err(CounterError::Config(_))
     ));
+}
+
+/// 200 concurrent calls, spread over three stores, against a key's cost budget that allows 100:
+/// exactly 100, with the plan's counters and the key's moved in the same step; a restart of
+/// Redis rebuilds the key's budget from the seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keys_budget_admits_exactly_its_value_across_instances() {
+    let prefix = Prefix::new(&redis_url());
+    let stores: Vec<Arc<RedisStore>> = (0..3).map(|_| Arc::new(prefix.store(TIMEOUT_MS))).collect();
+    let user = "keyed";
+    seed_empty(&stores[0], user).await;
+    let barrier = Arc::new(Barrier::new(200));
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = Arc::clone(&stores[i % 3]);
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                let limits = [
+                    Limit {
+                        key: LimitKey::TotalCalls,
+                        max: 1_000,
+                    },
+                    Limit {
+                        key: LimitKey::KeyCost,
+                        max: 100 * 1_000_000,
+                    },
+                ];
+                let amount = Amount {
+                    calls: 1,
+                    tokens: 10,
+                    cost_nanousd: 1_000_000,
+                };
+                barrier.wait().await;
+                let request = tollgate_counters::ReserveRequest {
+                    key: "key_a",
+                    ..request(user, &limits, amount, now())
+                };
+                match store.reserve(request).await.unwrap() {
+                    Reserved::Admitted(r) => {
+                        assert_eq!(r.key, "key_a");
+                        store.settle(&r, amount).await.unwrap();
+                        true
+                    }
+                    Reserved::Denied(d) => {
+                        assert_eq!(d.limit.key, LimitKey::KeyCost);
+                        false
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(admitted, 100);
+    let period = period_at(now());
+    let cost = stores[1]
+        .key_standing(user, period, "key_a", LimitKey::KeyCost)
+        .await
+        .unwrap();
+    assert_eq!(
+        cost,
+        Standing {
+            used: 100_000_000,
+            reserved: 0
+        }
+    );
+    let tokens = stores[2]
+        .key_standing(user, period, "key_a", LimitKey::KeyTokens)
+        .await
+        .unwrap();
+    assert_eq!(tokens.used, 1_000);
+    let total = stores[0]
+        .standing(user, period, LimitKey::TotalCalls)
+        .await
+        .unwrap();
+    assert_eq!(total.used, 100);
+
+    // Lost with Redis's data, rebuilt from the ledger's totals: the key's budget is still spent.
+    prefix.delete_keys();
+    let limits = [Limit {
+        key: LimitKey::KeyCost,
+        max: 100 * 1_000_000,
+    }];
+    let one = tollgate_counters::ReserveRequest {
+        key: "key_a",
+        ..request(user, &limits, calls(1), now())
+    };
+    assert!(matches!(
+        stores[0].reserve_seen(one).await.unwrap(),
+        ReserveOutcome::NeedsSeed
+    ));
+    let used = Amount {
+        calls: 100,
+        tokens: 1_000,
+        cost_nanousd: 100_000_000,
+    };
+    let seeded = stores[0]
+        .seed(
+            user,
+            period,
+            &[(LimitKey::TotalCalls, 100)],
+            &[("key_a".to_owned(), used)],
+        )
+        .await
+        .unwrap();
+    assert!(seeded);
+    let costly = tollgate_counters::ReserveRequest {
+        amount: Amount {
+            calls: 1,
+            tokens: 0,
+            cost_nanousd: 1,
+        },
+        ..one
+    };
+    assert!(matches!(
+        stores[0].reserve(costly).await.unwrap(),
+        Reserved::Denied(_)
+    ));
+    // Another key of the same user is not held back by it.
+    let other = tollgate_counters::ReserveRequest {
+        key: "key_b",
+        ..costly
+    };
+    assert!(matches!(
+        stores[0].reserve(other).await.unwrap(),
+        Reserved::Admitted(_)
+    ));
+}
+
+/// A per-minute limit of 60 under 200 concurrent callers on three instances: exactly 60 in the
+/// window, the others told the seconds to its end; the window's hash is gone with the minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_minute_window_admits_exactly_its_limit_across_instances() {
+    let prefix = Prefix::new(&redis_url());
+    let stores: Vec<Arc<RedisStore>> = (0..3).map(|_| Arc::new(prefix.store(TIMEOUT_MS))).collect();
+    let user = "minute";
+    seed_empty(&stores[0], user).await;
+    // One fixed instant for every call: the window is the same whenever the test runs.
+    let at = now();
+    let barrier = Arc::new(Barrier::new(200));
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = Arc::clone(&stores[i % 3]);
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                let limits = [Limit {
+                    key: LimitKey::KeyCallsPerMinute,
+                    max: 60,
+                }];
+                barrier.wait().await;
+                let request = tollgate_counters::ReserveRequest {
+                    key: "key_m",
+                    ..request(user, &limits, calls(1), at)
+                };
+                match store.reserve(request).await.unwrap() {
+                    Reserved::Admitted(r) => {
+                        assert_eq!(r.window, Some(tollgate_domain::minute_window(at)));
+                        store.settle(&r, calls(1)).await.unwrap();
+                        true
+                    }
+                    Reserved::Denied(d) => {
+                        assert!((1..=60).contains(&d.retry_after_secs), "{d:?}");
+                        assert_eq!(d.resets_at.timestamp() % 60, 0);
+                        false
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(admitted, 60);
+    // The next minute opens a new window; a settle of the old one's call is not counted in it.
+    let limits = [Limit {
+        key: LimitKey::CallsPerMinute(None),
+        max: 1,
+    }];
+    let next = at + chrono::Duration::seconds(60);
+    // (The next minute may be in the next billing period.)
+    stores[0]
+        .seed(user, period_at(next), &[], &[])
+        .await
+        .unwrap();
+    let first = stores[0]
+        .reserve(request(user, &limits, calls(1), next))
+        .await
+        .unwrap();
+    let Reserved::Admitted(first) = first else {
+        panic!("a new window admits");
+    };
+    assert!(matches!(
+        stores[1]
+            .reserve(request(user, &limits, calls(1), next))
+            .await
+            .unwrap(),
+        Reserved::Denied(_)
+    ));
+    // A clock a minute behind counts in the newer window: never reopens the old one.
+    assert!(matches!(
+        stores[2]
+            .reserve(request(user, &limits, calls(1), at))
+            .await
+            .unwrap(),
+        Reserved::Denied(_)
+    ));
+    stores[0].release(&first).await.unwrap();
+    assert!(matches!(
+        stores[1]
+            .reserve(request(user, &limits, calls(1), next))
+            .await
+            .unwrap(),
+        Reserved::Admitted(_)
+    ));
+    // Period counters saw every admitted call: 60 settled, one held.
+    let total = stores[0]
+        .standing(user, period_at(at), LimitKey::TotalCalls)
+        .await
+        .unwrap();
+    let expected = if period_at(next) == period_at(at) {
+        61
+    } else {
+        60
+    };
+    assert_eq!(total.used + total.reserved, expected);
 }

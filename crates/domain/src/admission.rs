@@ -23,7 +23,8 @@ pub enum Measure {
     CostNanousd,
 }
 
-/// Which limit of a plan.
+/// Which limit: one of a plan's, per billing period or per minute, or one of the calling key's
+/// own (see `KeyRules`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LimitKey {
     ProviderCalls(Provider),
@@ -31,26 +32,86 @@ pub enum LimitKey {
     TotalCalls,
     TotalTokens,
     Cost,
+    /// The calling key's token budget for the period.
+    KeyTokens,
+    /// The calling key's cost budget for the period.
+    KeyCost,
+    /// Calls in the current minute: to one provider (`Some`) or to all of them (`None`).
+    CallsPerMinute(Option<Provider>),
+    /// Tokens in the current minute: of one provider (`Some`) or of all of them (`None`).
+    TokensPerMinute(Option<Provider>),
+    /// The calling key's calls in the current minute.
+    KeyCallsPerMinute,
+    /// The calling key's tokens in the current minute.
+    KeyTokensPerMinute,
+}
+
+/// The window a limit counts in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Window {
+    /// The billing period (a month from the plan's anchor day).
+    Period,
+    /// The current minute of UTC time (fixed windows starting on the minute).
+    Minute,
+}
+
+/// The minute window `now` falls in: minutes since the Unix epoch.
+pub fn minute_window(now: DateTime<Utc>) -> i64 {
+    now.timestamp().div_euclid(60)
 }
 
 impl LimitKey {
     pub fn measure(self) -> Measure {
         match self {
-            LimitKey::ProviderCalls(_) | LimitKey::TotalCalls => Measure::Calls,
-            LimitKey::ProviderTokens(_) | LimitKey::TotalTokens => Measure::Tokens,
-            LimitKey::Cost => Measure::CostNanousd,
+            LimitKey::ProviderCalls(_)
+            | LimitKey::TotalCalls
+            | LimitKey::CallsPerMinute(_)
+            | LimitKey::KeyCallsPerMinute => Measure::Calls,
+            LimitKey::ProviderTokens(_)
+            | LimitKey::TotalTokens
+            | LimitKey::KeyTokens
+            | LimitKey::TokensPerMinute(_)
+            | LimitKey::KeyTokensPerMinute => Measure::Tokens,
+            LimitKey::Cost | LimitKey::KeyCost => Measure::CostNanousd,
         }
     }
 
     pub fn provider(self) -> Option<Provider> {
         match self {
             LimitKey::ProviderCalls(p) | LimitKey::ProviderTokens(p) => Some(p),
+            LimitKey::CallsPerMinute(p) | LimitKey::TokensPerMinute(p) => p,
             _ => None,
         }
     }
 
+    pub fn window(self) -> Window {
+        match self {
+            LimitKey::CallsPerMinute(_)
+            | LimitKey::TokensPerMinute(_)
+            | LimitKey::KeyCallsPerMinute
+            | LimitKey::KeyTokensPerMinute => Window::Minute,
+            _ => Window::Period,
+        }
+    }
+
+    pub fn is_per_minute(self) -> bool {
+        self.window() == Window::Minute
+    }
+
+    /// Whether the limit is the calling key's own rather than its user's plan's.
+    pub fn is_keys(self) -> bool {
+        matches!(
+            self,
+            LimitKey::KeyTokens
+                | LimitKey::KeyCost
+                | LimitKey::KeyCallsPerMinute
+                | LimitKey::KeyTokensPerMinute
+        )
+    }
+
     /// A stable name, used in error bodies, headers, metrics and counter keys: `openai_calls`,
-    /// `gemini_tokens`, `total_calls`, `total_tokens`, `monthly_cost`.
+    /// `gemini_tokens`, `total_calls`, `total_tokens`, `monthly_cost`, `key_tokens`,
+    /// `key_cost`, `openai_calls_per_minute`, `calls_per_minute`, `key_tokens_per_minute`, …
     pub fn name(self) -> String {
         match self {
             LimitKey::ProviderCalls(p) => format!("{}_calls", p.as_str()),
@@ -58,6 +119,14 @@ impl LimitKey {
             LimitKey::TotalCalls => "total_calls".to_owned(),
             LimitKey::TotalTokens => "total_tokens".to_owned(),
             LimitKey::Cost => "monthly_cost".to_owned(),
+            LimitKey::KeyTokens => "key_tokens".to_owned(),
+            LimitKey::KeyCost => "key_cost".to_owned(),
+            LimitKey::CallsPerMinute(Some(p)) => format!("{}_calls_per_minute", p.as_str()),
+            LimitKey::CallsPerMinute(None) => "calls_per_minute".to_owned(),
+            LimitKey::TokensPerMinute(Some(p)) => format!("{}_tokens_per_minute", p.as_str()),
+            LimitKey::TokensPerMinute(None) => "tokens_per_minute".to_owned(),
+            LimitKey::KeyCallsPerMinute => "key_calls_per_minute".to_owned(),
+            LimitKey::KeyTokensPerMinute => "key_tokens_per_minute".to_owned(),
         }
     }
 }
@@ -74,6 +143,22 @@ pub struct Limit {
     pub key: LimitKey,
     /// In the unit of the key's measure (calls, tokens, nano-USD).
     pub max: u64,
+}
+
+impl Limit {
+    /// When the limit's window ends after `now` (the period's end, or the next minute), and
+    /// the seconds until then, rounded up (for `Retry-After`).
+    pub fn resets(&self, period: BillingPeriod, now: DateTime<Utc>) -> (DateTime<Utc>, u64) {
+        match self.key.window() {
+            Window::Period => (period.end(), period.seconds_until_reset(now)),
+            Window::Minute => {
+                let next = (minute_window(now) + 1) * 60;
+                let at = DateTime::from_timestamp(next, 0).unwrap_or(now);
+                let millis = (at - now).num_milliseconds().max(1);
+                (at, u64::try_from(millis).unwrap_or(1).div_ceil(1000))
+            }
+        }
+    }
 }
 
 /// An amount of calls, tokens and cost: what a request reserves or a call used.
@@ -109,7 +194,7 @@ pub struct Denial {
     pub limit: Limit,
     pub standing: Standing,
     pub requested: u64,
-    /// When the period, and so the limit, resets.
+    /// When the limit's window (the period, or the minute) resets.
     pub resets_at: DateTime<Utc>,
     /// Seconds until then, rounded up (for `Retry-After`).
     pub retry_after_secs: u64,
@@ -142,12 +227,13 @@ pub fn decide(
         let s = standing(limit.key);
         let asked = requested.of(limit.key.measure());
         if !fits(limit.max, s, asked) {
+            let (resets_at, retry_after_secs) = limit.resets(period, now);
             return Decision::Deny(Denial {
                 limit: *limit,
                 standing: s,
                 requested: asked,
-                resets_at: period.end(),
-                retry_after_secs: period.seconds_until_reset(now),
+                resets_at,
+                retry_after_secs,
             });
         }
     }

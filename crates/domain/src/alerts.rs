@@ -145,6 +145,15 @@ fn subject(key: LimitKey) -> String {
         LimitKey::TotalCalls => "Total API Calls".to_owned(),
         LimitKey::TotalTokens => "Total Tokens".to_owned(),
         LimitKey::Cost => "Monthly Cost".to_owned(),
+        LimitKey::KeyTokens => "Key Tokens".to_owned(),
+        LimitKey::KeyCost => "Key Budget".to_owned(),
+        LimitKey::CallsPerMinute(Some(p)) | LimitKey::TokensPerMinute(Some(p)) => {
+            format!("{} per Minute", p.display_name())
+        }
+        LimitKey::CallsPerMinute(None) => "API Calls per Minute".to_owned(),
+        LimitKey::TokensPerMinute(None) => "Tokens per Minute".to_owned(),
+        LimitKey::KeyCallsPerMinute => "Key Calls per Minute".to_owned(),
+        LimitKey::KeyTokensPerMinute => "Key Tokens per Minute".to_owned(),
     }
 }
 
@@ -156,6 +165,14 @@ pub fn limit_phrase(key: LimitKey) -> String {
         LimitKey::TotalCalls => "total API calls".to_owned(),
         LimitKey::TotalTokens => "total tokens".to_owned(),
         LimitKey::Cost => "monthly cost".to_owned(),
+        LimitKey::KeyTokens => "key's tokens".to_owned(),
+        LimitKey::KeyCost => "key's budget".to_owned(),
+        LimitKey::CallsPerMinute(Some(p)) => format!("{} API calls per minute", p.display_name()),
+        LimitKey::TokensPerMinute(Some(p)) => format!("{} tokens per minute", p.display_name()),
+        LimitKey::CallsPerMinute(None) => "API calls per minute".to_owned(),
+        LimitKey::TokensPerMinute(None) => "tokens per minute".to_owned(),
+        LimitKey::KeyCallsPerMinute => "key's calls per minute".to_owned(),
+        LimitKey::KeyTokensPerMinute => "key's tokens per minute".to_owned(),
     }
 }
 

@@ -10,6 +10,7 @@ use std::fmt;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
+use crate::admission::{Limit, LimitKey};
 use crate::provider::Provider;
 
 /// The longest model pattern accepted; model names are far shorter.
@@ -110,6 +111,36 @@ pub struct KeyRules {
     pub providers: Option<Vec<Provider>>,
     /// Per provider, the models the key may call; a provider not listed: any model.
     pub models: BTreeMap<Provider, Vec<ModelPattern>>,
+    /// Limits of the key's own, counted with and checked together with its plan's.
+    pub limits: KeyLimits,
+}
+
+/// A key's own limits: budgets per billing period (its user's) and per-minute rates. A call is
+/// admitted only if it fits these and its user's plan alike.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct KeyLimits {
+    pub cost_budget_nanousd: Option<u64>,
+    pub token_budget: Option<u64>,
+    pub calls_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+}
+
+impl KeyLimits {
+    pub fn is_empty(&self) -> bool {
+        self == &KeyLimits::default()
+    }
+
+    /// The limits set, period budgets first.
+    pub fn limits(&self) -> impl Iterator<Item = Limit> + use<> {
+        [
+            (LimitKey::KeyTokens, self.token_budget),
+            (LimitKey::KeyCost, self.cost_budget_nanousd),
+            (LimitKey::KeyCallsPerMinute, self.calls_per_minute),
+            (LimitKey::KeyTokensPerMinute, self.tokens_per_minute),
+        ]
+        .into_iter()
+        .filter_map(|(key, max)| max.map(|max| Limit { key, max }))
+    }
 }
 
 impl KeyRules {
@@ -224,6 +255,7 @@ mod tests {
             expires_at: Some(now),
             providers: Some(vec![Provider::OpenAi, Provider::Anthropic]),
             models: BTreeMap::from([(Provider::OpenAi, vec![pattern("gpt-4o*")])]),
+            limits: KeyLimits::default(),
         };
         assert_eq!(rules.expired_at(|| now), Some(now));
         assert!(rules.allows_provider(Provider::Anthropic));

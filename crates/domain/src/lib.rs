@@ -17,14 +17,16 @@ pub mod price;
 pub mod provider;
 pub mod usage;
 
-pub use admission::{Amount, Decision, Denial, Limit, LimitKey, Measure, Standing, decide};
+pub use admission::{
+    Amount, Decision, Denial, Limit, LimitKey, Measure, Standing, Window, decide, minute_window,
+};
 pub use alerts::{AlertSeverity, Crossing, amount, crossings, limit_phrase};
 pub use bound::{
     BoundTerm, BoundUnit, CallBound, CallShape, DEFAULT_MAX_OUTPUT_TOKENS, Expect, FieldValue,
     MaxPerCall, RequestFields, output_bound, per_call_cost_bound, reservation_amount,
 };
 pub use cost::{Cost, cost, upper_bound, upper_bound_cost};
-pub use key_rules::{KeyRuleError, KeyRules, ModelPattern, parse_expiry};
+pub use key_rules::{KeyLimits, KeyRuleError, KeyRules, ModelPattern, parse_expiry};
 pub use money::{Decimal, DecimalError, Rate, format_usd, round_div};
 pub use period::{AnchorDay, BillingPeriod};
 pub use plan::{

@@ -79,12 +79,15 @@ impl UnreachablePolicy {
     }
 }
 
-/// A plan's limits on one provider, per billing period.
+/// A plan's limits on one provider, per billing period and per minute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ProviderLimits {
     pub calls: Option<u64>,
     /// Only meaningful for token-billed providers.
     pub tokens: Option<u64>,
+    pub calls_per_minute: Option<u64>,
+    /// Only meaningful for token-billed providers.
+    pub tokens_per_minute: Option<u64>,
 }
 
 /// A subscription plan.
@@ -103,6 +106,10 @@ pub struct Plan {
     pub cost_cap_nanousd: Option<u64>,
     pub total_calls: Option<u64>,
     pub total_tokens: Option<u64>,
+    /// Calls to all providers together in one minute.
+    pub calls_per_minute: Option<u64>,
+    /// Tokens of all providers together in one minute.
+    pub tokens_per_minute: Option<u64>,
     /// Overrides the gateway-wide policy for this plan's users.
     pub on_counter_store_unreachable: Option<UnreachablePolicy>,
     /// What admission does with an LLM call whose upper bound does not fit what is left of a
@@ -154,7 +161,10 @@ impl Plan {
     }
 
     /// Every limit a call to `provider` counts against, in the order a refusal names them:
-    /// the provider's calls and tokens, then the plan's total calls, total tokens and cost.
+    /// the provider's calls and tokens, then the plan's total calls, total tokens and cost, then
+    /// the per-minute limits (the provider's, then the plan-wide ones). The period's limits come
+    /// first so that a call that would exceed both is told the one waiting a minute does not
+    /// lift.
     pub fn limits_for(&self, provider: Provider) -> Result<Vec<Limit>, NotInPlan<'_>> {
         if !self.includes(provider) {
             return Err(NotInPlan {
@@ -172,6 +182,16 @@ impl Plan {
             (LimitKey::TotalCalls, self.total_calls),
             (LimitKey::TotalTokens, self.total_tokens),
             (LimitKey::Cost, self.cost_cap_nanousd),
+            (
+                LimitKey::CallsPerMinute(Some(provider)),
+                own.calls_per_minute,
+            ),
+            (
+                LimitKey::TokensPerMinute(Some(provider)),
+                own.tokens_per_minute.filter(|_| provider.is_token_billed()),
+            ),
+            (LimitKey::CallsPerMinute(None), self.calls_per_minute),
+            (LimitKey::TokensPerMinute(None), self.tokens_per_minute),
         ];
         Ok(candidates
             .into_iter()
@@ -179,7 +199,27 @@ impl Plan {
             .collect())
     }
 
-    /// Every limit the plan sets, for dashboards and alerts.
+    /// Every per-minute limit the plan sets: each provider's, then the plan-wide ones.
+    pub fn minute_limits(&self) -> Vec<Limit> {
+        let per_provider = Provider::ALL.into_iter().flat_map(|p| {
+            let own = self.provider_limits(p);
+            [
+                (LimitKey::CallsPerMinute(Some(p)), own.calls_per_minute),
+                (LimitKey::TokensPerMinute(Some(p)), own.tokens_per_minute),
+            ]
+        });
+        per_provider
+            .chain([
+                (LimitKey::CallsPerMinute(None), self.calls_per_minute),
+                (LimitKey::TokensPerMinute(None), self.tokens_per_minute),
+            ])
+            .filter_map(|(key, max)| max.map(|max| Limit { key, max }))
+            .collect()
+    }
+
+    /// Every limit the plan sets per billing period, for dashboards and alerts (per-minute
+    /// limits are in [`Plan::limits_for`] only: a window that resets every minute is not worth an
+    /// alert).
     pub fn all_limits(&self) -> Vec<Limit> {
         let mut limits = Vec::new();
         for provider in Provider::ALL {
@@ -225,6 +265,7 @@ mod tests {
                     ProviderLimits {
                         calls: Some(100),
                         tokens: Some(100_000),
+                        ..ProviderLimits::default()
                     },
                 ),
                 (
@@ -232,6 +273,7 @@ mod tests {
                     ProviderLimits {
                         calls: Some(0),
                         tokens: None,
+                        ..ProviderLimits::default()
                     },
                 ),
                 (
@@ -239,6 +281,7 @@ mod tests {
                     ProviderLimits {
                         calls: Some(20),
                         tokens: Some(5),
+                        ..ProviderLimits::default()
                     },
                 ),
             ]
@@ -246,6 +289,8 @@ mod tests {
             cost_cap_nanousd: Some(2_000_000_000),
             total_calls: None,
             total_tokens: Some(1_000_000),
+            calls_per_minute: None,
+            tokens_per_minute: None,
             on_counter_store_unreachable: None,
             on_short_budget: ShortBudget::Clamp,
             min_output_tokens: DEFAULT_MIN_OUTPUT_TOKENS,

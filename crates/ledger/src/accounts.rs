@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-use tollgate_domain::{AnchorDay, KeyRules, ModelPattern, Provider};
+use tollgate_domain::{AnchorDay, KeyLimits, KeyRules, ModelPattern, Provider};
 
 use crate::Ledger;
 use crate::db::on_db;
@@ -35,6 +35,11 @@ pub struct ApiKey {
     pub providers: Option<String>,
     /// Per provider, the model patterns the key may call, a JSON object (`None`: any model).
     pub models: Option<String>,
+    /// The key's own limits (`None`: none of its own).
+    pub budget_nanousd: Option<i64>,
+    pub budget_tokens: Option<i64>,
+    pub calls_per_minute: Option<i64>,
+    pub tokens_per_minute: Option<i64>,
 }
 
 impl ApiKey {
@@ -68,10 +73,20 @@ impl ApiKey {
                 models.insert(provider, patterns);
             }
         }
+        let count = |column: &'static str, v: Option<i64>| {
+            v.map(|v| u64::try_from(v).map_err(corrupt(column)))
+                .transpose()
+        };
         Ok(KeyRules {
             expires_at: self.expires_at,
             providers,
             models,
+            limits: KeyLimits {
+                cost_budget_nanousd: count("budget_nanousd", self.budget_nanousd)?,
+                token_budget: count("budget_tokens", self.budget_tokens)?,
+                calls_per_minute: count("calls_per_minute", self.calls_per_minute)?,
+                tokens_per_minute: count("tokens_per_minute", self.tokens_per_minute)?,
+            },
         })
     }
 }
@@ -84,12 +99,16 @@ fn corrupt<E: std::fmt::Display>(column: &'static str) -> impl Fn(E) -> LedgerEr
 }
 
 /// The stored form of a key's rules (the `api_keys` columns `expires_at`, `providers`,
-/// `models`).
+/// `models`, and its own limits).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoredRules {
     pub expires_at: Option<DateTime<Utc>>,
     pub providers: Option<String>,
     pub models: Option<String>,
+    pub budget_nanousd: Option<i64>,
+    pub budget_tokens: Option<i64>,
+    pub calls_per_minute: Option<i64>,
+    pub tokens_per_minute: Option<i64>,
 }
 
 impl StoredRules {
@@ -109,10 +128,17 @@ impl StoredRules {
                 .collect();
             serde_json::Value::Object(map).to_string()
         });
+        // Limits are validated to fit (at most 2^53) before they get here.
+        let column = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        let l = &rules.limits;
         StoredRules {
             expires_at: rules.expires_at,
             providers,
             models,
+            budget_nanousd: column(l.cost_budget_nanousd),
+            budget_tokens: column(l.token_budget),
+            calls_per_minute: column(l.calls_per_minute),
+            tokens_per_minute: column(l.tokens_per_minute),
         }
     }
 }
@@ -206,8 +232,9 @@ pub struct Alert {
 pub(crate) const ALERT_COLUMNS: &str = "id, user_id, billing_period, limit_key, \
     threshold_percentage, alert_type, provider, title, message, severity, is_sent, sent_at, \
     is_read, read_at, created_at";
-pub(crate) const KEY_COLUMNS: &str =
-    "id, user_id, key_hash, prefix, name, created_at, revoked_at, expires_at, providers, models";
+pub(crate) const KEY_COLUMNS: &str = "id, user_id, key_hash, prefix, name, created_at, \
+    revoked_at, expires_at, providers, models, budget_nanousd, budget_tokens, calls_per_minute, \
+    tokens_per_minute";
 pub(crate) const SUBSCRIPTION_COLUMNS: &str =
     "user_id, plan_id, billing_cycle, anchor_day, status, auto_renew, created_at, updated_at";
 
@@ -312,7 +339,8 @@ impl Ledger {
     pub async fn create_api_key(&self, key: &NewApiKey) -> Result<()> {
         on_db!(&self.db, pool => sqlx::query(
             "INSERT INTO api_keys (id, user_id, key_hash, prefix, name, created_at, expires_at, \
-             providers, models) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+             providers, models, budget_nanousd, budget_tokens, calls_per_minute, \
+             tokens_per_minute) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
             .bind(&key.id)
             .bind(&key.user_id)
             .bind(&key.key_hash)
@@ -322,6 +350,10 @@ impl Ledger {
             .bind(key.rules.expires_at)
             .bind(&key.rules.providers)
             .bind(&key.rules.models)
+            .bind(key.rules.budget_nanousd)
+            .bind(key.rules.budget_tokens)
+            .bind(key.rules.calls_per_minute)
+            .bind(key.rules.tokens_per_minute)
             .execute(pool)
             .await
             .map_err(LedgerError::db("creating an API key"))?
@@ -378,13 +410,18 @@ impl Ledger {
         rules: &StoredRules,
     ) -> Result<bool> {
         let done = on_db!(&self.db, pool => sqlx::query(
-            "UPDATE api_keys SET name = $2, expires_at = $3, providers = $4, models = $5 \
-             WHERE id = $1 AND revoked_at IS NULL")
+            "UPDATE api_keys SET name = $2, expires_at = $3, providers = $4, models = $5, \
+             budget_nanousd = $6, budget_tokens = $7, calls_per_minute = $8, \
+             tokens_per_minute = $9 WHERE id = $1 AND revoked_at IS NULL")
             .bind(id)
             .bind(name)
             .bind(rules.expires_at)
             .bind(&rules.providers)
             .bind(&rules.models)
+            .bind(rules.budget_nanousd)
+            .bind(rules.budget_tokens)
+            .bind(rules.calls_per_minute)
+            .bind(rules.tokens_per_minute)
             .execute(pool)
             .await
             .map_err(LedgerError::db("changing an API key"))?

@@ -54,7 +54,7 @@ pub use event::UsageEvent;
 pub use metrics::LedgerMetrics;
 pub use models::ModelUsage;
 pub use queries::{
-    DailyUsage, LogFilter, LogPage, PeriodUsage, ProviderUsage, UsageLog, UsageTotals,
+    DailyUsage, KeyUsage, LogFilter, LogPage, PeriodUsage, ProviderUsage, UsageLog, UsageTotals,
 };
 pub use queue::LedgerHandle;
 pub use rekey::{RekeyReport, rekey};

@@ -129,6 +129,15 @@ impl PeriodUsage {
     }
 }
 
+/// What one key used in a period.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyUsage {
+    pub key_id: String,
+    pub calls: u64,
+    pub tokens: u64,
+    pub cost_nanousd: u64,
+}
+
 /// One day of a period.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct DailyUsage {
@@ -344,6 +353,33 @@ impl Ledger {
         Ok(all
             .remove(&(user_id.to_owned(), period.to_owned()))
             .unwrap_or_else(|| empty_period(user_id, period)))
+    }
+
+    /// What each of a user's keys used in a period, from the usage log (refusals count
+    /// nothing): what rebuilds the counters of the keys' own budgets. Keys that used nothing
+    /// are not listed.
+    pub async fn key_usage_for_period(&self, user_id: &str, period: &str) -> Result<Vec<KeyUsage>> {
+        let rows: Vec<(String, i64, i64, i64)> = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT key_id, COUNT(*), CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(cost_total_nanousd), 0) AS BIGINT) FROM api_usage_logs \
+                 WHERE user_id = $1 AND billing_period = $2 AND refusal_reason IS NULL \
+                 AND key_id IS NOT NULL GROUP BY key_id ORDER BY key_id")
+                .bind(user_id)
+                .bind(period)
+                .fetch_all(pool)
+                .await
+                .map_err(LedgerError::db("reading each key's usage"))?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(key_id, calls, tokens, cost)| KeyUsage {
+                key_id,
+                calls: from_db(calls),
+                tokens: from_db(tokens),
+                cost_nanousd: from_db(cost),
+            })
+            .collect())
     }
 
     /// One entry per period for the `months` periods ending with `end`, oldest first:

@@ -7,7 +7,9 @@ mod common;
 
 use chrono::{TimeZone, Utc};
 use common::*;
-use tollgate_domain::{AnchorDay, BillingPeriod, KeyRules, LimitKey, ModelPattern, Provider};
+use tollgate_domain::{
+    AnchorDay, BillingPeriod, KeyLimits, KeyRules, LimitKey, ModelPattern, Provider,
+};
 use tollgate_ledger::{
     Ledger, LogFilter, NewAlert, NewApiKey, NewSubscription, PlanRecord, StoredRules, UsageEvent,
 };
@@ -514,6 +516,11 @@ async fn alerts_accounts_and_billing(backend: &str) {
             vec![ModelPattern::parse("gpt-4o*").unwrap()],
         )]
         .into(),
+        limits: KeyLimits {
+            cost_budget_nanousd: Some(25_000_000_000),
+            calls_per_minute: Some(60),
+            ..KeyLimits::default()
+        },
     };
     assert!(
         ledger

@@ -53,12 +53,16 @@ pub fn plan_reservation<'a>(
         .plans
         .get(&identity.plan)
         .ok_or(GatewayError::Internal)?;
-    let limits = plan
+    let mut limits = plan
         .limits_for(provider)
         .map_err(|_| GatewayError::NotInPlan {
             provider,
             plan: plan.id.clone(),
         })?;
+    // The key's own limits apply with the plan's: the period's first (the plan's, then the
+    // key's), then the per-minute ones, so a refusal names a limit a retry cannot lift first.
+    limits.extend(identity.rules.limits.limits());
+    limits.sort_by_key(|l| l.key.is_per_minute());
     let model = priced_name(provider, path, facts.model.as_deref());
     if let Err(allowed) = identity.rules.check_model(provider, &model) {
         return Err(GatewayError::ModelNotAllowed {
@@ -96,6 +100,11 @@ pub fn clamp(
     facts: &RequestFacts,
     denial: &Denial,
 ) -> Option<(u64, Amount)> {
+    // A per-minute window is waited for, not squeezed into: the call is refused with the
+    // seconds to its reset, and retried whole.
+    if denial.limit.key.is_per_minute() {
+        return None;
+    }
     let floor = plan.clamp_floor?;
     let input = facts.input_tokens_bound;
     let current = plan.amount.tokens.saturating_sub(input);

@@ -37,6 +37,7 @@ impl Gateway {
         for attempt in 1..=ATTEMPTS {
             let request = ReserveRequest {
                 user: &identity.user,
+                key: &identity.key_id,
                 period: plan.period,
                 provider,
                 limits: &plan.limits,

@@ -303,7 +303,7 @@ mod tests {
         SettledUse::new(Provider::OpenAi, |key| match key {
             LimitKey::ProviderCalls(_) | LimitKey::TotalCalls => calls,
             LimitKey::ProviderTokens(_) | LimitKey::TotalTokens => tokens,
-            LimitKey::Cost => 0,
+            _ => 0,
         })
     }
 

@@ -133,6 +133,7 @@ impl GatewayError {
             GatewayError::ModelNotAllowed { .. } => "model_not_allowed",
             GatewayError::NotInPlan { .. } => "provider_not_in_plan",
             GatewayError::PlanNotOffered { .. } => "plan_not_offered",
+            GatewayError::LimitExceeded(d) if d.limit.key.is_per_minute() => "rate_limit_exceeded",
             GatewayError::LimitExceeded(_) => "usage_limit_exceeded",
             GatewayError::UnpricedModel { .. } => "model_not_priced",
             GatewayError::BadRequest(_) => "invalid_request",
@@ -179,10 +180,22 @@ pub fn render(provider: Option<Provider>, error: &GatewayError) -> ErrorResponse
             "error": {"type": anthropic_type(error), "message": message},
             "tollgate": details,
         }),
-        Provider::Gemini => json!({
-            "error": {"code": status, "message": message, "status": google_status(error)},
-            "tollgate": details,
-        }),
+        Provider::Gemini => {
+            let mut body = json!({
+                "error": {"code": status, "message": message, "status": google_status(error)},
+                "tollgate": details,
+            });
+            // Google's own rate limits say when to retry in a RetryInfo detail.
+            if let GatewayError::LimitExceeded(d) = error
+                && d.limit.key.is_per_minute()
+            {
+                body["error"]["details"] = json!([{
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": format!("{}s", d.retry_after_secs),
+                }]);
+            }
+            body
+        }
         Provider::Tavily => json!({"detail": {"error": message}, "tollgate": details}),
         Provider::Serper => json!({"message": message, "statusCode": status, "tollgate": details}),
         Provider::Exa => json!({"error": message, "tollgate": details}),
@@ -196,6 +209,14 @@ pub fn render(provider: Option<Provider>, error: &GatewayError) -> ErrorResponse
     };
     let mut headers = vec![("content-type", "application/json".to_owned())];
     match error {
+        // A per-minute window: a retry once it resets succeeds, so the SDKs are told when, as
+        // the providers' own rate limits tell them (`Retry-After`, which the openai, anthropic
+        // and google SDKs honour, and the provider's rate-limit headers).
+        GatewayError::LimitExceeded(denial) if denial.limit.key.is_per_minute() => {
+            headers.push(("retry-after", denial.retry_after_secs.to_string()));
+            headers.extend(minute_headers(provider, denial));
+            headers.push(("x-tollgate-limit", denial.limit.key.name()));
+        }
         // A limit of the billing period: no retry can succeed before it resets, days away, so
         // the SDKs are told not to retry (`x-should-retry`, honoured by the openai and anthropic
         // SDKs) and get no `Retry-After` (which some would sleep for, however long). When it
@@ -227,6 +248,50 @@ pub fn render(provider: Option<Provider>, error: &GatewayError) -> ErrorResponse
         headers,
         body,
     }
+}
+
+/// The rate-limit headers `provider` sends with its own 429 for a window like `denial`'s:
+/// Anthropic's `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}` (reset as an RFC
+/// 3339 time), and OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` (reset as a
+/// duration, `12s`) for the others, which have none of their own.
+fn minute_headers(provider: Option<Provider>, denial: &Denial) -> Vec<(&'static str, String)> {
+    let tokens = denial.limit.key.measure() == Measure::Tokens;
+    let limit = denial.limit.max.to_string();
+    let remaining = denial.remaining().to_string();
+    if provider == Some(Provider::Anthropic) {
+        let [l, r, t] = if tokens {
+            [
+                "anthropic-ratelimit-tokens-limit",
+                "anthropic-ratelimit-tokens-remaining",
+                "anthropic-ratelimit-tokens-reset",
+            ]
+        } else {
+            [
+                "anthropic-ratelimit-requests-limit",
+                "anthropic-ratelimit-requests-remaining",
+                "anthropic-ratelimit-requests-reset",
+            ]
+        };
+        return vec![(l, limit), (r, remaining), (t, iso(denial.resets_at))];
+    }
+    let [l, r, t] = if tokens {
+        [
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-tokens",
+        ]
+    } else {
+        [
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+        ]
+    };
+    vec![
+        (l, limit),
+        (r, remaining),
+        (t, format!("{}s", denial.retry_after_secs)),
+    ]
 }
 
 /// Seconds a client is asked to wait before retrying a call refused because the counter or key
@@ -285,8 +350,13 @@ fn limit_message(d: &Denial) -> String {
         Measure::CostNanousd => format!("${}", format_usd(v)),
         _ => v.to_string(),
     };
+    let (kind, window) = match (d.limit.key.is_per_minute(), d.limit.key.is_keys()) {
+        (true, _) => ("rate limit", "this minute"),
+        (false, true) => ("key budget", "this billing period"),
+        (false, false) => ("usage limit", "this billing period"),
+    };
     format!(
-        "usage limit {} reached: {} of {}{} used this billing period{}, this request needs up to {}; \
+        "{kind} {} reached: {} of {}{} used {window}{}, this request needs up to {}; \
          the limit resets at {}",
         d.limit.key.name(),
         amount(d.standing.used),
@@ -325,6 +395,13 @@ fn openai_type(error: &GatewayError) -> &'static str {
     match error {
         GatewayError::MissingKey | GatewayError::UnknownKey | GatewayError::KeyExpired { .. } => {
             "invalid_request_error"
+        }
+        // OpenAI's own types for its rate limits and for an exhausted quota.
+        GatewayError::LimitExceeded(d) if d.limit.key.is_per_minute() => {
+            match d.limit.key.measure() {
+                Measure::Tokens => "tokens",
+                _ => "requests",
+            }
         }
         GatewayError::LimitExceeded(_) => "insufficient_quota",
         GatewayError::UserDisabled { .. }
@@ -415,6 +492,76 @@ mod tests {
             resets_at: "2026-12-01T00:00:00Z".parse().unwrap(),
             retry_after_secs: 259_200,
         })
+    }
+
+    fn minute_denial(key: LimitKey) -> GatewayError {
+        GatewayError::LimitExceeded(Denial {
+            limit: Limit { key, max: 60 },
+            standing: Standing {
+                used: 58,
+                reserved: 2,
+            },
+            requested: 1,
+            resets_at: "2026-12-06T12:01:00Z".parse().unwrap(),
+            retry_after_secs: 17,
+        })
+    }
+
+    #[test]
+    fn a_per_minute_429_says_when_to_retry_as_the_provider_would() {
+        let header = |r: &ErrorResponse, n: &str| {
+            r.headers
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.clone())
+        };
+        let r = render(
+            Some(Provider::OpenAi),
+            &minute_denial(LimitKey::CallsPerMinute(None)),
+        );
+        assert_eq!(r.status, 429);
+        assert_eq!(header(&r, "retry-after").as_deref(), Some("17"));
+        assert_eq!(header(&r, "x-should-retry"), None);
+        assert_eq!(
+            header(&r, "x-ratelimit-limit-requests").as_deref(),
+            Some("60")
+        );
+        assert_eq!(
+            header(&r, "x-ratelimit-remaining-requests").as_deref(),
+            Some("0")
+        );
+        assert_eq!(
+            header(&r, "x-ratelimit-reset-requests").as_deref(),
+            Some("17s")
+        );
+        assert_eq!(r.body["error"]["code"], "rate_limit_exceeded");
+        assert_eq!(r.body["error"]["type"], "requests");
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(
+                "rate limit calls_per_minute reached: 58 of 60 calls used this minute"
+            ),
+            "{message}"
+        );
+
+        let r = render(
+            Some(Provider::Anthropic),
+            &minute_denial(LimitKey::KeyTokensPerMinute),
+        );
+        assert_eq!(header(&r, "retry-after").as_deref(), Some("17"));
+        assert_eq!(
+            header(&r, "anthropic-ratelimit-tokens-reset").as_deref(),
+            Some("2026-12-06T12:01:00Z")
+        );
+        assert_eq!(r.body["error"]["type"], "rate_limit_error");
+        assert_eq!(r.body["tollgate"]["limit"], "key_tokens_per_minute");
+
+        let r = render(
+            Some(Provider::Gemini),
+            &minute_denial(LimitKey::CallsPerMinute(Some(Provider::Gemini))),
+        );
+        assert_eq!(r.body["error"]["status"], "RESOURCE_EXHAUSTED");
+        assert_eq!(r.body["error"]["details"][0]["retryDelay"], "17s");
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tollgate_counters::{
-    CounterError, CounterStore, MemoryStore, Reservation, ReserveRequest, Reserved, ResilientStore,
-    SeedFuture, Seeder, SettledUse,
+    CounterError, CounterStore, MemoryStore, PeriodTotals, Reservation, ReserveRequest, Reserved,
+    ResilientStore, SeedFuture, Seeder, SettledUse,
 };
 use tollgate_domain::{Amount, BillingPeriod, LimitKey, UnreachablePolicy};
 use tollgate_ledger::{Ledger, LedgerError, LedgerHandle};
@@ -31,16 +31,29 @@ pub enum Counters {
     Shared(ResilientStore),
 }
 
-/// A user's settled use in a period, from the ledger, counter by counter.
+/// A user's settled use in a period, from the ledger: their plan's counters, and what each of
+/// their keys used.
 pub async fn ledger_totals(
     ledger: &Ledger,
     user: &str,
     period: BillingPeriod,
-) -> Result<Vec<(LimitKey, u64)>, LedgerError> {
-    ledger
-        .usage_for_period(user, &period.key())
-        .await
-        .map(|usage| usage.counter_totals())
+) -> Result<PeriodTotals, LedgerError> {
+    let key = period.key();
+    let plan = ledger.usage_for_period(user, &key).await?.counter_totals();
+    let keys = ledger
+        .key_usage_for_period(user, &key)
+        .await?
+        .into_iter()
+        .map(|k| {
+            let used = Amount {
+                calls: k.calls,
+                tokens: k.tokens,
+                cost_nanousd: k.cost_nanousd,
+            };
+            (k.key_id, used)
+        })
+        .collect();
+    Ok(PeriodTotals { plan, keys })
 }
 
 /// The seeder a Redis store rebuilds lost counters with. It first has `writer` commit what it
@@ -123,10 +136,22 @@ impl Counters {
                         let mut seeded = seeded.lock().unwrap_or_else(PoisonError::into_inner);
                         let months = seeded.entry(request.user.to_owned()).or_default();
                         if months.insert(month) {
-                            for &(key, used) in &totals {
+                            for &(key, used) in &totals.plan {
                                 store.seed_used(request.user, request.period, key, used);
                             }
-                            started = Some(totals);
+                            for (key_id, used) in &totals.keys {
+                                for key in [LimitKey::KeyTokens, LimitKey::KeyCost] {
+                                    let used = used.of(key.measure());
+                                    store.seed_key_used(
+                                        request.user,
+                                        request.period,
+                                        key_id,
+                                        key,
+                                        used,
+                                    );
+                                }
+                            }
+                            started = Some(totals.plan);
                         }
                     }
                 }

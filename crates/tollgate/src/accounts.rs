@@ -71,9 +71,25 @@ pub struct RuleFlags {
     /// (`openai=gpt-4o*`; repeat for several); a provider not named: any model.
     #[arg(long = "model", value_name = "PROVIDER=PATTERN", id = "models")]
     models: Vec<String>,
+    /// The key's cost budget per billing period, in US dollars (`25.00`).
+    #[arg(long, value_name = "USD")]
+    max_budget: Option<String>,
+    /// The key's token budget per billing period.
+    #[arg(long, value_name = "TOKENS")]
+    token_budget: Option<i64>,
+    /// Calls the key may make per minute.
+    #[arg(long = "rpm", value_name = "CALLS")]
+    rpm_limit: Option<i64>,
+    /// Tokens the key may use per minute.
+    #[arg(long = "tpm", value_name = "TOKENS")]
+    tpm_limit: Option<i64>,
 }
 
 impl RuleFlags {
+    fn max_budget(&self) -> Option<serde_json::Value> {
+        self.max_budget.clone().map(serde_json::Value::String)
+    }
+
     fn providers(&self) -> Option<Vec<String>> {
         (!self.providers.is_empty()).then(|| self.providers.clone())
     }
@@ -123,6 +139,9 @@ pub enum KeysCommand {
         /// Let the key call any model again.
         #[arg(long, conflicts_with = "models")]
         any_model: bool,
+        /// Remove the key's own budgets and per-minute limits (its plan's still apply).
+        #[arg(long, conflicts_with_all = ["max_budget", "token_budget", "rpm_limit", "tpm_limit"])]
+        no_limits: bool,
     },
     /// List a user's keys (never the keys themselves).
     List { user: String },
@@ -233,6 +252,10 @@ pub fn keys(config: &Path, command: KeysCommand) -> anyhow::Result<ExitCode> {
                     expires: rules.expires.clone(),
                     providers: rules.providers(),
                     models: rules.models()?,
+                    max_budget: rules.max_budget(),
+                    token_budget: rules.token_budget,
+                    rpm_limit: rules.rpm_limit,
+                    tpm_limit: rules.tpm_limit,
                 };
                 let issued = ops::issue_key(&ledger, &config, &user, &req).await?;
                 eprintln!("The key is shown only now; it is stored as its SHA-256.");
@@ -247,7 +270,16 @@ pub fn keys(config: &Path, command: KeysCommand) -> anyhow::Result<ExitCode> {
                 no_expiry,
                 all_providers,
                 any_model,
+                no_limits,
             } => {
+                // Each limit named is set; with --no-limits, all four are cleared.
+                let limit = |value: Option<i64>| {
+                    if no_limits {
+                        Some(None)
+                    } else {
+                        value.map(Some)
+                    }
+                };
                 let change = KeyChange {
                     name: name.map(Some),
                     expires: if no_expiry {
@@ -265,6 +297,14 @@ pub fn keys(config: &Path, command: KeysCommand) -> anyhow::Result<ExitCode> {
                     } else {
                         rules.models()?.map(Some)
                     },
+                    max_budget: if no_limits {
+                        Some(None)
+                    } else {
+                        rules.max_budget().map(Some)
+                    },
+                    token_budget: limit(rules.token_budget),
+                    rpm_limit: limit(rules.rpm_limit),
+                    tpm_limit: limit(rules.tpm_limit),
                 };
                 print(&key_rules::change_key(&ledger, &key_id, &change).await?)
             }

@@ -98,6 +98,7 @@ fn describe(config: &Config) -> String {
         let limits: Vec<String> = plan
             .all_limits()
             .into_iter()
+            .chain(plan.minute_limits())
             .map(|l| match l.key {
                 LimitKey::Cost => format!("cost ${}", format_usd(l.max)),
                 key => format!("{key} {}", l.max),

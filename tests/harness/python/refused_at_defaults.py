@@ -4,8 +4,9 @@ retries, default timeouts), as an application that never heard of Tollgate would
 Usage: refused_at_defaults.py SDK BASE_URL TOLLGATE_KEY MODEL
 SDK is one of openai, anthropic, google-genai.
 
-Prints one JSON object: the exception's class and status, and the seconds the call took. A call
-that does not return within 60 s ends the script with an error: an SDK sleeping on a retry.
+Prints one JSON object: the exception's class and status (null for a call that succeeded), and
+the seconds the call took. A call that does not return within 90 s ends the script with an
+error: an SDK sleeping on a retry far longer than it was told to.
 """
 
 import json
@@ -52,7 +53,7 @@ def status_of(error):
 
 def main():
     sdk, base_url, key, model = sys.argv[1:5]
-    signal.alarm(60)
+    signal.alarm(90)
     request = prepare(sdk, base_url, key, model)
     started = time.monotonic()
     try:

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 
 use async_trait::async_trait;
 use clap::Parser;
+use pingora::listeners::ListenerConfig;
 use pingora::prelude::HttpPeer;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
@@ -27,6 +29,10 @@ struct Args {
     /// Pingora's work stealing between the worker threads (its default, and the gateway's).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     work_stealing: bool,
+    /// The read buffer of each client connection, in bytes (0: none); Pingora's default
+    /// (64 KiB) when not given. For seeing what that buffer costs per open stream.
+    #[arg(long)]
+    read_buffer_bytes: Option<usize>,
 }
 
 /// Every request goes to the one upstream, unchanged.
@@ -71,7 +77,13 @@ fn main() -> anyhow::Result<()> {
         },
         "bare proxy",
     );
-    proxy.add_tcp(&args.listen);
+    match args.read_buffer_bytes {
+        None => proxy.add_tcp(&args.listen),
+        Some(bytes) => proxy.add_listener(
+            ListenerConfig::tcp(args.listen.as_str())
+                .l4_buffer(L4BufferSettings::default().read(bytes)),
+        ),
+    }
     server.add_service(proxy);
     println!("listening on {}", args.listen);
     server.run(RunArgs::default());

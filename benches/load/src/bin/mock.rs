@@ -1,9 +1,12 @@
 //! A fast mock OpenAI upstream for the load harness: HTTP/1.1 with keep-alive on plain tokio,
 //! answering every request with a canned chat completion (JSON, or an SSE stream when the body
 //! asks for `"stream": true`, or a gzip body that decodes to 60 MiB for a request with an
-//! `x-heavy` header). Prints `listening on <addr>` once it accepts connections.
+//! `x-heavy` header). A stream request with an `x-event-gap-ms` header is answered slowly, with
+//! that long between two events (for holding many streams open at once). Prints
+//! `listening on <addr>` once it accepts connections.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -69,13 +72,17 @@ async fn connection(mut socket: TcpStream, responses: &Responses) -> std::io::Re
                 len_bytes,
                 stream,
                 heavy,
+                event_gap_ms,
             } => {
                 buf.drain(..len_bytes);
                 if heavy {
                     socket.write_all(&responses.heavy).await?;
                 } else if stream {
                     // One write per event, as a provider flushes them.
-                    for part in &responses.stream {
+                    for (i, part) in responses.stream.iter().enumerate() {
+                        if i > 0 && event_gap_ms > 0 {
+                            tokio::time::sleep(Duration::from_millis(event_gap_ms)).await;
+                        }
                         socket.write_all(part).await?;
                     }
                 } else {

@@ -8,7 +8,7 @@ use tollgate_domain::{
     UnreachablePolicy,
 };
 
-use super::{Env, limit, names, usd};
+use super::{Env, limit, names, per_minute, usd};
 use crate::problem::FileProblems;
 use crate::raw;
 use crate::settings::{ProviderSettings, Secret, StaticKey, provider_defaults};
@@ -121,16 +121,39 @@ pub(super) fn plans(
             }
             let calls = limit(p, &[&path[..], &["calls"]].concat(), l.calls);
             let tokens = limit(p, &[&path[..], &["tokens"]].concat(), l.tokens);
-            if tokens.is_some() && !provider.is_token_billed() {
-                p.error(
-                    &[&path[..], &["tokens"]].concat(),
-                    format!(
-                        "{provider} bills per call, not per token: remove the token limit \
-                         (token limits apply to gemini, openai, anthropic, mistral)"
-                    ),
-                );
+            let calls_per_minute = per_minute(
+                p,
+                &[&path[..], &["calls_per_minute"]].concat(),
+                l.calls_per_minute,
+            );
+            let tokens_per_minute = per_minute(
+                p,
+                &[&path[..], &["tokens_per_minute"]].concat(),
+                l.tokens_per_minute,
+            );
+            for (field, set) in [
+                ("tokens", tokens.is_some()),
+                ("tokens_per_minute", tokens_per_minute.is_some()),
+            ] {
+                if set && !provider.is_token_billed() {
+                    p.error(
+                        &[&path[..], &[field]].concat(),
+                        format!(
+                            "{provider} bills per call, not per token: remove the token limit \
+                             (token limits apply to gemini, openai, anthropic, mistral)"
+                        ),
+                    );
+                }
             }
-            limits.insert(provider, ProviderLimits { calls, tokens });
+            limits.insert(
+                provider,
+                ProviderLimits {
+                    calls,
+                    tokens,
+                    calls_per_minute,
+                    tokens_per_minute,
+                },
+            );
         }
         let plan = Plan {
             id: id.clone(),
@@ -146,6 +169,8 @@ pub(super) fn plans(
             cost_cap_nanousd: usd(p, &at("cost_cap"), entry.cost_cap.as_ref()),
             total_calls: limit(p, &at("total_calls"), entry.total_calls),
             total_tokens: limit(p, &at("total_tokens"), entry.total_tokens),
+            calls_per_minute: per_minute(p, &at("calls_per_minute"), entry.calls_per_minute),
+            tokens_per_minute: per_minute(p, &at("tokens_per_minute"), entry.tokens_per_minute),
             on_counter_store_unreachable: unreachable_policy(
                 p,
                 &at("on_counter_store_unreachable"),

@@ -607,3 +607,19 @@ pub(super) fn names<'a>(names: impl Iterator<Item = &'a String>) -> String {
         list.join(", ")
     }
 }
+
+/// A per-minute limit: a count of at least 1 (a window that admits nothing is a mistake; a
+/// provider is left out of a plan with `calls = 0`).
+pub(super) fn per_minute(p: &mut FileProblems, path: &[&str], raw: Option<i64>) -> Option<u64> {
+    match limit(p, path, raw)? {
+        0 => {
+            p.error(
+                path,
+                "a per-minute limit of 0 refuses every call: omit it for no limit (to leave a \
+                 provider out of the plan, set its calls = 0)",
+            );
+            None
+        }
+        v => Some(v),
+    }
+}

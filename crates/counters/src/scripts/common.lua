@@ -1,12 +1,31 @@
 -- Shared by every counter script. KEYS[1] is a user-period's counter hash, KEYS[2] the sorted
--- set of its reservation ids scored by expiry (unix milliseconds). In the hash:
+-- set of its reservation ids scored by expiry (unix milliseconds), KEYS[3] the user's counters
+-- of the open minute window. In the period's hash:
 --   init        present once the user-period holds its full totals (seeded or new)
 --   u:<limit>   settled use of a counter
 --   r:<limit>   amounts held by reservations in flight
 --   h:<id>      what reservation <id> holds: "<limit> <amount> <limit> <amount> ...", or "-"
 --               once it is settled (a tombstone, removed when its expiry time comes)
+-- A counter of one of the user's keys is named "k:<key id>:<limit>". A per-minute counter is
+-- named "m<window>:<limit>" (window: minutes since the epoch) and lives in KEYS[3] as
+-- u:<limit> and r:<limit>, beside "w", the window open there; a counter of a window that is no
+-- longer open is gone, and is neither read nor written. KEYS[3] expires two minutes after its
+-- last reserve.
 -- Amounts travel as decimal strings and are only ever changed with HINCRBY, so they stay exact
 -- 64-bit integers; Lua numbers (doubles) are used only to compare.
+
+-- The hash and field suffix of counter `name`, or nil for a per-minute counter of a window
+-- that is over.
+local function place(name)
+  local window, limit = string.match(name, '^m(%d+):(.+)$')
+  if not window then
+    return KEYS[1], name
+  end
+  if redis.call('HGET', KEYS[3], 'w') ~= window then
+    return nil
+  end
+  return KEYS[3], limit
+end
 
 -- Gives a reservation's held amounts back (or drops its tombstone). Returns true if it was
 -- still held.
@@ -25,7 +44,10 @@ local function give_back(id)
     words[#words + 1] = word
   end
   for i = 1, #words - 1, 2 do
-    redis.call('HINCRBY', KEYS[1], 'r:' .. words[i], '-' .. words[i + 1])
+    local hash, limit = place(words[i])
+    if hash then
+      redis.call('HINCRBY', hash, 'r:' .. limit, '-' .. words[i + 1])
+    end
   end
   redis.call('HDEL', KEYS[1], 'h:' .. id)
   return true

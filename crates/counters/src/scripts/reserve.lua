@@ -1,11 +1,14 @@
--- Reserve: give back expired holds, check every limit the plan sets, and hold the amount on
--- every counted counter if all admit it.
--- ARGV: now_ms, expires_at_ms, keep_until_secs, id,
---       n_counted, (counter, amount) * n_counted,
+-- Reserve: give back expired holds, check every limit, and hold the amount on every counted
+-- counter if all admit it.
+-- ARGV: now_ms, expires_at_ms, keep_until_secs, id, window ('' for a call without per-minute
+--       counters), n_counted, (counter, amount) * n_counted,
 --       n_limits, (counter, max, requested) * n_limits
--- Reply: {status, denied_limit, denied_used, denied_reserved, used_1, reserved_1, ...}
+-- Per-minute counters are sent as "m:<limit>" and counted in the window open in KEYS[3]: the
+-- call's, or a later one another instance opened (windows never move back).
+-- Reply: {status, denied_limit, denied_used, denied_reserved, window, used_1, reserved_1, ...}
 --   status 0: the user-period is not initialised (seed it, then retry); nothing else follows
 --   status 1: admitted; status 2: denied by limit number denied_limit (1-based)
+--   window: the window the call's per-minute counters count in (0: none)
 --   then the standing of every counted counter, as this script left it.
 if not initialised() then
   return {0}
@@ -17,13 +20,38 @@ for _, old in ipairs(expired) do
   give_back(old)
 end
 
-local names, amounts, at = pairs_from(6, tonumber(ARGV[5]))
+local window = 0
+if ARGV[5] ~= '' then
+  local open = redis.call('HGET', KEYS[3], 'w')
+  if open and tonumber(open) >= tonumber(ARGV[5]) then
+    window = open
+  else
+    redis.call('DEL', KEYS[3])
+    redis.call('HSET', KEYS[3], 'w', ARGV[5])
+    window = ARGV[5]
+  end
+  redis.call('EXPIRE', KEYS[3], 120)
+end
+
+-- "m:<limit>" as the counter of the open window.
+local function in_window(name)
+  if string.sub(name, 1, 2) == 'm:' then
+    return 'm' .. window .. string.sub(name, 2)
+  end
+  return name
+end
+
+local names, amounts, at = pairs_from(7, tonumber(ARGV[6]))
+for i = 1, #names do
+  names[i] = in_window(names[i])
+end
 local n_limits = tonumber(ARGV[at])
 local denied, denied_used, denied_reserved = 0, 0, 0
 for j = 1, n_limits do
   local base = at + 1 + 3 * (j - 1)
-  local limit, max, asked = ARGV[base], tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
-  local s = redis.call('HMGET', KEYS[1], 'u:' .. limit, 'r:' .. limit)
+  local max, asked = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+  local hash, limit = place(in_window(ARGV[base]))
+  local s = redis.call('HMGET', hash, 'u:' .. limit, 'r:' .. limit)
   local used, reserved = tonumber(s[1]) or 0, tonumber(s[2]) or 0
   if used + reserved + asked > max then
     denied, denied_used, denied_reserved = j, used, reserved
@@ -37,7 +65,8 @@ if denied == 0 then
   local held = {}
   for i = 1, #names do
     if amounts[i] ~= '0' then
-      redis.call('HINCRBY', KEYS[1], 'r:' .. names[i], amounts[i])
+      local hash, limit = place(names[i])
+      redis.call('HINCRBY', hash, 'r:' .. limit, amounts[i])
       held[#held + 1] = names[i] .. ' ' .. amounts[i]
     end
   end
@@ -47,9 +76,10 @@ if denied == 0 then
   keep_until(ARGV[3])
 end
 
-local reply = {status, denied, denied_used, denied_reserved}
+local reply = {status, denied, denied_used, denied_reserved, tonumber(window)}
 for i = 1, #names do
-  local s = redis.call('HMGET', KEYS[1], 'u:' .. names[i], 'r:' .. names[i])
+  local hash, limit = place(names[i])
+  local s = redis.call('HMGET', hash, 'u:' .. limit, 'r:' .. limit)
   reply[#reply + 1] = tonumber(s[1]) or 0
   reply[#reply + 1] = tonumber(s[2]) or 0
 end

@@ -3,7 +3,8 @@
 -- nothing is subtracted twice. The settled id is then kept as a tombstone ("-") until
 -- tombstone_until_ms, so that a settle sent again (its first attempt timed out but ran) is
 -- recognised and ignored. An empty id counts use that was never held here (counted elsewhere
--- while this store was unreachable).
+-- while this store was unreachable). A per-minute counter ("m<window>:<limit>") of a window
+-- that is over is not counted (its settled use reads 0).
 -- ARGV: keep_until_secs, id, tombstone_until_ms, n, (counter, amount) * n
 -- Reply: {status, used * n}. Status 0 the user-period is not initialised (nothing written: its
 --        next seed, from the ledger, includes this call); 1 counted, no hold found; 2 counted and
@@ -31,11 +32,12 @@ end
 local names, amounts = pairs_from(5, tonumber(ARGV[4]))
 local reply = {found}
 for i = 1, #names do
-  local used
-  if amounts[i] ~= '0' then
-    used = redis.call('HINCRBY', KEYS[1], 'u:' .. names[i], amounts[i])
-  else
-    used = tonumber(redis.call('HGET', KEYS[1], 'u:' .. names[i]) or '0')
+  local used = 0
+  local hash, limit = place(names[i])
+  if hash and amounts[i] ~= '0' then
+    used = redis.call('HINCRBY', hash, 'u:' .. limit, amounts[i])
+  elseif hash then
+    used = tonumber(redis.call('HGET', hash, 'u:' .. limit) or '0')
   end
   reply[#reply + 1] = used
 end

@@ -38,6 +38,7 @@ pub fn request<'a>(
 ) -> ReserveRequest<'a> {
     ReserveRequest {
         user,
+        key: "",
         period: period_at(at),
         provider: Provider::OpenAi,
         limits,

@@ -33,7 +33,7 @@ const PROVIDERS: usize = Provider::ALL.len();
 /// Statuses 100..=599 each get a slot; anything else (0: no response) counts as 0.
 const STATUSES: usize = 600;
 /// Limits: calls and tokens per provider, then total calls, total tokens and cost.
-const LIMITS: usize = 2 * PROVIDERS + 3;
+const LIMITS: usize = 4 * PROVIDERS + 9;
 const DEGRADED_HELP: &str = "1 while the shared counter store (Redis) is unreachable and limits are enforced in the configured degraded mode.";
 const REDIS_ERRORS_HELP: &str = "Counter store (Redis) calls that failed or timed out.";
 const TOKEN_KINDS: [&str; 6] = [
@@ -104,19 +104,42 @@ fn limit_index(key: LimitKey) -> usize {
     match key {
         LimitKey::ProviderCalls(p) => provider_index(p),
         LimitKey::ProviderTokens(p) => PROVIDERS + provider_index(p),
-        LimitKey::TotalCalls => 2 * PROVIDERS,
-        LimitKey::TotalTokens => 2 * PROVIDERS + 1,
-        LimitKey::Cost => 2 * PROVIDERS + 2,
+        LimitKey::CallsPerMinute(Some(p)) => 2 * PROVIDERS + provider_index(p),
+        LimitKey::TokensPerMinute(Some(p)) => 3 * PROVIDERS + provider_index(p),
+        LimitKey::TotalCalls => 4 * PROVIDERS,
+        LimitKey::TotalTokens => 4 * PROVIDERS + 1,
+        LimitKey::Cost => 4 * PROVIDERS + 2,
+        LimitKey::KeyTokens => 4 * PROVIDERS + 3,
+        LimitKey::KeyCost => 4 * PROVIDERS + 4,
+        LimitKey::CallsPerMinute(None) => 4 * PROVIDERS + 5,
+        LimitKey::TokensPerMinute(None) => 4 * PROVIDERS + 6,
+        LimitKey::KeyCallsPerMinute => 4 * PROVIDERS + 7,
+        LimitKey::KeyTokensPerMinute => 4 * PROVIDERS + 8,
     }
 }
 
 fn limit_at(index: usize) -> LimitKey {
-    match index {
-        i if i < PROVIDERS => LimitKey::ProviderCalls(Provider::ALL[i]),
-        i if i < 2 * PROVIDERS => LimitKey::ProviderTokens(Provider::ALL[i - PROVIDERS]),
-        i if i == 2 * PROVIDERS => LimitKey::TotalCalls,
-        i if i == 2 * PROVIDERS + 1 => LimitKey::TotalTokens,
-        _ => LimitKey::Cost,
+    const SINGLE: [LimitKey; 9] = [
+        LimitKey::TotalCalls,
+        LimitKey::TotalTokens,
+        LimitKey::Cost,
+        LimitKey::KeyTokens,
+        LimitKey::KeyCost,
+        LimitKey::CallsPerMinute(None),
+        LimitKey::TokensPerMinute(None),
+        LimitKey::KeyCallsPerMinute,
+        LimitKey::KeyTokensPerMinute,
+    ];
+    let (group, at) = (index / PROVIDERS, index % PROVIDERS);
+    match group {
+        0 => LimitKey::ProviderCalls(Provider::ALL[at]),
+        1 => LimitKey::ProviderTokens(Provider::ALL[at]),
+        2 => LimitKey::CallsPerMinute(Some(Provider::ALL[at])),
+        3 => LimitKey::TokensPerMinute(Some(Provider::ALL[at])),
+        _ => SINGLE
+            .get(index - 4 * PROVIDERS)
+            .copied()
+            .unwrap_or(LimitKey::Cost),
     }
 }
 
