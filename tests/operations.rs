@@ -9,6 +9,8 @@ mod harness;
 mod access_log;
 #[path = "operations/check.rs"]
 mod check;
+#[path = "operations/encryption.rs"]
+mod encryption;
 #[path = "operations/live_config.rs"]
 mod live_config;
 #[path = "operations/metrics.rs"]

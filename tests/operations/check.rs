@@ -142,3 +142,43 @@ ca_file = "no-such-ca.pem"
     }
     assert!(stderr.contains("6 error(s)"), "{stderr}");
 }
+
+#[test]
+fn usage_data_stored_unencrypted_is_a_warning_and_a_key_silences_it() {
+    let warning = "warning: ledger.database_key_env: usage data is stored unencrypted";
+    let shipped = check(&repo_root().join("gateway.toml"));
+    let stderr = String::from_utf8_lossy(&shipped.stderr);
+    assert!(shipped.status.success(), "{stderr}");
+    assert!(stderr.contains(warning), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&shipped.stdout).contains("warning(s)"),
+        "counted like the configuration's own warnings"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = repo_root();
+    copy_dir(&root.join("pricing"), &dir.path().join("pricing"));
+    let gateway = std::fs::read_to_string(root.join("gateway.toml"))
+        .unwrap()
+        .replace("# database_key_env =", "database_key_env =");
+    std::fs::write(dir.path().join("gateway.toml"), &gateway).unwrap();
+    let run = |key: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tollgate-e2e"))
+            .args(["check", "--config"])
+            .arg(dir.path().join("gateway.toml"))
+            .env("TOLLGATE_LEDGER_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let keyed = run(&"7e".repeat(32));
+    let stderr = String::from_utf8_lossy(&keyed.stderr);
+    assert!(keyed.status.success(), "{stderr}");
+    assert!(!stderr.contains("unencrypted"), "{stderr}");
+    let short = run("7e7e");
+    let stderr = String::from_utf8_lossy(&short.stderr);
+    assert!(!short.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("error: ledger.database_key_env: the ledger key must be 64 hex digits"),
+        "{stderr}"
+    );
+}

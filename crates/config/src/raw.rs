@@ -101,6 +101,8 @@ pub struct Ledger {
     pub group_commit_ms: Option<i64>,
     pub sqlite_synchronous: Option<String>,
     pub retain_usage_logs_months: Option<i64>,
+    pub database_key_env: Option<String>,
+    pub database_key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

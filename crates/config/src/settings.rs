@@ -233,6 +233,10 @@ pub struct LedgerSettings {
     /// Usage log rows of billing periods more than this many months before the current month
     /// are deleted (summaries and bills stay); `None` keeps them all.
     pub retain_usage_logs_months: Option<NonZeroU32>,
+    /// The key the SQLite ledger, the spool and PostgreSQL's personal columns are encrypted
+    /// with, as 64 hex digits, read from `database_key_env` or `database_key_file`; `None`
+    /// stores usage data unencrypted.
+    pub database_key: Option<Secret>,
 }
 
 /// How log lines are written to stderr.

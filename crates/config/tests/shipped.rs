@@ -370,3 +370,64 @@ fn usage_log_retention_is_whole_months_or_reported() {
         .to_string();
     assert!(report.contains(":4:"), "{report}");
 }
+
+#[test]
+fn the_ledger_key_comes_from_one_place_as_64_hex_digits_or_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let pricing = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pricing");
+    let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let env = |name: &str| match name {
+        "LEDGER_KEY" => Some(key.to_owned()),
+        "SHORT_KEY" => Some("abc".to_owned()),
+        _ => None,
+    };
+    let load = |ledger: &str| {
+        let path = dir.path().join("gateway.toml");
+        let text = format!(
+            "[pricing]\ndir = {:?}\n[ledger]\n{ledger}",
+            pricing.display().to_string()
+        );
+        std::fs::write(&path, text).unwrap();
+        load_with_env(&path, &env)
+    };
+    let none = load("").unwrap().config.ledger;
+    assert!(none.database_key.is_none(), "no key: stored unencrypted");
+    let from_env = load("database_key_env = \"LEDGER_KEY\"\n")
+        .unwrap()
+        .config
+        .ledger;
+    assert_eq!(from_env.database_key.as_ref().unwrap().expose(), key);
+    std::fs::write(dir.path().join("ledger.key"), format!("{key}\n")).unwrap();
+    let from_file = load("database_key_file = \"ledger.key\"\n")
+        .unwrap()
+        .config
+        .ledger;
+    assert_eq!(from_file.database_key.unwrap().expose(), key);
+    assert!(
+        !format!("{from_env:?}").contains(key),
+        "the key never prints"
+    );
+
+    for (ledger, expected) in [
+        (
+            "database_key_env = \"UNSET_KEY\"\n",
+            ":4: error: ledger.database_key_env: environment variable UNSET_KEY is not set",
+        ),
+        (
+            "database_key_env = \"SHORT_KEY\"\n",
+            ":4: error: ledger.database_key_env: the ledger key must be 64 hex digits",
+        ),
+        (
+            "database_key_file = \"missing.key\"\n",
+            ":4: error: ledger.database_key_file: cannot read",
+        ),
+        (
+            "database_key_env = \"LEDGER_KEY\"\ndatabase_key_file = \"ledger.key\"\n",
+            ":5: error: ledger.database_key_file: set database_key_env or database_key_file, not both",
+        ),
+    ] {
+        let report = load(ledger).unwrap_err().to_string();
+        assert!(report.contains(expected), "{ledger}: {report}");
+        assert!(!report.contains(key), "{report}");
+    }
+}

@@ -246,12 +246,14 @@ impl Ledger {
         display_name: Option<&str>,
         email: Option<&str>,
     ) -> Result<bool> {
+        let display_name = self.columns.seal(id, "display_name", display_name)?;
+        let email = self.columns.seal(id, "email", email)?;
         let done = on_db!(&self.db, pool => sqlx::query(
             "INSERT INTO users (id, display_name, email, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (id) DO NOTHING")
             .bind(id)
-            .bind(display_name)
-            .bind(email)
+            .bind(&display_name)
+            .bind(&email)
             .bind(Utc::now())
             .execute(pool)
             .await
@@ -263,10 +265,11 @@ impl Ledger {
     /// Sets (or, with `None`, clears) the address the user's alerts are mailed to; false if
     /// there is no such user.
     pub async fn set_user_email(&self, id: &str, email: Option<&str>) -> Result<bool> {
+        let email = self.columns.seal(id, "email", email)?;
         let done = on_db!(&self.db, pool => sqlx::query(
             "UPDATE users SET email = $2 WHERE id = $1")
             .bind(id)
-            .bind(email)
+            .bind(&email)
             .execute(pool)
             .await
             .map_err(LedgerError::db("setting a user's e-mail address"))?
@@ -275,12 +278,24 @@ impl Ledger {
     }
 
     pub async fn user(&self, id: &str) -> Result<Option<User>> {
-        Ok(on_db!(&self.db, pool => sqlx::query_as(
+        let user: Option<User> = on_db!(&self.db, pool => sqlx::query_as(
             "SELECT id, display_name, email, created_at, disabled_at FROM users WHERE id = $1")
             .bind(id)
             .fetch_optional(pool)
             .await
-            .map_err(LedgerError::db("reading a user"))?))
+            .map_err(LedgerError::db("reading a user"))?);
+        user.map(|u| self.opened(u)).transpose()
+    }
+
+    /// A user as read from `users`, with their personal columns opened.
+    pub(crate) fn opened(&self, user: User) -> Result<User> {
+        Ok(User {
+            display_name: self
+                .columns
+                .open(&user.id, "display_name", user.display_name)?,
+            email: self.columns.open(&user.id, "email", user.email)?,
+            ..user
+        })
     }
 
     /// Disables the user (`Some(at)`) or enables them again (`None`); false if there is no such
@@ -299,14 +314,15 @@ impl Ledger {
 
     /// Users in order of creation, a page at a time.
     pub async fn users(&self, limit: u32, offset: u64) -> Result<Vec<User>> {
-        Ok(on_db!(&self.db, pool => sqlx::query_as(
+        let users: Vec<User> = on_db!(&self.db, pool => sqlx::query_as(
             "SELECT id, display_name, email, created_at, disabled_at FROM users \
              ORDER BY created_at, id LIMIT $1 OFFSET $2")
             .bind(i64::from(limit))
             .bind(i64::try_from(offset).unwrap_or(i64::MAX))
             .fetch_all(pool)
             .await
-            .map_err(LedgerError::db("listing users"))?))
+            .map_err(LedgerError::db("listing users"))?);
+        users.into_iter().map(|u| self.opened(u)).collect()
     }
 
     /// One key by id, revoked or not.

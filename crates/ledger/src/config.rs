@@ -3,6 +3,8 @@
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 
+use crate::encryption::LedgerKey;
+
 /// What `record` does when the in-memory queue is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OnFull {
@@ -94,6 +96,9 @@ pub struct LedgerConfig {
     /// Usage log rows whose billing period is more than this many months before the current
     /// month are deleted, at start and hourly; `None` keeps every row (`docs/ledger.md`).
     pub retain_usage_logs_months: Option<NonZeroU32>,
+    /// Encrypts a SQLite ledger, the spool and PostgreSQL's personal columns; `None` stores
+    /// usage data unencrypted (`docs/ledger.md`, "Encryption at rest").
+    pub key: Option<LedgerKey>,
 }
 
 impl LedgerConfig {
@@ -117,6 +122,7 @@ impl LedgerConfig {
             retry_backoff_max_ms: 5_000,
             close_grace_ms: 5 * 60 * 1_000,
             retain_usage_logs_months: None,
+            key: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use sqlx::sqlite::{
 };
 
 use crate::config::SqliteSync;
+use crate::encryption::LedgerKey;
 use crate::error::{LedgerError, Result};
 
 /// A pool on one of the two supported databases.
@@ -35,12 +36,15 @@ macro_rules! on_db {
 pub(crate) use on_db;
 
 /// Connection settings beyond the URL.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct DbOptions {
     /// Connection acquire timeout, and SQLite's busy timeout.
     pub timeout: Duration,
     pub max_connections: u32,
     pub sqlite_sync: SqliteSync,
+    /// Encrypts a SQLite ledger (SQLCipher) and PostgreSQL's personal columns; `None` stores
+    /// everything as plain text (docs/ledger.md, "Encryption at rest").
+    pub key: Option<LedgerKey>,
 }
 
 impl Default for DbOptions {
@@ -49,6 +53,7 @@ impl Default for DbOptions {
             timeout: Duration::from_secs(5),
             max_connections: 5,
             sqlite_sync: SqliteSync::Full,
+            key: None,
         }
     }
 }
@@ -78,9 +83,12 @@ impl Db {
     /// Connects to `url` (`sqlite://…` or `postgres://…`). A SQLite file is created if missing
     /// and put in WAL mode, with full sync by default, so that a committed batch survives a
     /// crash of the process and of the machine ([`SqliteSync`]).
+    /// With a key, a SQLite file is encrypted (a new one from its first page); one that the key
+    /// does not open is refused here with [`LedgerError::KeyMismatch`], as is an encrypted one
+    /// opened without a key.
     pub async fn connect(url: &str, options: DbOptions) -> Result<Db> {
         if url.starts_with("sqlite:") {
-            let connect = SqliteConnectOptions::from_str(url)
+            let mut connect = SqliteConnectOptions::from_str(url)
                 .map_err(LedgerError::db("parsing the SQLite URL"))?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
@@ -90,12 +98,16 @@ impl Db {
                 })
                 .busy_timeout(options.timeout)
                 .foreign_keys(true);
+            if let Some(key) = &options.key {
+                // sqlx issues `key` before every other pragma, as SQLCipher requires.
+                connect = connect.pragma("key", key.sqlcipher_pragma());
+            }
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections.max(1))
                 .acquire_timeout(options.timeout)
                 .connect_with(connect)
                 .await
-                .map_err(LedgerError::db("opening the SQLite database"))?;
+                .map_err(|e| sqlite_open_error(e, url, options.key.is_some()))?;
             Ok(Db::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let connect = PgConnectOptions::from_str(url)
@@ -132,9 +144,44 @@ impl Db {
     }
 }
 
-/// Connects to `database_url` and applies the pending migrations (`tollgate migrate`).
+/// SQLite's "file is not a database" (SQLITE_NOTADB) is what SQLCipher answers for a key that
+/// does not decrypt the file's first page, and plain SQLite for an encrypted file.
+fn sqlite_open_error(error: sqlx::Error, url: &str, keyed: bool) -> LedgerError {
+    let not_a_database =
+        matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() == Some("26"));
+    if !not_a_database {
+        return LedgerError::db("opening the SQLite database")(error);
+    }
+    LedgerError::KeyMismatch(if keyed {
+        format!(
+            "the SQLite ledger {url} cannot be opened with the configured key \
+             ([ledger] database_key_env or database_key_file): it was encrypted with another \
+             key, or it is not encrypted (encrypt a plain ledger with `tollgate ledger rekey \
+             --from-plain`)"
+        )
+    } else {
+        format!(
+            "the SQLite ledger {url} is encrypted (or is not a SQLite database): set [ledger] \
+             database_key_env or database_key_file to the key it was written with"
+        )
+    })
+}
+
+/// Connects to `database_url` and applies the pending migrations.
 pub async fn migrate(database_url: &str) -> Result<()> {
-    let db = Db::connect(database_url, DbOptions::default()).await?;
+    migrate_with_key(database_url, None).await
+}
+
+/// [`migrate`] for a ledger encrypted with `key` (`tollgate migrate`).
+pub async fn migrate_with_key(database_url: &str, key: Option<LedgerKey>) -> Result<()> {
+    let db = Db::connect(
+        database_url,
+        DbOptions {
+            key,
+            ..DbOptions::default()
+        },
+    )
+    .await?;
     let result = db.migrate().await;
     db.close().await;
     result

@@ -37,6 +37,23 @@ pub enum LedgerError {
         column: &'static str,
         detail: String,
     },
+    #[error(
+        "the ledger key must be 64 hex digits (32 random bytes, e.g. from `openssl rand -hex 32`); \
+         the one given has {0} characters"
+    )]
+    KeyFormat(usize),
+    /// The configured key (or its absence) does not fit the stored data: refused at start
+    /// rather than reading an encrypted ledger as an empty one.
+    #[error("{0}")]
+    KeyMismatch(String),
+    #[error("encryption failed: {0}")]
+    Encryption(String),
+    #[error("ledger file {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("writing the export failed: {0}")]
     Export(#[source] std::io::Error),
 }

@@ -130,6 +130,11 @@ impl Ledger {
                 .map_err(LedgerError::db("exporting job credits"))?;
             (users, subs, keys, summaries, providers, alerts, bills, jobs)
         });
+        // Personal columns sealed on PostgreSQL are opened: the export is the user's to read.
+        let users = users
+            .into_iter()
+            .map(|u| self.opened(u))
+            .collect::<Result<Vec<_>>>()?;
         let mut doc = Document {
             out: &mut *out,
             rows: 0,

@@ -17,6 +17,7 @@ mod billing;
 mod breakdown;
 mod config;
 mod db;
+mod encryption;
 mod erase;
 mod error;
 mod event;
@@ -25,8 +26,10 @@ mod jobs;
 mod metrics;
 mod models;
 mod overflow;
+mod personal;
 mod queries;
 mod queue;
+mod rekey;
 mod retention;
 mod spool;
 mod store;
@@ -45,7 +48,8 @@ pub use alerts::ClaimedAlert;
 pub use billing::BillingRecord;
 pub use breakdown::{ModelSpend, RefusalCount};
 pub use config::{Durability, LedgerConfig, OnFull, OnSpoolFull, SqliteSync};
-pub use db::{Db, DbOptions, migrate};
+pub use db::{Db, DbOptions, migrate, migrate_with_key};
+pub use encryption::LedgerKey;
 pub use erase::Erasure;
 pub use error::{LedgerError, Result};
 pub use event::UsageEvent;
@@ -56,6 +60,7 @@ pub use queries::{
     DailyUsage, KeyUsage, LogFilter, LogPage, PeriodUsage, ProviderUsage, UsageLog, UsageTotals,
 };
 pub use queue::LedgerHandle;
+pub use rekey::{RekeyReport, rekey};
 pub use retention::{RetentionSweep, cutoff_period};
 pub use store::BatchOutcome;
 
@@ -69,6 +74,8 @@ use tracing::warn;
 #[derive(Clone, Debug)]
 pub struct Ledger {
     db: Db,
+    /// How `users`' personal columns are stored (sealed on PostgreSQL with a key).
+    columns: personal::Columns,
 }
 
 impl Ledger {
@@ -76,13 +83,21 @@ impl Ledger {
     /// task on the current runtime. With PostgreSQL
     /// unreachable the ledger still starts: events go to the spool and migrations are applied
     /// before the first write that reaches the database.
+    ///
+    /// With `config.key`, a key other than the one the database and the spool were written
+    /// with, or none for an encrypted ledger, is refused here ([`LedgerError::KeyMismatch`]);
+    /// on PostgreSQL, when the database is reachable at start.
     pub async fn open(config: LedgerConfig) -> Result<(Ledger, LedgerHandle)> {
+        // The spool first: a key its frames refuse must stop the start before the database
+        // records anything about the key.
+        let spool = writer::open_spool(&config)?;
         let db = Db::connect(
             &config.database_url,
             DbOptions {
                 timeout: Duration::from_millis(config.db_timeout_ms),
                 max_connections: config.max_connections,
                 sqlite_sync: config.sqlite_sync,
+                key: config.key.clone(),
             },
         )
         .await?;
@@ -94,15 +109,22 @@ impl Ledger {
             }
             Err(e) => return Err(e),
         };
-        let handle = writer::start(db.clone(), &config, migrated)?;
-        Ok((Ledger { db }, handle))
+        if migrated {
+            personal::check_key(&db, config.key.as_ref()).await?;
+        }
+        let handle = writer::start(db.clone(), spool, &config, migrated)?;
+        let columns = personal::Columns::new(&db, config.key.as_ref());
+        Ok((Ledger { db, columns }, handle))
     }
 
-    /// The read side alone (no writer): connects and applies migrations.
+    /// The read side alone (no writer): connects, applies migrations and checks the key.
     pub async fn connect(database_url: &str, options: DbOptions) -> Result<Ledger> {
+        let key = options.key.clone();
         let db = Db::connect(database_url, options).await?;
         db.migrate().await?;
-        Ok(Ledger { db })
+        personal::check_key(&db, key.as_ref()).await?;
+        let columns = personal::Columns::new(&db, key.as_ref());
+        Ok(Ledger { db, columns })
     }
 
     pub fn db(&self) -> &Db {

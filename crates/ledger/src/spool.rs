@@ -7,7 +7,13 @@
 //! [payload length: u32 LE][CRC-32 of payload: u32 LE][payload: JSON array of UsageEvent]
 //! ```
 //!
-//! and an append counts as written only once `fsync` has returned. A process killed during an
+//! With the ledger's key the payload is instead `0x01 · nonce · ciphertext · tag`: the JSON
+//! sealed with XChaCha20-Poly1305 under a fresh random nonce per frame (a JSON array starts
+//! with `[`, so the two never mix up, and frames spooled before a key was set still replay).
+//! A sealed frame that does not open is undecodable, and a spool whose frames the configured
+//! key does not open is refused when it is opened rather than quarantined frame by frame.
+//!
+//! An append counts as written only once `fsync` has returned. A process killed during an
 //! append leaves at most one torn frame at the end of the segment it was writing; the reader
 //! detects it (short read or checksum mismatch) and ignores it, and since a reopened spool never
 //! appends to an existing segment, nothing written later can hide behind a torn frame.
@@ -19,16 +25,23 @@
 //! lock is an async one held across the blocking append, so that a task waiting for the other's
 //! `fsync` yields its thread instead of blocking it.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::encryption::Sealer;
 use crate::error::{LedgerError, Result};
 use crate::event::UsageEvent;
 
 const HEADER_BYTES: usize = 8;
+/// The first byte of a sealed payload (a plain one is a JSON array, `[`).
+const SEALED: u8 = 0x01;
+/// Authenticated with every sealed frame, so that a sealed value of another kind does not open
+/// as a frame.
+const FRAME_CONTEXT: &[u8] = b"tollgate spool frame";
 const SUFFIX: &str = "spool";
 
 #[derive(Debug)]
@@ -72,24 +85,28 @@ pub(crate) struct Spool {
     /// then empty to this process and refuses appends, and is taken over, segments and all,
     /// at the first use after that process has let it go.
     held: bool,
+    /// Seals each frame (the ledger's key); `None` writes plain JSON.
+    sealer: Option<Sealer>,
 }
 
 impl Spool {
     /// Opens a spool no other process holds (what most tests need).
     #[cfg(test)]
     pub fn open(dir: &Path, max_bytes: u64, segment_bytes: u64) -> Result<Spool> {
-        Spool::open_or_wait(dir, max_bytes, segment_bytes, false)
+        Spool::open_or_wait(dir, max_bytes, segment_bytes, false, None)
     }
 
     /// Opens (creating if needed) the spool in `dir`. Existing segments are all sealed: new
     /// batches go to a fresh segment. A spool another process holds is refused, or, with
     /// `takeover`, opened unheld and taken over once that process lets it go
-    /// ([`Spool::take_over_if_free`]).
+    /// ([`Spool::take_over_if_free`]). Frames are sealed with `sealer`; segments holding frames
+    /// it cannot open (another key, or sealed frames and no key) are refused.
     pub fn open_or_wait(
         dir: &Path,
         max_bytes: u64,
         segment_bytes: u64,
         takeover: bool,
+        sealer: Option<Sealer>,
     ) -> Result<Spool> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock_path = dir.join("lock");
@@ -108,9 +125,13 @@ impl Spool {
             next_seq: 1,
             lock,
             held: false,
+            sealer,
         };
         match spool.lock.try_lock() {
-            Ok(()) => spool.adopt_segments()?,
+            Ok(()) => {
+                spool.adopt_segments()?;
+                spool.check_key()?;
+            }
             Err(std::fs::TryLockError::WouldBlock) if takeover => {
                 tracing::info!(
                     dir = %dir.display(),
@@ -174,6 +195,36 @@ impl Spool {
         Ok(())
     }
 
+    /// Refuses segments whose first frame is sealed and does not open with this spool's key:
+    /// replaying them would set every frame aside as undecodable.
+    fn check_key(&self) -> Result<()> {
+        for segment in &self.sealed {
+            let Some(payload) = first_payload(&segment.path)? else {
+                continue;
+            };
+            if payload.first() == Some(&SEALED)
+                && open_payload(self.sealer.as_ref(), &payload).is_none()
+            {
+                return Err(LedgerError::KeyMismatch(format!(
+                    "the ledger spool {} holds frames encrypted with {}: configure the key they \
+                     were written with ([ledger] database_key_env or database_key_file)",
+                    segment.path.display(),
+                    if self.sealer.is_some() {
+                        "another key than the one configured"
+                    } else {
+                        "a key, and none is configured"
+                    }
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sealer frames are written with, for reading them back.
+    pub fn sealer(&self) -> Option<Sealer> {
+        self.sealer.clone()
+    }
+
     /// Bytes held, replayed or not.
     pub fn bytes(&self) -> u64 {
         self.sealed.iter().map(|s| s.len).sum::<u64>()
@@ -194,7 +245,7 @@ impl Spool {
                 ),
             });
         }
-        let payload = serde_json::to_vec(events)?;
+        let payload = seal_payload(self.sealer.as_ref(), serde_json::to_vec(events)?)?;
         let len = u32::try_from(payload.len()).map_err(|_| LedgerError::SpoolFull {
             bytes: self.bytes(),
             max_bytes: self.max_bytes,
@@ -343,25 +394,65 @@ pub(crate) async fn append(
     appended.unwrap_or_else(|e| (Vec::new(), Err(LedgerError::Task(e))))
 }
 
-/// Reads the frames of a segment, stopping at the first torn or corrupt frame.
-pub(crate) fn read_segment(path: &Path) -> Result<SegmentFrames> {
+/// Reads the frames of a segment, opening sealed ones with `sealer`, stopping at the first
+/// torn or corrupt frame.
+pub(crate) fn read_segment(path: &Path, sealer: Option<&Sealer>) -> Result<SegmentFrames> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(io_err(path))?;
-    Ok(decode_frames(&bytes))
+    Ok(decode_frames(&bytes, sealer))
 }
 
-fn decode_frames(bytes: &[u8]) -> SegmentFrames {
+/// The payload of a segment's first frame, if it has a whole one.
+fn first_payload(path: &Path) -> Result<Option<Vec<u8>>> {
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let mut header = [0u8; HEADER_BYTES];
+    if file.read_exact(&mut header).is_err() {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let mut payload = Vec::new();
+    file.take(len as u64)
+        .read_to_end(&mut payload)
+        .map_err(io_err(path))?;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    Ok((payload.len() == len && crc32fast::hash(&payload) == crc).then_some(payload))
+}
+
+/// A frame's payload as written: the JSON itself, or sealed with the key.
+fn seal_payload(sealer: Option<&Sealer>, json: Vec<u8>) -> Result<Vec<u8>> {
+    let Some(sealer) = sealer else {
+        return Ok(json);
+    };
+    let sealed = sealer.seal(&json, FRAME_CONTEXT)?;
+    let mut payload = Vec::with_capacity(1 + sealed.len());
+    payload.push(SEALED);
+    payload.extend_from_slice(&sealed);
+    Ok(payload)
+}
+
+/// The JSON of a frame's payload: as it is, or opened with the key; `None` if sealed and it
+/// does not open.
+fn open_payload<'a>(sealer: Option<&Sealer>, payload: &'a [u8]) -> Option<Cow<'a, [u8]>> {
+    match payload.split_first() {
+        Some((&SEALED, sealed)) => sealer?.open(sealed, FRAME_CONTEXT).map(Into::into),
+        _ => Some(payload.into()),
+    }
+}
+
+fn decode_frames(bytes: &[u8], sealer: Option<&Sealer>) -> SegmentFrames {
     let mut out = SegmentFrames::default();
     let mut at = 0usize;
     while at < bytes.len() {
         let Some((payload, used)) = frame_payload(&bytes[at..]) else {
             break;
         };
-        match serde_json::from_slice(payload) {
-            Ok(events) => out.frames.push(events),
-            Err(_) => out.undecodable += 1,
+        let decoded = open_payload(sealer, payload)
+            .and_then(|json| serde_json::from_slice::<Vec<UsageEvent>>(&json).ok());
+        match decoded {
+            Some(events) => out.frames.push(events),
+            None => out.undecodable += 1,
         }
         at += used;
     }
@@ -421,7 +512,7 @@ mod tests {
         let mut spool = Spool::open(dir, u64::MAX, 1 << 20).unwrap();
         let mut all = Vec::new();
         while let Some((seq, path)) = spool.oldest_for_replay() {
-            let frames = read_segment(&path).unwrap();
+            let frames = read_segment(&path, spool.sealer().as_ref()).unwrap();
             for f in frames.frames {
                 all.push(f.into_iter().map(|e| e.event_id).collect());
             }
@@ -477,7 +568,7 @@ mod tests {
         let last = bytes.len() - 3;
         bytes[last] ^= 0x55;
         fs::write(&path, &bytes).unwrap();
-        let frames = read_segment(&path).unwrap();
+        let frames = read_segment(&path, None).unwrap();
         assert_eq!(frames.frames.len(), 1);
         assert!(frames.ignored_bytes > 0);
     }
@@ -497,7 +588,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut first = Spool::open(dir.path(), u64::MAX, 1 << 20).unwrap();
         first.append(&[event("old", "u1")]).unwrap();
-        let mut second = Spool::open_or_wait(dir.path(), u64::MAX, 1 << 20, true).unwrap();
+        let mut second = Spool::open_or_wait(dir.path(), u64::MAX, 1 << 20, true, None).unwrap();
         assert!(second.is_empty());
         assert!(second.oldest_for_replay().is_none());
         let err = second.append(&[event("new", "u1")]).unwrap_err();
@@ -516,6 +607,69 @@ mod tests {
                 vec!["new".to_owned()]
             ]
         );
+    }
+
+    #[test]
+    fn sealed_frames_hide_their_events_and_open_only_with_their_key() {
+        use crate::encryption::LedgerKey;
+        let key = LedgerKey::from_hex(&"ab".repeat(32)).unwrap();
+        let other = LedgerKey::from_hex(&"cd".repeat(32)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // A plain frame from before the key was set, then sealed ones.
+        let mut spool = Spool::open(dir.path(), u64::MAX, 1 << 20).unwrap();
+        spool.append(&[event("plain", "u1")]).unwrap();
+        drop(spool);
+        let mut spool = Spool::open_or_wait(
+            dir.path(),
+            u64::MAX,
+            1 << 20,
+            false,
+            Some(key.spool_sealer()),
+        )
+        .unwrap();
+        spool.append(&[event("sealed-1", "alice-canary")]).unwrap();
+        spool.append(&[event("sealed-2", "alice-canary")]).unwrap();
+        drop(spool);
+        let segments = segments(dir.path());
+        let sealed = fs::read(&segments[1]).unwrap();
+        for canary in ["alice-canary", "sealed-1", "gpt-4o"] {
+            assert!(
+                !sealed.windows(canary.len()).any(|w| w == canary.as_bytes()),
+                "{canary} readable in a sealed segment"
+            );
+        }
+
+        for (sealer, expect) in [
+            (None, "a key, and none is configured"),
+            (
+                Some(other.spool_sealer()),
+                "another key than the one configured",
+            ),
+        ] {
+            let err =
+                Spool::open_or_wait(dir.path(), u64::MAX, 1 << 20, false, sealer).unwrap_err();
+            assert!(err.to_string().contains(expect), "{err}");
+        }
+        // Read with the wrong key regardless, the sealed frames are undecodable, not events.
+        let wrong = read_segment(&segments[1], Some(&other.spool_sealer())).unwrap();
+        assert_eq!((wrong.frames.len(), wrong.undecodable), (0, 2));
+
+        let mut spool = Spool::open_or_wait(
+            dir.path(),
+            u64::MAX,
+            1 << 20,
+            false,
+            Some(key.spool_sealer()),
+        )
+        .unwrap();
+        let mut ids = Vec::new();
+        while let Some((seq, path)) = spool.oldest_for_replay() {
+            let frames = read_segment(&path, spool.sealer().as_ref()).unwrap();
+            assert_eq!(frames.undecodable, 0);
+            ids.extend(frames.frames.into_iter().flatten().map(|e| e.event_id));
+            spool.remove(seq).unwrap();
+        }
+        assert_eq!(ids, ["plain", "sealed-1", "sealed-2"]);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::batcher::{self, Limits};
 use crate::billing::PeriodCloser;
 use crate::config::{Durability, LedgerConfig, OnSpoolFull};
 use crate::db::Db;
+use crate::encryption::{LedgerKey, Sealer};
 use crate::error::{LedgerError, Result, is_transient};
 use crate::event::UsageEvent;
 use crate::metrics::{Counters, add, set};
@@ -35,17 +36,29 @@ use crate::store::{BatchOutcome, insert_batch};
 /// How long one replay pass may run before the task goes back to the queue.
 const REPLAY_BUDGET: Duration = Duration::from_millis(500);
 /// Events the database refuses for their content are kept here, one JSON object a line.
-const REJECTED_FILE: &str = "rejected.jsonl";
+pub(crate) const REJECTED_FILE: &str = "rejected.jsonl";
 
-/// Opens the spool in `config.spool_dir` and starts the writer over `db` and the overflow task
-/// beside it; returns the handle that feeds both.
-pub(crate) fn start(db: Db, config: &LedgerConfig, migrated: bool) -> Result<LedgerHandle> {
-    let spool = Spool::open_or_wait(
+/// Opens the spool in `config.spool_dir`, with the ledger's key: refused if another process
+/// holds it or its frames were sealed with another key.
+pub(crate) fn open_spool(config: &LedgerConfig) -> Result<Spool> {
+    Spool::open_or_wait(
         &config.spool_dir,
         config.spool_max_bytes,
         config.spool_segment_bytes,
         config.spool_takeover,
-    )?;
+        config.key.as_ref().map(LedgerKey::spool_sealer),
+    )
+}
+
+/// Starts the writer over `db` and `spool` and the overflow task beside it; returns the handle
+/// that feeds both.
+pub(crate) fn start(
+    db: Db,
+    spool: Spool,
+    config: &LedgerConfig,
+    migrated: bool,
+) -> Result<LedgerHandle> {
+    let sealer = spool.sealer();
     let counters = Arc::new(Counters::default());
     set(&counters.spool_bytes, spool.bytes());
     set(&counters.queue_capacity, config.queue_capacity as u64);
@@ -86,6 +99,7 @@ pub(crate) fn start(db: Db, config: &LedgerConfig, migrated: bool) -> Result<Led
         closer: PeriodCloser::new(config.close_grace_ms),
         migrated,
         rejected_path: config.spool_dir.join(REJECTED_FILE),
+        sealer,
     };
     let mut tasks = vec![tokio::spawn(writer.run()), tokio::spawn(overflow.run())];
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -124,6 +138,8 @@ struct Writer {
     /// False while migrations could not be applied (database down at start).
     migrated: bool,
     rejected_path: PathBuf,
+    /// Opens the spool's sealed frames and seals the events set aside.
+    sealer: Option<Sealer>,
 }
 
 impl Writer {
@@ -313,7 +329,14 @@ impl Writer {
         error!(event_id = %event.event_id, user = %event.user_id, error = %reason,
             path = %self.rejected_path.display(), "usage event refused by the database; set aside");
         add(&self.counters.rejected, 1);
-        let line = serde_json::json!({ "error": reason.to_string(), "event": event });
+        let line = match rejected_line(self.sealer.as_ref(), event, reason) {
+            Ok(line) => line,
+            Err(e) => {
+                add(&self.counters.dropped, 1);
+                error!(event_id = %event.event_id, error = %e, "usage event could not be set aside and is lost");
+                return;
+            }
+        };
         let written = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -346,7 +369,11 @@ impl Writer {
                 set(&self.counters.spool_bytes, self.spool.lock().await.bytes());
                 return;
             };
-            let frames = match tokio::task::spawn_blocking(move || spool::read_segment(&path)).await
+            let sealer = self.sealer.clone();
+            let frames = match tokio::task::spawn_blocking(move || {
+                spool::read_segment(&path, sealer.as_ref())
+            })
+            .await
             {
                 Ok(Ok(frames)) => frames,
                 Ok(Err(e)) => {
@@ -429,3 +456,21 @@ impl Writer {
         }
     }
 }
+
+/// What is appended to `rejected.jsonl` for an event the database refused: `{"error", "event"}`,
+/// or with the ledger's key `{"sealed": hex}` of that object, sealed like a spool frame.
+pub(crate) fn rejected_line(
+    sealer: Option<&Sealer>,
+    event: &UsageEvent,
+    reason: &LedgerError,
+) -> Result<serde_json::Value> {
+    let line = serde_json::json!({ "error": reason.to_string(), "event": event });
+    let Some(sealer) = sealer else {
+        return Ok(line);
+    };
+    let sealed = sealer.seal(&serde_json::to_vec(&line)?, REJECTED_CONTEXT)?;
+    Ok(serde_json::json!({ "sealed": hex::encode(sealed) }))
+}
+
+/// Authenticated with every sealed line of `rejected.jsonl`.
+pub(crate) const REJECTED_CONTEXT: &[u8] = b"tollgate rejected event";

@@ -192,7 +192,11 @@ where
         .build()
         .context("starting a runtime")?;
     runtime.block_on(async move {
-        let ledger = Ledger::connect(&config.storage.database_url, DbOptions::default())
+        let options = DbOptions {
+            key: crate::encryption::ledger_key(&config)?,
+            ..DbOptions::default()
+        };
+        let ledger = Ledger::connect(&config.storage.database_url, options)
             .await
             .with_context(|| format!("opening the ledger at {}", config.storage.database_url))?;
         let result = f(ledger.clone(), config).await;

@@ -11,7 +11,13 @@ pub fn run(config: &Path, deny_warnings: bool) -> anyhow::Result<ExitCode> {
     match tollgate_config::load(config) {
         Ok(Loaded { config, warnings }) => {
             eprint!("{warnings}");
-            let warning_count = warnings.problems.len();
+            // Not a warning of the configuration itself, which `run` and every reload would
+            // repeat: a fact about the deployment that `check` is where operators look.
+            let unencrypted = crate::encryption::unencrypted_warning(&config);
+            if let Some(warning) = &unencrypted {
+                eprintln!("{warning}");
+            }
+            let warning_count = warnings.problems.len() + usize::from(unencrypted.is_some());
             println!(
                 "{}: ok — {} providers, {} plans, {} priced models{}",
                 config.path.display(),
@@ -120,21 +126,30 @@ fn describe(config: &Config) -> String {
 }
 
 /// Applies the ledger's migrations to the configured database (or the one given).
+/// An encrypted ledger is opened with the configuration's key.
 pub fn migrate(config: &Path, database_url: Option<String>) -> anyhow::Result<ExitCode> {
-    let url = match database_url {
-        Some(url) => url,
-        None => match tollgate_config::load(config) {
-            Ok(loaded) => loaded.config.storage.database_url,
-            Err(report) => {
-                eprint!("{report}");
-                return Ok(ExitCode::FAILURE);
-            }
-        },
+    let loaded = match tollgate_config::load(config) {
+        Ok(loaded) => Some(loaded.config),
+        // The configuration is needed only for what the command line does not give.
+        Err(_) if database_url.is_some() => None,
+        Err(report) => {
+            eprint!("{report}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let key = match &loaded {
+        Some(config) => crate::encryption::ledger_key(config)?,
+        None => None,
+    };
+    let url = match (database_url, &loaded) {
+        (Some(url), _) => url,
+        (None, Some(config)) => config.storage.database_url.clone(),
+        (None, None) => anyhow::bail!("no database URL"),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(tollgate_ledger::migrate(&url))?;
+    runtime.block_on(tollgate_ledger::migrate_with_key(&url, key))?;
     println!("migrations applied to {}", redact(&url));
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@
 mod accounts;
 mod admin_server;
 mod check;
+mod encryption;
 mod health;
 mod import;
 mod inspect_usage;
@@ -88,6 +89,13 @@ enum Command {
         #[command(flatten)]
         args: accounts::UsageArgs,
     },
+    /// Work with the ledger's encryption: `rekey` changes its key or encrypts a plain ledger.
+    Ledger {
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: encryption::LedgerCommand,
+    },
     /// Work with pricing files.
     Pricing {
         #[command(subcommand)]
@@ -125,6 +133,7 @@ pub fn main() -> ExitCode {
         Command::Users { config, command } => accounts::users(&config, command),
         Command::Keys { config, command } => accounts::keys(&config, command),
         Command::Usage { config, args } => accounts::usage(&config, args),
+        Command::Ledger { config, command } => encryption::ledger(&config, command),
         Command::Pricing {
             command: PricingCommand::ImportLitellm(args),
         } => import::run(&args),

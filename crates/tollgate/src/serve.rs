@@ -54,7 +54,7 @@ pub fn run(path: &Path, upgrading: bool) -> anyhow::Result<ExitCode> {
         .block_on(Ledger::open(LedgerConfig {
             // The replaced process holds the spool until it exits.
             spool_takeover: upgrading,
-            ..ledger_config(&config)
+            ..ledger_config(&config)?
         }))
         .with_context(|| format!("opening the ledger at {}", config.storage.database_url))?;
 
@@ -301,7 +301,7 @@ fn counters(
     }
 }
 
-fn ledger_config(config: &Config) -> LedgerConfig {
+pub(crate) fn ledger_config(config: &Config) -> anyhow::Result<LedgerConfig> {
     let settings = &config.ledger;
     let mut ledger = LedgerConfig::new(&config.storage.database_url, &settings.spool_dir);
     ledger.batch_max_events = usize::try_from(settings.batch_max_events).unwrap_or(usize::MAX);
@@ -323,5 +323,6 @@ fn ledger_config(config: &Config) -> LedgerConfig {
         SqliteSynchronous::Normal => tollgate_ledger::SqliteSync::Normal,
     };
     ledger.retain_usage_logs_months = settings.retain_usage_logs_months;
-    ledger
+    ledger.key = crate::encryption::ledger_key(config)?;
+    Ok(ledger)
 }

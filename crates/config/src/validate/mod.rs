@@ -11,6 +11,7 @@ use tollgate_domain::{Decimal, ModelPrice, PriceBook, Rate, TokenRates};
 
 mod access;
 mod email;
+mod ledger_key;
 mod upgrade;
 
 use crate::problem::FileProblems;
@@ -52,7 +53,7 @@ pub(crate) fn gateway(
         proxy: proxy(p, &raw.proxy, base_dir),
         admin: admin(p, &raw.admin, base_dir),
         storage: storage(p, &raw.storage, base_dir),
-        ledger: ledger(p, &raw.ledger, base_dir),
+        ledger: ledger(p, &raw.ledger, base_dir, env),
         pricing: pricing(p, &raw.pricing, base_dir),
         alert_thresholds: thresholds(p, raw.alerts.thresholds.as_deref()),
         alert_delivery: alert_delivery(p, &raw.alerts, base_dir, env),
@@ -374,7 +375,12 @@ fn storage(p: &mut FileProblems, raw: &raw::Storage, base_dir: &Path) -> Storage
     }
 }
 
-fn ledger(p: &mut FileProblems, raw: &raw::Ledger, base_dir: &Path) -> LedgerSettings {
+fn ledger(
+    p: &mut FileProblems,
+    raw: &raw::Ledger,
+    base_dir: &Path,
+    env: Env<'_>,
+) -> LedgerSettings {
     let at = |key| ["ledger", key];
     let on_full = match raw.on_full.as_deref().unwrap_or("spool") {
         "block" => LedgerFullPolicy::Block,
@@ -431,6 +437,7 @@ fn ledger(p: &mut FileProblems, raw: &raw::Ledger, base_dir: &Path) -> LedgerSet
             &at("retain_usage_logs_months"),
             raw.retain_usage_logs_months,
         ),
+        database_key: ledger_key::database_key(p, raw, base_dir, env),
     }
 }
 
