@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::future::{Future, ready};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
@@ -15,7 +15,8 @@ use tollgate_domain::{
 };
 
 use crate::{
-    CounterError, CounterStore, Hold, Reservation, ReserveRequest, Reserved, SettledUse, counted,
+    CounterError, CounterStore, Hold, PeriodTotals, Reservation, ReserveRequest, Reserved,
+    SettledUse, counted,
 };
 
 /// The counters of one scope (a user's plan, or one of the user's keys) in a period.
@@ -191,6 +192,8 @@ pub struct MemoryStore {
     /// Users whose counters were forgotten (erased), with the first reservation id made after:
     /// a reservation made before settles and releases into nothing.
     forgotten: Mutex<HashMap<String, u64>>,
+    /// Whether `forgotten` has anyone, so that settles skip its lock until someone is erased.
+    any_forgotten: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -282,11 +285,15 @@ impl MemoryStore {
     /// still in flight settle and release into nothing: their use is not counted again.
     pub fn forget_user(&self, user: &str) {
         let mut forgotten = lock(&self.forgotten);
+        self.any_forgotten.store(true, Ordering::SeqCst);
         lock(&self.scopes).remove(user);
         forgotten.insert(user.to_owned(), self.next_id.load(Ordering::SeqCst));
     }
 
     fn made_before_forgetting(&self, reservation: &Reservation) -> bool {
+        if !self.any_forgotten.load(Ordering::SeqCst) {
+            return false;
+        }
         lock(&self.forgotten)
             .get(&reservation.user)
             .is_some_and(|&first_after| reservation.id < first_after)
@@ -314,6 +321,19 @@ impl MemoryStore {
             .and_then(|month| scopes.get(user)?.get(&month).cloned())
             .map(|c| lock(&c).standing(key_id, key))
             .unwrap_or_default()
+    }
+
+    /// Sets a user-period's settled use from the ledger: the plan's counters and each key's
+    /// budget counters.
+    pub fn seed(&self, user: &str, period: BillingPeriod, totals: &PeriodTotals) {
+        for &(key, used) in &totals.plan {
+            self.seed_used(user, period, key, used);
+        }
+        for (key_id, used) in &totals.keys {
+            for key in [LimitKey::KeyTokens, LimitKey::KeyCost] {
+                self.seed_key_used(user, period, key_id, key, used.of(key.measure()));
+            }
+        }
     }
 
     /// Sets a plan counter's settled use, e.g. rebuilt from the ledger at start.

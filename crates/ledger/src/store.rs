@@ -111,8 +111,10 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
                 .await
                 .map_err(LedgerError::db("reading erasures"))?;
         }
+        // Whether anyone was ever erased, without counting them all on every batch.
         let (salt, erasures): (String, i64) = sqlx::query_as(
-            "SELECT salt, (SELECT COUNT(*) FROM user_erasures) FROM erasure_salt WHERE id = 1")
+            "SELECT salt, (SELECT COUNT(*) FROM (SELECT 1 FROM user_erasures LIMIT 1) AS any_erasure) \
+             FROM erasure_salt WHERE id = 1")
             .fetch_one(&mut *tx)
             .await
             .map_err(LedgerError::db("reading erasures"))?;

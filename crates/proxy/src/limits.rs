@@ -136,21 +136,7 @@ impl Counters {
                         let mut seeded = seeded.lock().unwrap_or_else(PoisonError::into_inner);
                         let months = seeded.entry(request.user.to_owned()).or_default();
                         if months.insert(month) {
-                            for &(key, used) in &totals.plan {
-                                store.seed_used(request.user, request.period, key, used);
-                            }
-                            for (key_id, used) in &totals.keys {
-                                for key in [LimitKey::KeyTokens, LimitKey::KeyCost] {
-                                    let used = used.of(key.measure());
-                                    store.seed_key_used(
-                                        request.user,
-                                        request.period,
-                                        key_id,
-                                        key,
-                                        used,
-                                    );
-                                }
-                            }
+                            store.seed(request.user, request.period, &totals);
                             started = Some(totals.plan);
                         }
                     }
