@@ -64,6 +64,9 @@ pub struct Reply {
     pub chunk_pause: Duration,
     /// Never answer: read the request, then hold the connection open for a minute.
     pub hang: bool,
+    /// Never answer: read the request, then close the connection (an upstream that goes away
+    /// before its response head).
+    pub close: bool,
 }
 
 impl Reply {
@@ -75,6 +78,7 @@ impl Reply {
             chunk_bytes: None,
             chunk_pause: Duration::ZERO,
             hang: false,
+            close: false,
         }
     }
 
@@ -90,6 +94,13 @@ impl Reply {
     pub fn hang() -> Reply {
         Reply {
             hang: true,
+            ..Reply::json("")
+        }
+    }
+
+    pub fn close() -> Reply {
+        Reply {
+            close: true,
             ..Reply::json("")
         }
     }
@@ -194,6 +205,9 @@ fn serve_connection(stream: TcpStream, log: &Mutex<Vec<Seen>>, handler: &Handler
             std::thread::sleep(Duration::from_secs(60));
             return;
         }
+        if reply.close {
+            return;
+        }
         if write_reply(&mut writer, &reply).is_err() {
             return;
         }
@@ -278,6 +292,11 @@ fn write_reply(writer: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
                 }
             }
             writer.write_all(b"0\r\n\r\n")?;
+        }
+        // A 204 or 304 has no body, and no length (RFC 9110, 8.6).
+        None if matches!(reply.status, 204 | 304) => {
+            head.push_str("\r\n");
+            writer.write_all(head.as_bytes())?;
         }
         None => {
             head.push_str(&format!("content-length: {}\r\n\r\n", reply.body.len()));

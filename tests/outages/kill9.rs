@@ -1,7 +1,9 @@
-//! `[ledger] durability = "sync"` survives `kill -9`: clients call the gateway in a loop (JSON
-//! answers and event streams), the gateway is killed outright midway, the ledger is started
-//! again on the same database and spool, and every response a client received in full has its
-//! usage row — found by the `x-request-id` it carried — exactly once.
+//! `[ledger] durability = "sync"` survives `kill -9`: clients call the gateway in a loop, the
+//! gateway is killed outright midway, the ledger is started again on the same database and
+//! spool, and every response a client received in full has its usage row — found by the
+//! `x-request-id` it carried — exactly once. The calls take each of the ways a call ends under
+//! `sync`: a JSON answer and an event stream (at the body's end), a 204 (a response without a
+//! body, at its head), and an upstream that goes away before answering (the gateway's own 502).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -24,10 +26,28 @@ const CALLS_BEFORE_KILL: usize = 300;
 
 const USAGE: &str = r#""usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}"#;
 
-/// An OpenAI upstream: a chat completion as one JSON body, or streamed in a few paced chunks.
+/// How a call ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Json,
+    Stream,
+    /// The upstream answers 204: no body.
+    NoBody,
+    /// The upstream closes the connection without answering: the gateway answers 502.
+    Gone,
+}
+
+const KINDS: [Kind; 4] = [Kind::Json, Kind::Stream, Kind::NoBody, Kind::Gone];
+
+/// An OpenAI upstream: a chat completion as one JSON body, streamed in a few paced chunks, a
+/// 204, or nothing at all, as the request's `user` field asks.
 fn openai() -> Mock {
     Mock::with_handler(|seen| {
-        if seen.contains("\"stream\":true") {
+        if seen.contains("\"user\":\"NoBody\"") {
+            Reply::new(204, "application/json", "")
+        } else if seen.contains("\"user\":\"Gone\"") {
+            Reply::close()
+        } else if seen.contains("\"stream\":true") {
             let mut body = String::new();
             for _ in 0..4 {
                 body.push_str("data: {\"id\":\"c\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"word \"}}],\"usage\":null}\n\n");
@@ -60,9 +80,11 @@ fn start(database_url: &str, durability: &str, mock: &Mock) -> Gateway {
 }
 
 /// One call on a fresh connection; the request id of its response if it arrived in full (its
-/// whole `content-length`, or a chunked body up to its last chunk), none otherwise.
-fn call(port: u16, stream: bool) -> Option<String> {
-    let body = format!(r#"{{"model":"gpt-4o","stream":{stream},"messages":[]}}"#);
+/// whole `content-length`, a chunked body up to its last chunk, or the head of a 204), none
+/// otherwise.
+fn call(port: u16, kind: Kind) -> Option<String> {
+    let stream = kind == Kind::Stream;
+    let body = format!(r#"{{"model":"gpt-4o","stream":{stream},"user":"{kind:?}","messages":[]}}"#);
     let mut connection = TcpStream::connect(("127.0.0.1", port)).ok()?;
     connection
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -78,15 +100,20 @@ fn call(port: u16, stream: bool) -> Option<String> {
     .ok()?;
     let mut raw = Vec::new();
     let _ = connection.read_to_end(&mut raw);
-    complete_response(&raw)
+    complete_response(&raw, kind)
 }
 
-/// The `x-request-id` of a 200 response received in full.
-fn complete_response(raw: &[u8]) -> Option<String> {
+/// The `x-request-id` of a response of the status `kind` gets, received in full.
+fn complete_response(raw: &[u8], kind: Kind) -> Option<String> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
     let body = &raw[split + 4..];
-    if !head.starts_with("http/1.1 200") {
+    let status = match kind {
+        Kind::Json | Kind::Stream => "http/1.1 200",
+        Kind::NoBody => "http/1.1 204",
+        Kind::Gone => "http/1.1 502",
+    };
+    if !head.starts_with(status) {
         return None;
     }
     let header = |name: &str| {
@@ -96,6 +123,7 @@ fn complete_response(raw: &[u8]) -> Option<String> {
         })
     };
     let whole = match header("content-length") {
+        _ if kind == Kind::NoBody => body.is_empty(),
         Some(length) => length.parse::<usize>().ok()? == body.len(),
         None => {
             header("transfer-encoding").is_some_and(|t| t.contains("chunked"))
@@ -130,11 +158,11 @@ fn chunked_body_complete(mut body: &[u8]) -> bool {
 
 /// Runs [`CLIENTS`] looping clients against the gateway, kills it with SIGKILL once
 /// [`CALLS_BEFORE_KILL`] calls have completed, starts its ledger again and answers how many
-/// responses arrived in full and which of those have no row, or more than one.
+/// responses of each kind arrived in full and which of those have no row, or more than one.
 fn kill_under_load(
     database_url: &str,
     read_url: impl FnOnce(&Gateway) -> String,
-) -> (usize, Vec<String>) {
+) -> (HashMap<Kind, usize>, Vec<String>) {
     let mock = openai();
     let gateway = start(database_url, "sync", &mock);
     let url = read_url(&gateway);
@@ -149,9 +177,10 @@ fn kill_under_load(
                 let mut failures = 0;
                 // Until the gateway is gone: a few calls in a row that get nothing in full.
                 for n in 0.. {
-                    match call(port, (i + n) % 2 == 0) {
+                    let kind = KINDS[(i + n) % KINDS.len()];
+                    match call(port, kind) {
                         Some(id) => {
-                            received.push(id);
+                            received.push((kind, id));
                             completed.fetch_add(1, Relaxed);
                             failures = 0;
                         }
@@ -169,7 +198,7 @@ fn kill_under_load(
         std::thread::sleep(Duration::from_millis(5));
     }
     let dir = gateway.kill();
-    let received: Vec<String> = clients
+    let received: Vec<(Kind, String)> = clients
         .into_iter()
         .flat_map(|c| c.join().unwrap())
         .collect();
@@ -179,34 +208,47 @@ fn kill_under_load(
         *rows.entry(row.request_id.unwrap_or_default()).or_default() += 1;
     }
     drop(dir);
+    let mut kinds: HashMap<Kind, usize> = HashMap::new();
+    for (kind, _) in &received {
+        *kinds.entry(*kind).or_default() += 1;
+    }
     let missing = received
-        .iter()
-        .filter(|id| rows.get(*id) != Some(&1))
-        .cloned()
+        .into_iter()
+        .filter(|(_, id)| rows.get(id) != Some(&1))
+        .map(|(kind, id)| format!("{kind:?} {id}"))
         .collect();
-    (received.len(), missing)
+    (kinds, missing)
 }
 
-#[test]
-fn sync_durability_loses_no_response_a_client_received_sqlite() {
-    let (received, missing) = kill_under_load("sqlite://ledger.db", Gateway::ledger_url);
-    assert!(received >= CALLS_BEFORE_KILL, "{received} responses");
+/// Every kind of call was received in full, many times, and each has exactly one row.
+fn assert_nothing_lost(kinds: &HashMap<Kind, usize>, missing: &[String]) {
+    let received: usize = kinds.values().sum();
+    assert!(received >= CALLS_BEFORE_KILL, "{kinds:?}");
+    for kind in KINDS {
+        assert!(
+            kinds
+                .get(&kind)
+                .is_some_and(|n| *n >= CALLS_BEFORE_KILL / 8),
+            "too few {kind:?} calls: {kinds:?}"
+        );
+    }
     assert!(
         missing.is_empty(),
         "{} of {received} complete responses have no row (or several): {missing:?}",
         missing.len()
     );
+}
+
+#[test]
+fn sync_durability_loses_no_response_a_client_received_sqlite() {
+    let (kinds, missing) = kill_under_load("sqlite://ledger.db", Gateway::ledger_url);
+    assert_nothing_lost(&kinds, &missing);
 }
 
 #[test]
 fn sync_durability_loses_no_response_a_client_received_postgres() {
     let database = TestDatabase::create("kill9");
     let url = database.url.clone();
-    let (received, missing) = kill_under_load(&url, |_| url.clone());
-    assert!(received >= CALLS_BEFORE_KILL, "{received} responses");
-    assert!(
-        missing.is_empty(),
-        "{} of {received} complete responses have no row (or several): {missing:?}",
-        missing.len()
-    );
+    let (kinds, missing) = kill_under_load(&url, |_| url.clone());
+    assert_nothing_lost(&kinds, &missing);
 }
