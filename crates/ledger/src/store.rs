@@ -228,41 +228,56 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
         let (summaries, providers) = deltas(unique.iter().copied().filter(|e| inserted.contains(e.event_id.as_str())));
         // BTreeMap order: every writer takes row locks in the same order, so two concurrent
         // batches cannot deadlock on summary rows.
-        for ((user, period), d) in &summaries {
-            sqlx::query(UPSERT_SUMMARY.as_str())
-                .bind(user)
-                .bind(period)
-                .bind(d.calls)
-                .bind(d.tokens)
-                .bind(d.input_tokens)
-                .bind(d.cached_input_tokens)
-                .bind(d.cache_creation_input_tokens)
-                .bind(d.output_tokens)
-                .bind(d.reasoning_tokens)
-                .bind(d.units)
-                .bind(d.cost_nanousd)
-                .bind(d.error_calls)
-                .bind(d.estimated_calls)
-                .bind(d.latency_ms_sum)
-                .bind(now)
+        // One statement per chunk of rows instead of one per user: a batch of many users' calls
+        // would otherwise cost a round trip to the database per user and provider.
+        let summaries: Vec<_> = summaries.iter().collect();
+        for chunk in summaries.chunks(ROWS_PER_INSERT) {
+            let mut upsert = QueryBuilder::new(UPSERT_SUMMARY_HEAD);
+            upsert.push_values(chunk, |mut row, ((user, period), d)| {
+                row.push_bind(*user)
+                    .push_bind(*period)
+                    .push_bind(d.calls)
+                    .push_bind(d.tokens)
+                    .push_bind(d.input_tokens)
+                    .push_bind(d.cached_input_tokens)
+                    .push_bind(d.cache_creation_input_tokens)
+                    .push_bind(d.output_tokens)
+                    .push_bind(d.reasoning_tokens)
+                    .push_bind(d.units)
+                    .push_bind(d.cost_nanousd)
+                    .push_bind(d.error_calls)
+                    .push_bind(d.estimated_calls)
+                    .push_bind(d.latency_ms_sum)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            upsert.push(UPSERT_SUMMARY_TAIL.as_str());
+            upsert
+                .build()
                 .execute(&mut *tx)
                 .await
                 .map_err(LedgerError::db("updating usage summaries"))?;
         }
-        for ((user, period, provider), d) in &providers {
-            sqlx::query(UPSERT_PROVIDER_SUMMARY.as_str())
-                .bind(user)
-                .bind(period)
-                .bind(provider.as_str())
-                .bind(d.calls)
-                .bind(d.tokens)
-                .bind(d.input_tokens)
-                .bind(d.output_tokens)
-                .bind(d.units)
-                .bind(d.cost_nanousd)
-                .bind(d.error_calls)
-                .bind(d.latency_ms_sum)
-                .bind(now)
+        let providers: Vec<_> = providers.iter().collect();
+        for chunk in providers.chunks(ROWS_PER_INSERT) {
+            let mut upsert = QueryBuilder::new(UPSERT_PROVIDER_SUMMARY_HEAD);
+            upsert.push_values(chunk, |mut row, ((user, period, provider), d)| {
+                row.push_bind(*user)
+                    .push_bind(*period)
+                    .push_bind(provider.as_str())
+                    .push_bind(d.calls)
+                    .push_bind(d.tokens)
+                    .push_bind(d.input_tokens)
+                    .push_bind(d.output_tokens)
+                    .push_bind(d.units)
+                    .push_bind(d.cost_nanousd)
+                    .push_bind(d.error_calls)
+                    .push_bind(d.latency_ms_sum)
+                    .push_bind(now);
+            });
+            upsert.push(UPSERT_PROVIDER_SUMMARY_TAIL.as_str());
+            upsert
+                .build()
                 .execute(&mut *tx)
                 .await
                 .map_err(LedgerError::db("updating provider summaries"))?;
@@ -332,7 +347,12 @@ fn saturating_increments(table: &str, columns: &[&str]) -> String {
         .join(", ")
 }
 
-static UPSERT_SUMMARY: LazyLock<String> = LazyLock::new(|| {
+const UPSERT_SUMMARY_HEAD: &str = "INSERT INTO usage_summaries (user_id, billing_period, \
+    total_calls, total_tokens, input_tokens, cached_input_tokens, cache_creation_input_tokens, \
+    output_tokens, reasoning_tokens, units, total_cost_nanousd, error_calls, estimated_calls, \
+    latency_ms_sum, created_at, updated_at) ";
+
+static UPSERT_SUMMARY_TAIL: LazyLock<String> = LazyLock::new(|| {
     let increments = saturating_increments(
         "usage_summaries",
         &[
@@ -351,17 +371,16 @@ static UPSERT_SUMMARY: LazyLock<String> = LazyLock::new(|| {
         ],
     );
     format!(
-        "INSERT INTO usage_summaries (user_id, billing_period, total_calls, total_tokens, \
-         input_tokens, cached_input_tokens, cache_creation_input_tokens, output_tokens, \
-         reasoning_tokens, units, total_cost_nanousd, error_calls, estimated_calls, \
-         latency_ms_sum, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) \
-         ON CONFLICT (user_id, billing_period) DO UPDATE SET {increments}, \
+        " ON CONFLICT (user_id, billing_period) DO UPDATE SET {increments}, \
          updated_at = excluded.updated_at"
     )
 });
 
-static UPSERT_PROVIDER_SUMMARY: LazyLock<String> = LazyLock::new(|| {
+const UPSERT_PROVIDER_SUMMARY_HEAD: &str = "INSERT INTO usage_summary_providers (user_id, \
+    billing_period, provider, calls, tokens, input_tokens, output_tokens, units, cost_nanousd, \
+    error_calls, latency_ms_sum, updated_at) ";
+
+static UPSERT_PROVIDER_SUMMARY_TAIL: LazyLock<String> = LazyLock::new(|| {
     let increments = saturating_increments(
         "usage_summary_providers",
         &[
@@ -376,10 +395,7 @@ static UPSERT_PROVIDER_SUMMARY: LazyLock<String> = LazyLock::new(|| {
         ],
     );
     format!(
-        "INSERT INTO usage_summary_providers (user_id, billing_period, provider, calls, tokens, \
-         input_tokens, output_tokens, units, cost_nanousd, error_calls, latency_ms_sum, \
-         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-         ON CONFLICT (user_id, billing_period, provider) DO UPDATE SET {increments}, \
+        " ON CONFLICT (user_id, billing_period, provider) DO UPDATE SET {increments}, \
          updated_at = excluded.updated_at"
     )
 });
