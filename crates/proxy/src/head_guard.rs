@@ -22,8 +22,9 @@ use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
+use pingora::time::fast_timeout::fast_timeout;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
 use crate::errors::{GatewayError, render};
 use crate::metrics::Metrics;
@@ -147,7 +148,13 @@ impl HeadLimits {
         loop {
             let read = tokio::select! {
                 biased;
-                read = timeout_at(until, stream.read_buf(&mut buf)) => read,
+                // Pingora's coarse timer (10 ms), not Tokio's: arming a Tokio timer whose
+                // deadline comes before the runtime's next one wakes the runtime's own thread
+                // through its eventfd, a system call per request for a deadline of seconds.
+                read = fast_timeout(
+                    until.saturating_duration_since(Instant::now()),
+                    stream.read_buf(&mut buf),
+                ) => read,
                 // Only an idle kept-alive connection is closed: a new one was accepted to be
                 // served, and its request is on its way.
                 _ = shutdown.changed(), if buf.is_empty() && !idle.is_zero() => return Head::Closed,
