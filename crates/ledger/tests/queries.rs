@@ -143,6 +143,62 @@ async fn postgres_period_usage_trends_and_daily_series() {
     period_usage_trends_and_daily_series("postgres").await;
 }
 
+/// A batch of many users' calls: their summary rows are written several hundred at a time
+/// (in statements of up to 200 rows), new rows and increments of existing ones alike, and each
+/// user's totals, per provider too, are exactly their own.
+async fn many_users_in_one_batch(backend: &str) {
+    let (_db, ledger) = seeded(backend).await;
+    let providers = [Provider::OpenAi, Provider::Anthropic, Provider::Serper];
+    let batch = |round: u32| -> Vec<UsageEvent> {
+        (0..450u64)
+            .map(|n| {
+                let provider = providers[(n % 3) as usize];
+                call(
+                    &format!("r{round}-{n}"),
+                    &format!("u{n:03}"),
+                    provider,
+                    "2025-03",
+                    1 + round,
+                    1_000 + n,
+                    200,
+                )
+            })
+            .collect()
+    };
+    // The first batch makes every summary row; the second adds to each.
+    ledger.insert_batch(&batch(0)).await.unwrap();
+    ledger.insert_batch(&batch(1)).await.unwrap();
+    for n in [0u64, 199, 200, 201, 399, 400, 449] {
+        let usage = ledger
+            .usage_for_period(&format!("u{n:03}"), "2025-03")
+            .await
+            .unwrap();
+        assert_eq!(usage.totals.calls, 2, "u{n:03}");
+        assert_eq!(usage.totals.cost_nanousd, 2 * (1_000 + n), "u{n:03}");
+        let provider = providers[(n % 3) as usize];
+        assert_eq!(usage.per_provider[&provider].calls, 2, "u{n:03}");
+        assert_eq!(
+            usage.per_provider.values().map(|p| p.calls).sum::<u64>(),
+            2,
+            "u{n:03}"
+        );
+    }
+    let totals = ledger.current_period_totals("2025-03").await.unwrap();
+    assert_eq!(totals.len(), 450);
+    assert!(totals.iter().all(|t| t.totals.calls == 2));
+    ledger.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_many_users_in_one_batch() {
+    many_users_in_one_batch("sqlite").await;
+}
+
+#[tokio::test]
+async fn postgres_many_users_in_one_batch() {
+    many_users_in_one_batch("postgres").await;
+}
+
 /// A refused call is logged and listed, and counted in nothing but the refusals: no summary,
 /// per-provider count, daily series or counter total holds it.
 async fn refused_calls_are_logged_and_counted_apart(backend: &str) {
