@@ -42,6 +42,13 @@ pub struct RekeyReport {
     pub rejected_lines: u64,
 }
 
+/// Whether a SQLite error code (sqlx gives the extended code, as text) is SQLITE_BUSY or one of
+/// its extended forms, whose low byte is SQLITE_BUSY's 5.
+fn is_busy(code: Option<std::borrow::Cow<'_, str>>) -> bool {
+    code.and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| c & 0xff == 5)
+}
+
 /// Re-encrypts the ledger of `config` (whose `key` is the current one, `None` for a plain
 /// ledger) with `new`.
 pub async fn rekey(config: &LedgerConfig, new: &LedgerKey) -> Result<RekeyReport> {
@@ -85,15 +92,14 @@ pub async fn rekey(config: &LedgerConfig, new: &LedgerKey) -> Result<RekeyReport
                 format!("PRAGMA rekey = {}", new.sqlcipher_pragma()),
                 "PRAGMA journal_mode = WAL".to_owned(),
             ] {
-                // Leaving WAL mode is refused (SQLITE_BUSY, without waiting on the busy
-                // timeout) while a connection closed a moment ago still has the file open.
+                // Leaving WAL mode is refused (SQLITE_BUSY or one of its extended codes, such
+                // as SQLITE_BUSY_RECOVERY, without waiting on the busy timeout) while a
+                // connection closed a moment ago still has the file open.
                 let mut attempts = 0;
                 loop {
                     match sqlx::query(&statement).execute(&mut conn).await {
                         Ok(_) => break,
-                        Err(sqlx::Error::Database(e))
-                            if e.code().as_deref() == Some("5") && attempts < 100 =>
-                        {
+                        Err(sqlx::Error::Database(e)) if is_busy(e.code()) && attempts < 100 => {
                             attempts += 1;
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
@@ -251,5 +257,21 @@ fn file_io(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
     move |source| LedgerError::File {
         path: path.display().to_string(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_busy;
+
+    #[test]
+    fn busy_is_recognised_in_its_extended_forms() {
+        // SQLITE_BUSY, _RECOVERY, _SNAPSHOT and _TIMEOUT; then LOCKED, READONLY, none.
+        for busy in ["5", "261", "517", "773"] {
+            assert!(is_busy(Some(busy.into())), "{busy}");
+        }
+        for other in [Some("6"), Some("8"), Some("x"), None] {
+            assert!(!is_busy(other.map(Into::into)), "{other:?}");
+        }
     }
 }
