@@ -22,9 +22,8 @@ use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
-use pingora::time::fast_timeout::fast_timeout;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::Instant;
+use tokio::time::{Instant, timeout_at};
 
 use crate::errors::{GatewayError, render};
 use crate::metrics::Metrics;
@@ -148,13 +147,7 @@ impl HeadLimits {
         loop {
             let read = tokio::select! {
                 biased;
-                // Pingora's coarse timer (10 ms), not Tokio's: arming a Tokio timer whose
-                // deadline comes before the runtime's next one wakes the runtime's own thread
-                // through its eventfd, a system call per request for a deadline of seconds.
-                read = fast_timeout(
-                    until.saturating_duration_since(Instant::now()),
-                    stream.read_buf(&mut buf),
-                ) => read,
+                read = timeout_at(until, stream.read_buf(&mut buf)) => read,
                 // Only an idle kept-alive connection is closed: a new one was accepted to be
                 // served, and its request is on its way.
                 _ = shutdown.changed(), if buf.is_empty() && !idle.is_zero() => return Head::Closed,
