@@ -43,12 +43,24 @@ openai = {{ calls = 100 }}
 }
 
 fn files_holding(dir: &Path, needle: &str, out: &mut Vec<String>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // A directory the gateway removed since its parent was listed.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => panic!("{}: {e}", dir.display()),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
         if path.is_dir() {
             files_holding(&path, needle, out);
         } else if path.file_name().is_some_and(|n| n != "gateway.toml") {
-            let bytes = std::fs::read(&path).unwrap();
+            // A file the running gateway removed since the listing (a rotated or drained
+            // one) holds nothing any more.
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => panic!("{}: {e}", path.display()),
+            };
             if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
                 out.push(path.display().to_string());
             }
