@@ -4,8 +4,8 @@
 //! The spool is drained into the database first, with the current key, so that afterwards no
 //! data is under the old key but the database itself, which is then rekeyed in one step:
 //!
-//! * an encrypted SQLite file: SQLCipher's `PRAGMA rekey` (re-encrypts every page in place);
-//! * a plain SQLite file: copied encrypted beside it with `sqlcipher_export`, then renamed over it;
+//! * a SQLite file, encrypted or plain: copied under the new key beside it with
+//!   `sqlcipher_export`, then renamed over it;
 //! * PostgreSQL: the personal columns re-sealed and the new key recorded in one transaction.
 //!
 //! Events set aside in `rejected.jsonl` are re-sealed with the new key last.
@@ -13,12 +13,7 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
-
-use sqlx::ConnectOptions;
-use sqlx::Connection;
-use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::config::LedgerConfig;
 use crate::db::{Db, DbOptions};
@@ -42,13 +37,6 @@ pub struct RekeyReport {
     pub rejected_lines: u64,
 }
 
-/// Whether a SQLite error code (sqlx gives the extended code, as text) is SQLITE_BUSY or one of
-/// its extended forms, whose low byte is SQLITE_BUSY's 5.
-fn is_busy(code: Option<std::borrow::Cow<'_, str>>) -> bool {
-    code.and_then(|c| c.parse::<i32>().ok())
-        .is_some_and(|c| c & 0xff == 5)
-}
-
 /// Re-encrypts the ledger of `config` (whose `key` is the current one, `None` for a plain
 /// ledger) with `new`.
 pub async fn rekey(config: &LedgerConfig, new: &LedgerKey) -> Result<RekeyReport> {
@@ -63,7 +51,7 @@ pub async fn rekey(config: &LedgerConfig, new: &LedgerKey) -> Result<RekeyReport
     )?;
     let options = DbOptions {
         timeout: Duration::from_millis(config.db_timeout_ms),
-        // One connection: SQLite's journal mode and rekey need the file to themselves.
+        // One connection: SQLite's ATTACH, export and DETACH must run on the same one.
         max_connections: 1,
         sqlite_sync: config.sqlite_sync,
         key: old.clone(),
@@ -74,73 +62,48 @@ pub async fn rekey(config: &LedgerConfig, new: &LedgerKey) -> Result<RekeyReport
     report.spooled_events = drain_spool(&db, &mut spool).await?;
 
     match (&db, &old) {
-        (Db::Sqlite(_), Some(old)) => {
-            // A connection of its own, opened once the pool is closed: leaving WAL mode needs
-            // the file to itself, with no statement of the pool's still holding a read lock.
-            db.close().await;
-            let mut conn = SqliteConnectOptions::from_str(&config.database_url)
-                .map_err(LedgerError::db("parsing the SQLite URL"))?
-                .pragma("key", old.sqlcipher_pragma())
-                .busy_timeout(Duration::from_millis(config.db_timeout_ms.max(5_000)))
-                .connect()
-                .await
-                .map_err(LedgerError::db("opening the SQLite ledger to rekey it"))?;
-            // SQLCipher rewrites the pages in place; outside WAL mode, so that no page of the
-            // old key is left behind in the log.
-            for statement in [
-                "PRAGMA journal_mode = DELETE".to_owned(),
-                format!("PRAGMA rekey = {}", new.sqlcipher_pragma()),
-                "PRAGMA journal_mode = WAL".to_owned(),
-            ] {
-                // Leaving WAL mode is refused (SQLITE_BUSY or one of its extended codes, such
-                // as SQLITE_BUSY_RECOVERY, without waiting on the busy timeout) while a
-                // connection closed a moment ago still has the file open.
-                let mut attempts = 0;
-                loop {
-                    match sqlx::query(&statement).execute(&mut conn).await {
-                        Ok(_) => break,
-                        Err(sqlx::Error::Database(e)) if is_busy(e.code()) && attempts < 100 => {
-                            attempts += 1;
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        Err(e) => return Err(LedgerError::db("rekeying the SQLite ledger")(e)),
-                    }
-                }
-            }
-            conn.close()
-                .await
-                .map_err(LedgerError::db("rekeying the SQLite ledger"))?;
-        }
-        (Db::Sqlite(pool), None) => {
+        (Db::Sqlite(pool), _) => {
+            // Copied under the new key beside the file, then renamed over it: unlike SQLCipher's
+            // in-place `PRAGMA rekey`, which must first leave WAL mode and so needs the file to
+            // itself, the copy only reads, and a connection closed a moment ago that still has
+            // the file open cannot make it fail.
             let path = sqlite_path(&config.database_url)?;
-            let encrypted = path.with_extension("encrypting");
-            remove_if_present(&encrypted)?;
+            let rekeyed = path.with_extension("rekeying");
+            remove_if_present(&rekeyed)?;
             let attach = format!(
-                "ATTACH DATABASE '{}' AS encrypted KEY {}",
-                encrypted.display().to_string().replace('\'', "''"),
+                "ATTACH DATABASE '{}' AS rekeyed KEY {}",
+                rekeyed.display().to_string().replace('\'', "''"),
                 new.sqlcipher_pragma()
             );
             for statement in [
                 attach.as_str(),
-                "SELECT sqlcipher_export('encrypted')",
-                "DETACH DATABASE encrypted",
+                "SELECT sqlcipher_export('rekeyed')",
+                "DETACH DATABASE rekeyed",
             ] {
                 sqlx::query(statement)
                     .execute(pool)
                     .await
-                    .map_err(LedgerError::db("encrypting the SQLite ledger"))?;
+                    .map_err(LedgerError::db(
+                        "copying the SQLite ledger under the new key",
+                    ))?;
             }
             db.close().await;
-            File::open(&encrypted)
+            File::open(&rekeyed)
                 .and_then(|f| f.sync_all())
-                .map_err(file_io(&encrypted))?;
-            // The plain file's log was checkpointed when it closed; what is left of it must
-            // not be read as the new file's.
+                .map_err(file_io(&rekeyed))?;
+            // The old file's log was checkpointed when it closed, and the copy holds everything
+            // committed; what is left of the log is under the old key (or none) and must not
+            // be read as the new file's.
             for suffix in ["-wal", "-shm"] {
                 remove_if_present(&PathBuf::from(format!("{}{suffix}", path.display())))?;
             }
-            fs::rename(&encrypted, &path).map_err(file_io(&path))?;
-            report.encrypted_plain_sqlite = true;
+            fs::rename(&rekeyed, &path).map_err(file_io(&path))?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(file_io(dir))?;
+            }
+            report.encrypted_plain_sqlite = old.is_none();
         }
         (Db::Postgres(_), Some(old)) => {
             report.users_resealed = personal::rekey_columns(&db, old, new).await?;
@@ -257,21 +220,5 @@ fn file_io(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
     move |source| LedgerError::File {
         path: path.display().to_string(),
         source,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_busy;
-
-    #[test]
-    fn busy_is_recognised_in_its_extended_forms() {
-        // SQLITE_BUSY, _RECOVERY, _SNAPSHOT and _TIMEOUT; then LOCKED, READONLY, none.
-        for busy in ["5", "261", "517", "773"] {
-            assert!(is_busy(Some(busy.into())), "{busy}");
-        }
-        for other in [Some("6"), Some("8"), Some("x"), None] {
-            assert!(!is_busy(other.map(Into::into)), "{other:?}");
-        }
     }
 }
