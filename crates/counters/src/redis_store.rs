@@ -1,5 +1,6 @@
 //! The Redis counter store: the same reserve → settle/release cycle as the in-process store,
-//! shared by every gateway instance, one script call (one round trip) per operation.
+//! shared by every gateway instance. Reserves and settles go in batches, one script call (one
+//! round trip) in flight at a time carrying every one that came meanwhile ([`op_batches`]).
 //!
 //! Redis holds a cache of each user-period's totals, not the source of truth (the ledger is).
 //! A user-period whose `init` marker is missing — never used, expired, or lost with Redis's
@@ -18,7 +19,7 @@ use chrono::{Datelike, Months};
 use tollgate_domain::{Amount, AnchorDay, BillingPeriod, Denial, LimitKey, Provider, Standing};
 
 use crate::connection::{Connection, Target};
-use crate::scripts::{self, Counted, ReserveReply, Scripts, SettleReply};
+use crate::scripts::{self, Counted, Op, ReserveReply, Scripts, SettleReply};
 use crate::{
     CounterError, CounterStore, Hold, KeyTotals, Reservation, ReserveRequest, Reserved, SettledUse,
     Standings, Totals,
@@ -83,9 +84,9 @@ pub struct RedisStats {
 pub struct RedisStore {
     connection: Arc<Connection>,
     scripts: Arc<Scripts>,
-    /// Where settles of reservations go to be sent in batches (see [`settle_batches`]); the
-    /// task that sends them starts with the first settle.
-    settles: OnceLock<mpsc::UnboundedSender<SettleJob>>,
+    /// Where reserves and settles go to be sent in batches (see [`op_batches`]); the task that
+    /// sends them starts with the first.
+    batches: OnceLock<mpsc::UnboundedSender<OpJob>>,
     timeout: Duration,
     prefix: String,
     keep_after_period_secs: u64,
@@ -110,7 +111,7 @@ impl RedisStore {
         Ok(RedisStore {
             connection: Arc::new(Connection::new(target, timeout)),
             scripts: Arc::new(Scripts::new()),
-            settles: OnceLock::new(),
+            batches: OnceLock::new(),
             timeout,
             prefix: config.key_prefix,
             keep_after_period_secs: config.keep_after_period_secs,
@@ -149,10 +150,9 @@ impl RedisStore {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let keys = self.keys(request.user, request.period);
         let args = scripts::reserve_args(&request, id, self.keep_until(request.period));
-        let reply: Vec<i64> = self
-            .connection
-            .eval(&self.scripts.reserve, &keys, &args)
-            .await?;
+        // A reserve that times out in its batch but ran holds its amount until the hold expires,
+        // as one sent alone would.
+        let reply = self.run_op(Op::Reserve, keys, args, true).await?;
         match scripts::parse_reserve(&reply, request.counted())? {
             ReserveReply::Uninitialised => Ok(ReserveOutcome::NeedsSeed),
             ReserveReply::Admitted { window, seen } => Ok(ReserveOutcome::Admitted {
@@ -286,30 +286,33 @@ impl RedisStore {
         let args = scripts::settle_args(self.keep_until(period), held, Utc::now(), counted, actual);
         // Only a settle with an id may go into a batch: one sent again after its batch timed out
         // but ran is recognised by its tombstone; use without an id would be counted twice.
-        let reply = if held.is_some() && !self.connection.is_cluster() {
-            self.settle_in_batch(keys, args).await?
-        } else {
-            let mut replies: Vec<Vec<i64>> = self
-                .connection
-                .eval(&self.scripts.settle, &keys, &scripts::batch_args([args]))
-                .await?;
-            replies.pop().ok_or_else(|| CounterError::BadReply {
-                script: "settle",
-                problem: "no reply for the one settle sent".to_owned(),
-            })?
-        };
+        let reply = self.run_op(Op::Settle, keys, args, held.is_some()).await?;
         scripts::parse_settle(&reply, counted)
     }
 
-    /// Hands a settle to the batch task and waits for its reply, within the timeout.
-    async fn settle_in_batch(
+    /// Runs one operation of the `ops` script and answers its reply: in a batch when
+    /// `batchable` (and not on Redis Cluster, whose user-periods live in different slots), or
+    /// else in a script call of its own.
+    async fn run_op(
         &self,
+        op: Op,
         keys: [String; 3],
         args: Vec<String>,
+        batchable: bool,
     ) -> Result<Vec<i64>, CounterError> {
-        let sender = self.settles.get_or_init(|| {
+        if !batchable || self.connection.is_cluster() {
+            let mut replies: Vec<Vec<i64>> = self
+                .connection
+                .eval(&self.scripts.ops, &keys, &scripts::ops_args([(op, args)]))
+                .await?;
+            return replies.pop().ok_or_else(|| CounterError::BadReply {
+                script: self.scripts.ops.name,
+                problem: "no reply for the one operation sent".to_owned(),
+            });
+        }
+        let sender = self.batches.get_or_init(|| {
             let (sender, jobs) = mpsc::unbounded_channel();
-            tokio::spawn(settle_batches(
+            tokio::spawn(op_batches(
                 Arc::clone(&self.connection),
                 Arc::clone(&self.scripts),
                 jobs,
@@ -317,17 +320,23 @@ impl RedisStore {
             sender
         });
         let (reply, answer) = oneshot::channel();
-        let gone = || CounterError::Unreachable("the settle batch task has stopped".to_owned());
+        let gone = || CounterError::Unreachable("the counter batch task has stopped".to_owned());
         sender
-            .send(SettleJob { keys, args, reply })
+            .send(OpJob {
+                op,
+                keys,
+                args,
+                reply,
+            })
             .map_err(|_| gone())?;
-        // Queued behind a batch in flight: allow it its own timeout as well.
-        match tokio::time::timeout(self.timeout * 2, answer).await {
+        // The deadline of any Redis call, counted from now: no request waits on Redis longer,
+        // even behind a batch in flight.
+        match tokio::time::timeout(self.timeout, answer).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(gone()),
             Err(_) => Err(CounterError::Unreachable(format!(
                 "no answer within {} ms",
-                (self.timeout * 2).as_millis()
+                self.timeout.as_millis()
             ))),
         }
     }
@@ -434,28 +443,28 @@ impl RedisStore {
     }
 }
 
-/// A settle waiting for its batch: its keys, its arguments to the settle script, and where its
-/// reply goes.
-struct SettleJob {
+/// An operation waiting for its batch: its kind, keys and arguments, and where its reply goes.
+struct OpJob {
+    op: Op,
     keys: [String; 3],
     args: Vec<String>,
     reply: oneshot::Sender<Result<Vec<i64>, CounterError>>,
 }
 
-/// The most settles in one script call.
+/// The most operations in one script call.
 const MAX_BATCH: usize = 128;
 
-/// Sends settles to Redis in batches, one batch in flight at a time: a settle that comes while
-/// a batch is on its way waits for it, then goes with every other settle that came meanwhile,
-/// in one script call. One call serves every call that finished during the previous one, so
-/// under load settles cost a fraction of a round trip each; alone, a settle goes at once. Ends
-/// when the store is dropped.
-async fn settle_batches(
+/// Sends reserves and settles to Redis in batches, one batch in flight at a time: an operation
+/// that comes while a batch is on its way waits for it, then goes with every other that came
+/// meanwhile, in one script call that applies them in the order they came. Under load one call
+/// serves every call that started or finished during the previous one, so a call costs a
+/// fraction of a round trip; alone, an operation goes at once. Ends when the store is dropped.
+async fn op_batches(
     connection: Arc<Connection>,
     scripts: Arc<Scripts>,
-    mut jobs: mpsc::UnboundedReceiver<SettleJob>,
+    mut jobs: mpsc::UnboundedReceiver<OpJob>,
 ) {
-    let mut batch: Vec<SettleJob> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<OpJob> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.recv().await {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -464,10 +473,20 @@ async fn settle_batches(
                 Err(_) => break,
             }
         }
+        // Whoever gave up waiting (past the deadline behind a slow batch) counts the operation
+        // as failed: it is not sent late.
+        batch.retain(|job| !job.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let keys: Vec<String> = batch.iter().flat_map(|j| j.keys.iter().cloned()).collect();
-        let args = scripts::batch_args(batch.iter_mut().map(|j| std::mem::take(&mut j.args)));
+        let args = scripts::ops_args(
+            batch
+                .iter_mut()
+                .map(|j| (j.op, std::mem::take(&mut j.args))),
+        );
         let result: Result<Vec<Vec<i64>>, CounterError> =
-            connection.eval(&scripts.settle, &keys, &args).await;
+            connection.eval(&scripts.ops, &keys, &args).await;
         match result {
             Ok(replies) if replies.len() == batch.len() => {
                 for (job, reply) in batch.drain(..).zip(replies) {
@@ -475,10 +494,10 @@ async fn settle_batches(
                 }
             }
             Ok(replies) => {
-                let problem = format!("{} replies to {} settles", replies.len(), batch.len());
+                let problem = format!("{} replies to {} operations", replies.len(), batch.len());
                 for job in batch.drain(..) {
                     let _ = job.reply.send(Err(CounterError::BadReply {
-                        script: "settle",
+                        script: scripts.ops.name,
                         problem: problem.clone(),
                     }));
                 }

@@ -1,8 +1,9 @@
-//! The four counter scripts (`scripts/*.lua`) and the translation between Rust values and their
+//! The counter scripts (`scripts/*.lua`) and the translation between Rust values and their
 //! keys, arguments and replies. Pure: no I/O here, so the encoding is unit-tested without Redis.
 //!
-//! Every operation is one script that checks and updates all the counters of one user-period
-//! atomically; nothing is read in Rust and written back. Both keys of a user-period carry the
+//! Every operation checks and updates all the counters of one user-period atomically, in a
+//! script; nothing is read in Rust and written back. Reserves and settles share one script, so
+//! that an instance can send several in one call. Both keys of a user-period carry the
 //! hash tag `{u:<user>}`, so on Redis Cluster they live in one slot and the scripts run there.
 
 use chrono::{DateTime, Utc};
@@ -34,8 +35,8 @@ impl Script {
 /// The scripts, hashed once per store.
 #[derive(Debug)]
 pub(crate) struct Scripts {
-    pub reserve: Script,
-    pub settle: Script,
+    /// Reserves and settles, one or several in one call ([`ops_args`]).
+    pub ops: Script,
     pub release: Script,
     pub seed: Script,
 }
@@ -43,18 +44,13 @@ pub(crate) struct Scripts {
 impl Scripts {
     pub fn new() -> Scripts {
         Scripts {
-            reserve: Script::new(
-                "reserve",
+            ops: Script::new(
+                "reserve/settle",
                 concat!(
                     include_str!("scripts/common.lua"),
-                    include_str!("scripts/reserve.lua")
-                ),
-            ),
-            settle: Script::new(
-                "settle",
-                concat!(
-                    include_str!("scripts/common.lua"),
-                    include_str!("scripts/settle.lua")
+                    include_str!("scripts/reserve.lua"),
+                    include_str!("scripts/settle.lua"),
+                    include_str!("scripts/ops.lua")
                 ),
             ),
             release: Script::new(
@@ -191,13 +187,30 @@ pub(crate) fn settle_args(
     args
 }
 
-/// Arguments of one call of the settle script that makes `settles` (each from [`settle_args`]),
-/// in order.
-pub(crate) fn batch_args(settles: impl IntoIterator<Item = Vec<String>>) -> Vec<String> {
+/// An operation of the `ops` script.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Reserve,
+    Settle,
+}
+
+impl Op {
+    fn marker(self) -> &'static str {
+        match self {
+            Op::Reserve => "r",
+            Op::Settle => "s",
+        }
+    }
+}
+
+/// Arguments of one call of the `ops` script that makes `ops` (each with its arguments from
+/// [`reserve_args`] or [`settle_args`]), in order.
+pub(crate) fn ops_args(ops: impl IntoIterator<Item = (Op, Vec<String>)>) -> Vec<String> {
     let mut args = vec![String::new()];
     let mut n = 0;
-    for settle in settles {
-        args.extend(settle);
+    for (op, op_args) in ops {
+        args.push(op.marker().to_owned());
+        args.extend(op_args);
         n += 1;
     }
     args[0] = n.to_string();
@@ -598,15 +611,19 @@ mod tests {
     #[test]
     fn script_sources_include_the_prelude() {
         let scripts = Scripts::new();
-        for s in [
-            &scripts.reserve,
-            &scripts.settle,
-            &scripts.release,
-            &scripts.seed,
-        ] {
+        for s in [&scripts.ops, &scripts.release, &scripts.seed] {
             assert!(s.source.contains("local function give_back"), "{}", s.name);
             assert_eq!(s.sha1.len(), 40);
         }
-        assert_ne!(scripts.reserve.sha1, scripts.settle.sha1);
+        assert_ne!(scripts.ops.sha1, scripts.release.sha1);
+    }
+
+    #[test]
+    fn operations_are_sent_in_order_each_after_its_kind() {
+        let args = ops_args([
+            (Op::Settle, vec!["a".to_owned(), "b".to_owned()]),
+            (Op::Reserve, vec!["c".to_owned()]),
+        ]);
+        assert_eq!(args, ["2", "s", "a", "b", "r", "c"]);
     }
 }

@@ -5,28 +5,28 @@
 -- recognised and ignored. An empty id counts use that was never held here (counted elsewhere
 -- while this store was unreachable). A per-minute counter ("m<window>:<limit>") of a window
 -- that is over is not counted (its settled use reads 0).
--- Several settles come in one call, one after the other (a batch of calls that finished close
--- together): KEYS holds the three keys of each one's user-period, in order.
--- ARGV: n_settles, then per settle: keep_until_secs, id, tombstone_until_ms, n,
---       (counter, amount) * n
--- Reply: one reply per settle, in order: {status, used * n}. Status 0 the user-period is not
---        initialised (nothing written: its next seed, from the ledger, includes this call); 1
---        counted, no hold found; 2 counted and the hold given back; 3 already settled, nothing
---        done. Statuses 1 and 2 are followed by the settled use of each counter as this settle
---        left it, in the order of the arguments: read in the same atomic step as the increment,
---        so that alerts know exactly which call crossed a threshold.
+-- Its arguments, from ARGV[at]: keep_until_secs, id, tombstone_until_ms, n,
+--   (counter, amount) * n
+-- Reply: {status, used * n}. Status 0 the user-period is not initialised (nothing written: its
+--   next seed, from the ledger, includes this call); 1 counted, no hold found; 2 counted and the
+--   hold given back; 3 already settled, nothing done. Statuses 1 and 2 are followed by the
+--   settled use of each counter as this settle left it, in the order of the arguments: read in
+--   the same atomic step as the increment, so that alerts know exactly which call crossed a
+--   threshold.
 
--- One settle, its arguments from ARGV[at]; n counters.
-local function settle(at, n)
+-- Returns the reply and the index in ARGV after the settle's arguments.
+local function settle(at)
+  local n = tonumber(ARGV[at + 3])
+  local next_at = at + 4 + 2 * n
   if not initialised() then
-    return {0}
+    return {0}, next_at
   end
   local id = ARGV[at + 1]
   local found = 1
   if id ~= '' then
     local payload = redis.call('HGET', HASH, 'h:' .. id)
     if payload == '-' then
-      return {3}
+      return {3}, next_at
     end
     if payload and give_back(id) then
       found = 2
@@ -47,15 +47,5 @@ local function settle(at, n)
     reply[#reply + 1] = used
   end
   keep_until(ARGV[at])
-  return reply
+  return reply, next_at
 end
-
-local replies = {}
-local at = 2
-for s = 1, tonumber(ARGV[1]) do
-  use_keys(3 * (s - 1) + 1)
-  local n = tonumber(ARGV[at + 3])
-  replies[s] = settle(at, n)
-  at = at + 4 + 2 * n
-end
-return replies
