@@ -419,12 +419,18 @@ fn call_open(gw: &Gateway) -> u16 {
 
 /// The degraded gauge as `/metrics` shows it now.
 fn degraded(admin_port: u16) -> f64 {
+    metric(admin_port, "tollgate_redis_degraded")
+}
+
+/// A metric without labels as `/metrics` shows it now.
+fn metric(admin_port: u16, name: &str) -> f64 {
+    let prefix = format!("{name} ");
     harness::request(admin_port, "GET", "/metrics", &[], b"")
         .text()
         .lines()
-        .find_map(|l| l.strip_prefix("tollgate_redis_degraded "))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|v| v.trim().parse().ok())
-        .expect("the degraded gauge on /metrics")
+        .unwrap_or_else(|| panic!("{name} on /metrics"))
 }
 
 /// The gauge is read when scraped: once Redis is back it clears within 2 s although no request
@@ -436,6 +442,14 @@ fn the_degraded_gauge_clears_without_traffic() {
     let call = || call_open(&gw);
     assert_eq!(call(), 200);
     assert_eq!(degraded(gw.admin_port), 0.0);
+    // The call's operations on the counters (seed, reserve, settle), each in a round trip.
+    assert!(
+        wait_until(Duration::from_secs(2), || {
+            metric(gw.admin_port, "tollgate_redis_operations_total") >= 3.0
+                && metric(gw.admin_port, "tollgate_redis_round_trips_total") >= 3.0
+        }),
+        "the store's counts on /metrics"
+    );
 
     redis.kill();
     assert_eq!(call(), 200, "fail_open forwards while Redis is away");

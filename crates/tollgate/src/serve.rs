@@ -152,10 +152,12 @@ pub fn run(path: &Path, upgrading: bool) -> anyhow::Result<ExitCode> {
             metrics: {
                 let metrics = Arc::clone(&metrics);
                 // The degraded gauge is read when scraped, so that it shows a recovery also
-                // when no request has come since.
+                // when no request has come since; the store's counts too.
                 Arc::new(move || {
                     if let Some(store) = &shared_counters {
                         metrics.set_counters_degraded(store.is_degraded());
+                        let stats = store.redis().stats();
+                        metrics.set_redis_stats(stats.operations, stats.round_trips);
                     }
                     metrics.render()
                 })

@@ -71,6 +71,12 @@ pub struct Metrics {
     redis_degraded: [IntGauge; 2],
     /// Counter store calls that failed, under both names too.
     redis_errors: [IntCounter; 2],
+    /// The Redis store's operations (reserves, settles, releases, seeds) and the script calls
+    /// that carried them, brought up to the store's own counts when scraped.
+    redis_operations: IntCounter,
+    redis_round_trips: IntCounter,
+    /// Serialises bringing the two up to date, so that two scrapes at once add nothing twice.
+    redis_stats: std::sync::Mutex<()>,
     /// Usage alerts this instance stored (crossings another caller had stored already are
     /// not counted).
     alerts_raised: IntCounter,
@@ -245,6 +251,17 @@ impl Metrics {
                     &format!("Deprecated: use tollgate_redis_errors_total. {REDIS_ERRORS_HELP}"),
                 )?,
             ],
+            redis_operations: counter(
+                &r,
+                "tollgate_redis_operations_total",
+                "Operations on the counters in Redis: reserves, settles, releases and seeds.",
+            )?,
+            redis_round_trips: counter(
+                &r,
+                "tollgate_redis_round_trips_total",
+                "Commands sent to Redis for the counters: one per script call, which under load carries several reserves and settles, plus one when Redis had to be sent a script's source.",
+            )?,
+            redis_stats: std::sync::Mutex::new(()),
             alerts_raised: counter(
                 &r,
                 "tollgate_alerts_raised_total",
@@ -390,6 +407,20 @@ impl Metrics {
     pub fn set_counters_degraded(&self, degraded: bool) {
         for gauge in &self.redis_degraded {
             gauge.set(i64::from(degraded));
+        }
+    }
+
+    /// The Redis store's counts since it was made: its operations and its round trips.
+    pub fn set_redis_stats(&self, operations: u64, round_trips: u64) {
+        let _one_at_a_time = self
+            .redis_stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (counter, now) in [
+            (&self.redis_operations, operations),
+            (&self.redis_round_trips, round_trips),
+        ] {
+            counter.inc_by(now.saturating_sub(counter.get()));
         }
     }
 
