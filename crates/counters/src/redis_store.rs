@@ -479,7 +479,10 @@ async fn op_batches(
         if batch.is_empty() {
             continue;
         }
-        let keys: Vec<String> = batch.iter().flat_map(|j| j.keys.iter().cloned()).collect();
+        let keys: Vec<String> = batch
+            .iter_mut()
+            .flat_map(|j| std::mem::take(&mut j.keys))
+            .collect();
         let args = scripts::ops_args(
             batch
                 .iter_mut()

@@ -198,12 +198,4 @@ impl Counters {
             Counters::Shared(store) => store.is_degraded(),
         }
     }
-
-    /// Round trips to Redis so far (0 for in-process counters).
-    pub fn redis_round_trips(&self) -> u64 {
-        match self {
-            Counters::Memory { .. } => 0,
-            Counters::Shared(store) => store.redis().stats().round_trips,
-        }
-    }
 }
