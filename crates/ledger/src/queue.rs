@@ -161,10 +161,35 @@ impl LedgerHandle {
             durable: Some(durable_tx),
         };
         self.send_waiting(self.try_send(msg)).await?;
-        match durable_rx.await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(LedgerError::Dropped),
-            Err(_) => Err(LedgerError::Closed),
+        made_durable(durable_rx.await)
+    }
+
+    /// [`record_durable`](Self::record_durable) for a caller that cannot wait where it is:
+    /// `event` is handed over before this returns, and the future only waits for it to be
+    /// durable, so dropping the future unpolled loses nothing. On a full queue that must be
+    /// waited for (`block`, or an overflow full too), a task of its own waits for room.
+    pub fn hand_over_durable(
+        &self,
+        event: UsageEvent,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let (durable_tx, durable_rx) = oneshot::channel();
+        let msg = Msg::Event {
+            event,
+            durable: Some(durable_tx),
+        };
+        let handed = match self.try_send(msg) {
+            Attempt::Done(done) => done,
+            must_wait => {
+                let ledger = self.clone();
+                // Refused after waiting, the event's sender is dropped with it: the receiver
+                // below answers `Closed`, counted as dropped by `send_waiting`.
+                tokio::spawn(async move { ledger.send_waiting(must_wait).await });
+                Ok(())
+            }
+        };
+        async move {
+            handed?;
+            made_durable(durable_rx.await)
         }
     }
 
@@ -275,6 +300,16 @@ impl LedgerHandle {
     fn closed(&self) -> LedgerError {
         add(&self.shared.counters.dropped, 1);
         LedgerError::Closed
+    }
+}
+
+/// What a durable event's answer says: committed or spooled, dropped by policy, or never
+/// answered because the ledger stopped.
+fn made_durable(answer: std::result::Result<bool, oneshot::error::RecvError>) -> Result<()> {
+    match answer {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(LedgerError::Dropped),
+        Err(_) => Err(LedgerError::Closed),
     }
 }
 

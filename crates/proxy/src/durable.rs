@@ -8,21 +8,29 @@
 //! only settles the call's counters. A client that leaves meanwhile changes nothing: the event is
 //! recorded once either way.
 //!
-//! Pingora calls the response body filter synchronously, so the last chunk is held by waiting in
-//! place: [`tokio::task::block_in_place`] hands the worker's other tasks to another thread for
-//! the millisecond or two of the commit, rather than stalling them. That needs Pingora's
-//! work-stealing (multi-thread) runtime, its default; on any other the call is recorded as in
-//! `batched`, and said so once.
+//! Pingora calls the response body filter synchronously, so where the response ends the call is
+//! ended at once and its event handed to the ledger ([`LedgerHandle::hand_over_durable`]), and
+//! the client connection's [`HoldingStream`] holds the last bytes until the ledger answers: the
+//! connection's task sleeps on the commit like on any socket, and its thread serves others.
+//! Ending a call that needs a wait first (decoding left for the end, a job's earlier polls to
+//! look up) — or a connection without a holding stream — waits in place instead:
+//! [`tokio::task::block_in_place`] hands the worker's other tasks to another thread for the
+//! commit, rather than stalling them. That needs Pingora's work-stealing (multi-thread)
+//! runtime, its default; on any other the call is recorded as in `batched`, and said so once.
 //!
+//! [`LedgerHandle::hand_over_durable`]: tollgate_ledger::LedgerHandle::hand_over_durable
 //! [`LedgerHandle::record_durable`]: tollgate_ledger::LedgerHandle::record_durable
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use pingora::Error;
+use pingora::proxy::Session;
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use crate::context::RequestCtx;
 use crate::gateway::Gateway;
+use crate::hold::HoldingStream;
+use crate::settle::MustWait;
 
 impl Gateway {
     /// Ends the call in `ctx` and returns once its event is durable; a call not admitted, or
@@ -39,11 +47,28 @@ impl Gateway {
         }
     }
 
-    /// From the synchronous body filter, at the end of the response: ends the call and waits,
-    /// in place, until its event is durable.
-    pub(crate) fn hold_last_bytes(&self, ctx: &mut RequestCtx) {
+    /// From the synchronous body filter, at the end of the response: ends the call and holds
+    /// the response's last bytes until its event is durable.
+    pub(crate) fn hold_last_bytes(&self, session: &Session, ctx: &mut RequestCtx) {
         if ctx.admitted.is_none() {
             return;
+        }
+        if let Some(stream) = HoldingStream::of(session) {
+            match self.end_call_at_once(None, ctx) {
+                Ok(None) => return,
+                Ok(Some((event, ended))) => {
+                    ctx.ended = Some(ended);
+                    let durable = self.ledger.hand_over_durable(event);
+                    stream.hold_until(async move {
+                        // As in `end_call_durably`: holding the bytes would not save the event.
+                        if let Err(e) = durable.await {
+                            tracing::error!(error = %e, "usage event not recorded");
+                        }
+                    });
+                    return;
+                }
+                Err(MustWait) => {}
+            }
         }
         let Some(runtime) = blocking_allowed() else {
             return;

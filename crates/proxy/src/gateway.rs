@@ -280,7 +280,7 @@ impl ProxyHttp for Gateway {
 
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
@@ -288,7 +288,7 @@ impl ProxyHttp for Gateway {
         let started = Instant::now();
         metering::observe_chunk(ctx, body, end_of_stream);
         if end_of_stream && self.durability == Durability::Sync {
-            self.hold_last_bytes(ctx);
+            self.hold_last_bytes(session, ctx);
         }
         ctx.overhead += started.elapsed();
         Ok(metering::decoding_behind(ctx, end_of_stream).then_some(metering::BEHIND_PAUSE))

@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, timeout_at};
 
 use crate::errors::{GatewayError, render};
+use crate::hold::HoldingStream;
 use crate::metrics::Metrics;
 use crate::request_id;
 use crate::route::route;
@@ -46,6 +47,7 @@ pub struct HeadGuard<A> {
     inner: Arc<A>,
     limits: HeadLimits,
     metrics: Arc<Metrics>,
+    holding: bool,
 }
 
 impl<A> HeadGuard<A> {
@@ -54,7 +56,15 @@ impl<A> HeadGuard<A> {
             inner: Arc::new(inner),
             limits,
             metrics,
+            holding: false,
         }
+    }
+
+    /// Serves each connection through a [`HoldingStream`], so that a response's last bytes can
+    /// wait for its usage event (`durability = "sync"`).
+    pub fn holding_last_bytes(mut self, holding: bool) -> HeadGuard<A> {
+        self.holding = holding;
+        self
     }
 }
 
@@ -220,6 +230,9 @@ where
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        if self.holding {
+            stream = Box::new(HoldingStream::new(stream));
+        }
         let mut watch = shutdown.clone();
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut idle = Duration::ZERO;

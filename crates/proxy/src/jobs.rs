@@ -21,6 +21,12 @@ impl JobBilling {
         }
     }
 
+    /// Whether billing a call of `method` on `path` may look up what its job billed before
+    /// (and so must be awaited).
+    pub fn looks_up(&self, provider: Provider, method: &str, path: &str) -> bool {
+        self.ledger.is_some() && tollgate_usage::cumulative_job(provider, method, path).is_some()
+    }
+
     /// Keeps in `scanned` only the part of a job poll's reported units no earlier poll billed;
     /// any other call is left as it is (and costs no I/O).
     pub async fn bill_increase(

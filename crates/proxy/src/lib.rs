@@ -23,6 +23,7 @@ pub mod exceeded;
 pub mod gateway;
 mod head;
 pub mod head_guard;
+pub mod hold;
 pub mod inflight;
 mod jobs;
 pub mod keys;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use pingora::{Error, ErrorSource, ErrorType};
 use tollgate_domain::{Amount, Provider};
 use tollgate_ledger::UsageEvent;
-use tollgate_usage::Scanner;
+use tollgate_usage::{Scanned, Scanner};
 
 use crate::access::CallSummary;
 use crate::backlog;
@@ -19,6 +19,10 @@ use crate::exceeded::ExcessKind;
 use crate::gateway::Gateway;
 use crate::keys::Identity;
 use crate::metering::{CallRecord, Settled, settle_call};
+
+/// Ending a call would need a wait: see [`Gateway::end_call_at_once`].
+#[derive(Debug)]
+pub(crate) struct MustWait;
 
 /// A call settled and its event made, what is left to do once the event is with the ledger:
 /// the reservation replaced by the actual amounts, and the alerts that crosses.
@@ -78,13 +82,55 @@ impl Gateway {
             // The shutdown recorded it, with what it had received, when its grace period ended.
             return None;
         }
-        let provider = admitted.reservation.provider;
         if let Some(scanned) = scanned.as_mut() {
+            let provider = admitted.reservation.provider;
             let user = identity.user.as_str();
             self.jobs
                 .bill_increase(provider, ctx.method.as_str(), &ctx.path, user, scanned)
                 .await;
         }
+        Some(self.settle_ended(error, ctx, admitted, identity, scanned))
+    }
+
+    /// [`end_call`](Self::end_call) for a caller that cannot wait (the synchronous body
+    /// filter): `Err(MustWait)`, the call left as it was, when ending it needs a wait — decoding
+    /// left for the end, or a job's earlier polls to look up.
+    pub(crate) fn end_call_at_once(
+        &self,
+        error: Option<&Error>,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<(UsageEvent, Ended)>, MustWait> {
+        if let Some(admitted) = &ctx.admitted {
+            let provider = admitted.reservation.provider;
+            if ctx.scanner.as_ref().is_some_and(Scanner::has_backlog)
+                || self.jobs.looks_up(provider, ctx.method.as_str(), &ctx.path)
+            {
+                return Err(MustWait);
+            }
+        }
+        let (Some(admitted), Some(identity)) = (ctx.admitted.take(), ctx.identity.clone()) else {
+            return Ok(None);
+        };
+        let scanned = ctx.scanner.take().map(Scanner::finish);
+        if !self.inflight.take(admitted.call_id) {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.settle_ended(error, ctx, admitted, identity, scanned),
+        ))
+    }
+
+    /// The end of a call taken out of the in-flight registry, with its scan's last word: what
+    /// it used and costs, its usage event, and the metrics and log lines that go with them.
+    fn settle_ended(
+        &self,
+        error: Option<&Error>,
+        ctx: &RequestCtx,
+        admitted: Admitted,
+        identity: Arc<Identity>,
+        scanned: Option<Scanned>,
+    ) -> (UsageEvent, Ended) {
+        let provider = admitted.reservation.provider;
         let complete = scanned.as_ref().is_some_and(|s| s.complete);
         let transport_error = match (&ctx.refusal, error) {
             (Some(refusal), _) => Some(refusal.to_string()),
@@ -166,7 +212,7 @@ impl Gateway {
             actual,
             summary,
         };
-        Some((event, ended))
+        (event, ended)
     }
 
     /// The reservation of an ended call replaced by what it used, and the alerts that raises.

@@ -140,7 +140,8 @@ pub fn run(path: &Path, upgrading: bool) -> anyhow::Result<ExitCode> {
     let app = pingora::proxy::http_proxy(&server.configuration, gateway);
     let mut proxy = Service::new(
         "tollgate proxy".to_owned(),
-        HeadGuard::new(app, head_limits, Arc::clone(&metrics)),
+        HeadGuard::new(app, head_limits, Arc::clone(&metrics))
+            .holding_last_bytes(config.ledger.durability == Durability::Sync),
     );
     proxy.add_tcp(&config.proxy.listen.to_string());
     server.add_service(proxy);
