@@ -40,7 +40,7 @@ impl Overflow {
         };
         let mut shutdowns = Vec::new();
         while let Some(first) = self.rx.recv().await {
-            let batch = batcher::collect(&mut self.rx, first, limits, Msg::cuts_batch).await;
+            let batch = batcher::collect(&mut self.rx, first, limits, Msg::cuts_batch, None).await;
             let mut pending = Pending::new(batch);
             let durable = self.spool(std::mem::take(&mut pending.events)).await;
             let stop = pending.answer(durable);

@@ -15,6 +15,7 @@
 //! the database — rather than lose the event: under `spool` an event is lost only by
 //! `on_spool_full = "drop"`.
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::mpsc::error::{SendError, TrySendError};
@@ -110,6 +111,9 @@ struct Shared {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Set at shutdown: the retention sweeper stops (the others stop on their queue's message).
     stop: watch::Sender<bool>,
+    /// How many calls were running beside the last one to hand over a durable event: the
+    /// writer's guess at how many events will join its next group commit.
+    running_beside: Arc<AtomicUsize>,
 }
 
 impl LedgerHandle {
@@ -120,6 +124,7 @@ impl LedgerHandle {
         on_full: OnFull,
         tasks: Vec<JoinHandle<()>>,
         stop: watch::Sender<bool>,
+        running_beside: Arc<AtomicUsize>,
     ) -> LedgerHandle {
         LedgerHandle {
             shared: Arc::new(Shared {
@@ -129,6 +134,7 @@ impl LedgerHandle {
                 on_full,
                 tasks: Mutex::new(tasks),
                 stop,
+                running_beside,
             }),
         }
     }
@@ -155,6 +161,8 @@ impl LedgerHandle {
     /// Records `event` and returns once it is durable: committed to the database or synced to
     /// the spool. A caller that must not lose an event even to a SIGKILL waits on this.
     pub async fn record_durable(&self, event: UsageEvent) -> Result<()> {
+        // Who else may join its group commit is not known: the window is waited out.
+        self.shared.running_beside.store(usize::MAX, Relaxed);
         let (durable_tx, durable_rx) = oneshot::channel();
         let msg = Msg::Event {
             event,
@@ -168,10 +176,14 @@ impl LedgerHandle {
     /// `event` is handed over before this returns, and the future only waits for it to be
     /// durable, so dropping the future unpolled loses nothing. On a full queue that must be
     /// waited for (`block`, or an overflow full too), a task of its own waits for room.
+    /// `running_beside` is how many other calls are still running, whose events may join the
+    /// same group commit: with none, the event is committed without waiting for company.
     pub fn hand_over_durable(
         &self,
         event: UsageEvent,
+        running_beside: usize,
     ) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.shared.running_beside.store(running_beside, Relaxed);
         let (durable_tx, durable_rx) = oneshot::channel();
         let msg = Msg::Event {
             event,
@@ -341,6 +353,7 @@ mod tests {
             OnFull::Block,
             Vec::new(),
             stop,
+            Arc::default(),
         );
         let recording = handle.record(event("a", "u1"));
         let size = std::mem::size_of_val(&recording);

@@ -12,6 +12,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -83,6 +84,7 @@ pub(crate) fn start(
         backoff: Backoff::new(retry_backoff_max),
     };
     let writer_db = db.clone();
+    let running_beside = Arc::new(AtomicUsize::new(0));
     let writer = Writer {
         db,
         rx: queue_rx,
@@ -100,6 +102,8 @@ pub(crate) fn start(
         migrated,
         rejected_path: config.spool_dir.join(REJECTED_FILE),
         sealer,
+        durability: config.durability,
+        running_beside: Arc::clone(&running_beside),
     };
     let mut tasks = vec![tokio::spawn(writer.run()), tokio::spawn(overflow.run())];
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -119,6 +123,7 @@ pub(crate) fn start(
         config.on_full,
         tasks,
         stop_tx,
+        running_beside,
     ))
 }
 
@@ -140,6 +145,9 @@ struct Writer {
     rejected_path: PathBuf,
     /// Opens the spool's sealed frames and seals the events set aside.
     sealer: Option<Sealer>,
+    durability: Durability,
+    /// Set by the handle as durable events come: how many calls may join a group commit.
+    running_beside: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -164,7 +172,17 @@ impl Writer {
                 self.replay().await;
                 return;
             };
-            let batch = batcher::collect(&mut self.rx, first, self.limits, Msg::cuts_batch).await;
+            // Under `sync`, the calls still running that may join the group commit.
+            let joining =
+                (self.durability == Durability::Sync).then(|| Arc::clone(&self.running_beside));
+            let batch = batcher::collect(
+                &mut self.rx,
+                first,
+                self.limits,
+                Msg::cuts_batch,
+                joining.as_deref(),
+            )
+            .await;
             let shutdowns = self.complete(Pending::new(batch)).await;
             if self.spool_has_data().await && self.backoff.ready() {
                 self.replay().await;
@@ -191,7 +209,7 @@ impl Writer {
                 max_wait: Duration::ZERO,
                 ..self.limits
             };
-            let batch = batcher::collect(&mut self.rx, first, limits, Msg::cuts_batch).await;
+            let batch = batcher::collect(&mut self.rx, first, limits, Msg::cuts_batch, None).await;
             shutdowns.extend(self.complete(Pending::new(batch)).await);
         }
         // The overflow's frames are synced before the last replay, which can then take them.

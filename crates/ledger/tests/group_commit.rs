@@ -69,7 +69,7 @@ async fn events_handed_over_are_kept_unwaited(backend: &str) {
     let (ledger, handle) = open(config).await;
     let mut waits = Vec::new();
     for n in 0..CALLERS {
-        let wait = handle.hand_over_durable(event(format!("h-{n}"), n));
+        let wait = handle.hand_over_durable(event(format!("h-{n}"), n), 0);
         if n % 2 == 0 {
             waits.push(wait);
         }
@@ -96,4 +96,53 @@ async fn sqlite_events_handed_over_are_kept_unwaited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_events_handed_over_are_kept_unwaited() {
     events_handed_over_are_kept_unwaited("postgres").await;
+}
+
+/// With a group-commit window far longer than the test, a lone caller's event is committed at
+/// once, and three calls running together are committed as soon as the third has joined.
+async fn a_group_commit_waits_only_for_the_calls_that_may_join_it(backend: &str) {
+    let db = TestDb::of(backend).await;
+    let mut config = db.config();
+    config.durability = Durability::Sync;
+    config.flush_interval_ms = BATCH_INTERVAL_MS;
+    config.group_commit_ms = BATCH_INTERVAL_MS;
+    let (ledger, handle) = open(config).await;
+    let lone = handle.hand_over_durable(event("lone".to_owned(), 1), 0);
+    tokio::time::timeout(DEADLINE, lone)
+        .await
+        .expect("a lone caller waited out the group-commit window")
+        .unwrap();
+    assert_eq!(handle.metrics().written, 1);
+
+    // The writer takes the first event on its own, and learns that two more calls may join.
+    let first = handle.hand_over_durable(event("t-1".to_owned(), 1), 2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = handle.hand_over_durable(event("t-2".to_owned(), 2), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        handle.metrics().written,
+        1,
+        "committed before the third call running beside them joined"
+    );
+    let third = handle.hand_over_durable(event("t-3".to_owned(), 3), 0);
+    let together = async { tokio::try_join!(first, second, third) };
+    tokio::time::timeout(DEADLINE, together)
+        .await
+        .expect("the group commit waited out its window once every call had joined")
+        .unwrap();
+    let m = handle.metrics();
+    assert_eq!(m.written, 4, "{m:?}");
+    assert_eq!(m.batches, 2, "the three shared one commit: {m:?}");
+    handle.shutdown().await.unwrap();
+    ledger.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_group_commit_waits_only_for_the_calls_that_may_join_it() {
+    a_group_commit_waits_only_for_the_calls_that_may_join_it("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_group_commit_waits_only_for_the_calls_that_may_join_it() {
+    a_group_commit_waits_only_for_the_calls_that_may_join_it("postgres").await;
 }

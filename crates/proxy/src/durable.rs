@@ -58,7 +58,7 @@ impl Gateway {
                 Ok(None) => return,
                 Ok(Some((event, ended))) => {
                     ctx.ended = Some(ended);
-                    let durable = self.ledger.hand_over_durable(event);
+                    let durable = self.ledger.hand_over_durable(event, self.inflight.len());
                     stream.hold_until(async move {
                         // As in `end_call_durably`: holding the bytes would not save the event.
                         if let Err(e) = durable.await {
