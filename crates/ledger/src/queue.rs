@@ -162,14 +162,7 @@ impl LedgerHandle {
     /// the spool. A caller that must not lose an event even to a SIGKILL waits on this.
     pub async fn record_durable(&self, event: UsageEvent) -> Result<()> {
         // Who else may join its group commit is not known: the window is waited out.
-        self.shared.running_beside.store(usize::MAX, Relaxed);
-        let (durable_tx, durable_rx) = oneshot::channel();
-        let msg = Msg::Event {
-            event,
-            durable: Some(durable_tx),
-        };
-        self.send_waiting(self.try_send(msg)).await?;
-        made_durable(durable_rx.await)
+        self.hand_over_durable(event, usize::MAX).await
     }
 
     /// [`record_durable`](Self::record_durable) for a caller that cannot wait where it is:
@@ -201,7 +194,11 @@ impl LedgerHandle {
         };
         async move {
             handed?;
-            made_durable(durable_rx.await)
+            match durable_rx.await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(LedgerError::Dropped),
+                Err(_) => Err(LedgerError::Closed),
+            }
         }
     }
 
@@ -312,16 +309,6 @@ impl LedgerHandle {
     fn closed(&self) -> LedgerError {
         add(&self.shared.counters.dropped, 1);
         LedgerError::Closed
-    }
-}
-
-/// What a durable event's answer says: committed or spooled, dropped by policy, or never
-/// answered because the ledger stopped.
-fn made_durable(answer: std::result::Result<bool, oneshot::error::RecvError>) -> Result<()> {
-    match answer {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(LedgerError::Dropped),
-        Err(_) => Err(LedgerError::Closed),
     }
 }
 

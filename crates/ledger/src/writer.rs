@@ -102,8 +102,7 @@ pub(crate) fn start(
         migrated,
         rejected_path: config.spool_dir.join(REJECTED_FILE),
         sealer,
-        durability: config.durability,
-        running_beside: Arc::clone(&running_beside),
+        joining: (config.durability == Durability::Sync).then(|| Arc::clone(&running_beside)),
     };
     let mut tasks = vec![tokio::spawn(writer.run()), tokio::spawn(overflow.run())];
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -145,9 +144,9 @@ struct Writer {
     rejected_path: PathBuf,
     /// Opens the spool's sealed frames and seals the events set aside.
     sealer: Option<Sealer>,
-    durability: Durability,
-    /// Set by the handle as durable events come: how many calls may join a group commit.
-    running_beside: Arc<AtomicUsize>,
+    /// Under `sync`: set by the handle as durable events come, how many calls still running
+    /// may join a group commit (`batcher`).
+    joining: Option<Arc<AtomicUsize>>,
 }
 
 impl Writer {
@@ -172,15 +171,12 @@ impl Writer {
                 self.replay().await;
                 return;
             };
-            // Under `sync`, the calls still running that may join the group commit.
-            let joining =
-                (self.durability == Durability::Sync).then(|| Arc::clone(&self.running_beside));
             let batch = batcher::collect(
                 &mut self.rx,
                 first,
                 self.limits,
                 Msg::cuts_batch,
-                joining.as_deref(),
+                self.joining.as_deref(),
             )
             .await;
             let shutdowns = self.complete(Pending::new(batch)).await;

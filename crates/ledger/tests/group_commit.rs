@@ -9,20 +9,25 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tollgate_ledger::Durability;
+use tollgate_ledger::{Durability, LedgerConfig};
 
 /// Far longer than the test may take: a batch cut by this interval would fail it.
 const BATCH_INTERVAL_MS: u64 = 600_000;
 const DEADLINE: Duration = Duration::from_secs(60);
 const CALLERS: u64 = 64;
 
-async fn waiting_callers_share_commits(backend: &str) {
-    let db = TestDb::of(backend).await;
+/// `db`'s ledger under `sync`, its batch interval out of reach.
+fn sync_config(db: &TestDb, group_commit_ms: u64) -> LedgerConfig {
     let mut config = db.config();
     config.durability = Durability::Sync;
     config.flush_interval_ms = BATCH_INTERVAL_MS;
-    config.group_commit_ms = 20;
-    let (ledger, handle) = open(config).await;
+    config.group_commit_ms = group_commit_ms;
+    config
+}
+
+async fn waiting_callers_share_commits(backend: &str) {
+    let db = TestDb::of(backend).await;
+    let (ledger, handle) = open(sync_config(&db, 20)).await;
     let callers: Vec<_> = (0..CALLERS)
         .map(|n| {
             let handle = handle.clone();
@@ -63,10 +68,7 @@ async fn postgres_waiting_callers_share_group_commits() {
 /// and every event is written, the dropped ones included.
 async fn events_handed_over_are_kept_unwaited(backend: &str) {
     let db = TestDb::of(backend).await;
-    let mut config = db.config();
-    config.durability = Durability::Sync;
-    config.flush_interval_ms = BATCH_INTERVAL_MS;
-    let (ledger, handle) = open(config).await;
+    let (ledger, handle) = open(sync_config(&db, 1)).await;
     let mut waits = Vec::new();
     for n in 0..CALLERS {
         let wait = handle.hand_over_durable(event(format!("h-{n}"), n), 0);
@@ -102,11 +104,7 @@ async fn postgres_events_handed_over_are_kept_unwaited() {
 /// once, and three calls running together are committed as soon as the third has joined.
 async fn a_group_commit_waits_only_for_the_calls_that_may_join_it(backend: &str) {
     let db = TestDb::of(backend).await;
-    let mut config = db.config();
-    config.durability = Durability::Sync;
-    config.flush_interval_ms = BATCH_INTERVAL_MS;
-    config.group_commit_ms = BATCH_INTERVAL_MS;
-    let (ledger, handle) = open(config).await;
+    let (ledger, handle) = open(sync_config(&db, BATCH_INTERVAL_MS)).await;
     let lone = handle.hand_over_durable(event("lone".to_owned(), 1), 0);
     tokio::time::timeout(DEADLINE, lone)
         .await

@@ -30,7 +30,6 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use crate::context::RequestCtx;
 use crate::gateway::Gateway;
 use crate::hold::HoldingStream;
-use crate::settle::MustWait;
 
 impl Gateway {
     /// Ends the call in `ctx` and returns once its event is durable; a call not admitted, or
@@ -53,22 +52,21 @@ impl Gateway {
         if ctx.admitted.is_none() {
             return;
         }
-        if let Some(stream) = HoldingStream::of(session) {
-            match self.end_call_at_once(None, ctx) {
-                Ok(None) => return,
-                Ok(Some((event, ended))) => {
-                    ctx.ended = Some(ended);
-                    let durable = self.ledger.hand_over_durable(event, self.inflight.len());
-                    stream.hold_until(async move {
-                        // As in `end_call_durably`: holding the bytes would not save the event.
-                        if let Err(e) = durable.await {
-                            tracing::error!(error = %e, "usage event not recorded");
-                        }
-                    });
-                    return;
-                }
-                Err(MustWait) => {}
+        if let Some(stream) = HoldingStream::of(session)
+            && let Ok(ended) = self.end_call_at_once(None, ctx)
+        {
+            // None: the shutdown recorded the call already.
+            if let Some((event, ended)) = ended {
+                ctx.ended = Some(ended);
+                let durable = self.ledger.hand_over_durable(event, self.inflight.len());
+                stream.hold_until(async move {
+                    // As in `end_call_durably`: holding the bytes would not save the event.
+                    if let Err(e) = durable.await {
+                        tracing::error!(error = %e, "usage event not recorded");
+                    }
+                });
             }
+            return;
         }
         let Some(runtime) = blocking_allowed() else {
             return;

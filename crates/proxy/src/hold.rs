@@ -207,15 +207,21 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::oneshot;
 
+    /// Holds `stream`'s writes until the answer is sent.
+    fn hold(stream: &HoldingStream) -> oneshot::Sender<()> {
+        let (release, released) = oneshot::channel::<()>();
+        stream.hold_until(async move {
+            let _ = released.await;
+        });
+        release
+    }
+
     #[tokio::test]
     async fn writes_wait_for_the_hold_and_reads_do_not() {
         let (near, mut far) = tokio::io::duplex(1024);
         let mut stream = HoldingStream::new(Box::new(near));
         stream.write_all(b"head ").await.unwrap();
-        let (release, released) = oneshot::channel::<()>();
-        stream.hold_until(async move {
-            let _ = released.await;
-        });
+        let release = hold(&stream);
         far.write_all(b"ping").await.unwrap();
         let mut ping = [0; 4];
         stream.read_exact(&mut ping).await.unwrap();
@@ -250,10 +256,7 @@ mod tests {
     async fn a_shutdown_waits_for_the_hold() {
         let (near, mut far) = tokio::io::duplex(64);
         let mut stream = HoldingStream::new(Box::new(near));
-        let (release, released) = oneshot::channel::<()>();
-        stream.hold_until(async move {
-            let _ = released.await;
-        });
+        let release = hold(&stream);
         let closing = tokio::spawn(async move { Shutdown::shutdown(&mut stream).await });
         let mut byte = [0; 1];
         let early = tokio::time::timeout(Duration::from_millis(100), far.read(&mut byte)).await;
