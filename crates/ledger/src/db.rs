@@ -102,8 +102,8 @@ impl Db {
                 // cached between batches instead of being read back from the OS (SQLite's
                 // default is 2 MiB per connection; this is 8)...
                 .pragma("cache_size", "-8192")
-                // ...and the savepoint around each insert journals in memory, not in a
-                // temporary file (`store.rs`).
+                // ...and a multi-row statement's own journal (kept so that it can be undone
+                // alone) is in memory, not in a temporary file (`store.rs`).
                 .pragma("temp_store", "memory");
             if let Some(key) = &options.key {
                 // sqlx issues `key` before every other pragma, as SQLCipher requires.

@@ -2,7 +2,7 @@
 //! transaction.
 //!
 //! The log insert is `ON CONFLICT (event_id) DO NOTHING`: when its row count is the number of
-//! events, all are new; otherwise it is undone to a savepoint and repeated with
+//! events, all are new; otherwise the transaction is undone and run again with
 //! `RETURNING event_id`, so the database says which events are new. Only those are added to the
 //! summaries, with
 //! `INSERT … ON CONFLICT DO UPDATE SET x = x + excluded.x`. Replaying a batch that was already
@@ -98,7 +98,13 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
     }
     let now = Utc::now();
     let postgres = matches!(db, Db::Postgres(_));
-    let (inserted, erased): (HashSet<&str>, usize) = on_db!(db, pool => {
+    let total = unique.len();
+    // Nearly always every event is new, and the inserts' row counts say so without the database
+    // sending each id back (SQLite's driver hands over every returned row separately between
+    // threads). When some were stored already (a replay), the transaction is undone and run
+    // again with each insert returning the new ones' ids.
+    let mut returning = false;
+    let inserted: HashSet<&str> = on_db!(db, pool => loop {
         let mut tx = pool
             .begin_with(db.begin_write())
             .await
@@ -146,9 +152,7 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
                 }
             }
         }
-        let before = unique.len();
         unique.retain(|e| !is_erased(e, &erased_at));
-        let erased = before - unique.len();
         let mut inserted = HashSet::with_capacity(unique.len());
         let log_rows = |chunk: &[&UsageEvent]| {
             let mut insert = QueryBuilder::new(INSERT_LOGS);
@@ -191,24 +195,22 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
             insert.push(" ON CONFLICT (event_id) DO NOTHING");
             insert
         };
+        let mut stored_already = false;
         for chunk in unique.chunks(ROWS_PER_INSERT) {
-            // Nearly always every event is new, and the insert's row count says so without the
-            // database sending each id back (SQLite's driver hands over every returned row
-            // separately between threads). When some were stored already (a replay), the
-            // insert is undone to its savepoint and run again returning the new ones' ids.
-            let mut attempt = sqlx::Connection::begin(&mut *tx).await.map_err(LedgerError::db("beginning an insert"))?;
-            let stored = log_rows(chunk)
-                .build()
-                .execute(&mut *attempt)
-                .await
-                .map_err(LedgerError::db("inserting usage logs"))?
-                .rows_affected();
-            if usize::try_from(stored).is_ok_and(|n| n == chunk.len()) {
-                attempt.commit().await.map_err(LedgerError::db("inserting usage logs"))?;
-                inserted.extend(chunk.iter().map(|e| e.event_id.as_str()));
-                continue;
+            if !returning {
+                let stored = log_rows(chunk)
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(LedgerError::db("inserting usage logs"))?
+                    .rows_affected();
+                if usize::try_from(stored).is_ok_and(|n| n == chunk.len()) {
+                    inserted.extend(chunk.iter().map(|e| e.event_id.as_str()));
+                    continue;
+                }
+                stored_already = true;
+                break;
             }
-            attempt.rollback().await.map_err(LedgerError::db("inserting usage logs"))?;
             let mut insert = log_rows(chunk);
             insert.push(" RETURNING event_id");
             let ids: Vec<(String,)> = insert
@@ -223,6 +225,11 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
                     .filter(|e| ids.contains(&e.event_id))
                     .map(|e| e.event_id.as_str()),
             );
+        }
+        if stored_already {
+            tx.rollback().await.map_err(LedgerError::db("inserting usage logs"))?;
+            returning = true;
+            continue;
         }
 
         let (summaries, providers) = deltas(unique.iter().copied().filter(|e| inserted.contains(e.event_id.as_str())));
@@ -283,8 +290,9 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
                 .map_err(LedgerError::db("updating provider summaries"))?;
         }
         tx.commit().await.map_err(LedgerError::db("committing a batch"))?;
-        (inserted, erased)
+        break inserted;
     });
+    let erased = total - unique.len();
     Ok(BatchOutcome {
         inserted: inserted.len(),
         duplicates: events.len() - inserted.len() - erased,
