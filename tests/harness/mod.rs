@@ -38,7 +38,7 @@ pub use self::{
     },
     metrics::{Sample, parse_samples, promtool_check, sample_value},
     mock::{Mock, Reply, Seen, fixture},
-    process::free_port,
+    process::{free_port, well_inside_a_minute},
     redis::{RedisServer, redis_cleanup, redis_url},
     sdk::{run_sdk_script, sdk_python},
     smtp::{Mail, ServerCertificate, SmtpServer, SmtpTlsMode, SmtpTlsOptions, TestCa},

@@ -154,3 +154,14 @@ impl Supervised {
         self.wait_for_end(false);
     }
 }
+
+/// Sleeps past the end of the minute when fewer than `margin` seconds of it are left, so that
+/// what a test does next (a burst, or a window used up and then refused) lands in one of the
+/// gateway's minute windows (minutes since the Unix epoch).
+pub fn well_inside_a_minute(margin: u32) {
+    use chrono::Timelike;
+    let second = chrono::Utc::now().second();
+    if second + margin >= 60 {
+        std::thread::sleep(std::time::Duration::from_secs(u64::from(61 - second)));
+    }
+}

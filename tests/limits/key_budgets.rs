@@ -7,7 +7,6 @@ use crate::harness;
 
 use std::time::Duration;
 
-use chrono::{Timelike, Utc};
 use harness::{Gateway, Mock, Reply, Response};
 use serde_json::Value;
 use tollgate_ledger::test_database::TestDatabase;
@@ -90,15 +89,6 @@ fn assert_refused_by(responses: &[Response], limit: &str) {
     }
 }
 
-/// Sleeps past the end of the minute when fewer than `margin` seconds of it are left, so that a
-/// burst lands in one window.
-fn well_inside_a_minute(margin: u32) {
-    let second = Utc::now().second();
-    if second + margin >= 60 {
-        std::thread::sleep(Duration::from_secs(u64::from(61 - second)));
-    }
-}
-
 #[test]
 fn a_keys_budget_admits_exactly_its_value_with_one_gateway() {
     let mock = serper();
@@ -173,7 +163,7 @@ fn a_keys_budget_and_minute_window_hold_across_three_gateways_sharing_redis() {
     assert_eq!(mock.seen().len(), 100);
 
     let rated = key_with(gateways[1].admin_port, user, r#"{"rpm_limit":60}"#);
-    well_inside_a_minute(10);
+    harness::well_inside_a_minute(10);
     let responses = burst(&ports, &rated, 200);
     assert_eq!((count(&responses, 200), count(&responses, 429)), (60, 140));
     assert_refused_by(&responses, "key_calls_per_minute");
@@ -196,7 +186,7 @@ fn a_plans_minute_window_admits_exactly_its_limit_and_reopens_on_the_minute() {
     let mock = serper();
     let gw = Gateway::start("", &config(&mock, "calls_per_minute = 60"), &ENV);
     let key = key_with(gw.admin_port, "pat", "{}");
-    well_inside_a_minute(10);
+    harness::well_inside_a_minute(10);
     let responses = burst(&[gw.port], &key, 200);
     assert_eq!((count(&responses, 200), count(&responses, 429)), (60, 140));
     assert_refused_by(&responses, "calls_per_minute");

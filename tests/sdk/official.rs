@@ -527,7 +527,9 @@ fn minute_window_refusals_are_retried_by_the_sdks_at_defaults() {
     let base = format!("http://127.0.0.1:{}", gateway.port);
     let key = client_key("minute");
 
-    // Each provider's one call of this minute, used up outside the SDKs.
+    // Each provider's one call of this minute, used up outside the SDKs, with time left in the
+    // minute for the SDKs to start and be refused in the same window.
+    harness::well_inside_a_minute(20);
     for (path, body) in [
         ("/openai/v1/chat/completions", r#"{"model":"gpt-4o"}"#),
         (
