@@ -4,15 +4,36 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a server about to be started on it; never the same
+/// port twice in one test process.
+///
+/// A port from a bind to port 0 would be free only until the next such bind, which the kernel
+/// may hand that same port: a mock's listener, or another gateway of a test running alongside.
+/// Gateways bind with `SO_REUSEPORT`, so two of them on one port both start, and the kernel
+/// splits the connections between them. The ports here are below the kernel's ephemeral range
+/// (`ip_local_port_range`), which binds to port 0 and outgoing connections never use.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let low = 10_000.min(ephemeral_low / 2);
+    let span = ephemeral_low - low;
+    // Test processes of their own (each test binary, `cargo test` of other crates) start at
+    // different places in the range.
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(low + (start + n) % span).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port from {low} to {ephemeral_low}");
 }
 
 /// A server process started under a small shell that kills it as soon as the shell's stdin
