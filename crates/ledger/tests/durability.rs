@@ -443,10 +443,11 @@ async fn sigkill_mid_flush_loses_no_acknowledged_event_sqlite() {
 async fn sigkill_while_spooling_loses_no_acknowledged_event_postgres() {
     let db = TestDb::postgres().await;
     let spool = db.spool_dir();
-    // Nothing listens on this port: connection refused.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // A port bound, so that no listener of a test alongside is given it, but never listening:
+    // connection refused.
+    let dead = tokio::net::TcpSocket::new_v4().unwrap();
+    dead.bind(([127, 0, 0, 1], 0).into()).unwrap();
     let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
     let run = run_and_kill(
         &db.url_via(dead_addr),
         &spool,
@@ -459,6 +460,7 @@ async fn sigkill_while_spooling_loses_no_acknowledged_event_postgres() {
         std::fs::read_dir(&spool).unwrap().count() > 0,
         "events were spooled"
     );
+    drop(dead);
 
     let (ledger, handle) = open(db.config()).await;
     handle.shutdown().await.unwrap();
