@@ -104,7 +104,7 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
     // threads). When some were stored already (a replay), the transaction is undone and run
     // again with each insert returning the new ones' ids.
     let mut returning = false;
-    let inserted: HashSet<&str> = on_db!(db, pool => loop {
+    let inserted: HashSet<&str> = on_db!(db, pool => 'batch: loop {
         let mut tx = pool
             .begin_with(db.begin_write())
             .await
@@ -195,7 +195,6 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
             insert.push(" ON CONFLICT (event_id) DO NOTHING");
             insert
         };
-        let mut stored_already = false;
         for chunk in unique.chunks(ROWS_PER_INSERT) {
             if !returning {
                 let stored = log_rows(chunk)
@@ -208,8 +207,9 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
                     inserted.extend(chunk.iter().map(|e| e.event_id.as_str()));
                     continue;
                 }
-                stored_already = true;
-                break;
+                tx.rollback().await.map_err(LedgerError::db("inserting usage logs"))?;
+                returning = true;
+                continue 'batch;
             }
             let mut insert = log_rows(chunk);
             insert.push(" RETURNING event_id");
@@ -225,11 +225,6 @@ pub(crate) async fn insert_batch(db: &Db, events: &[UsageEvent]) -> Result<Batch
                     .filter(|e| ids.contains(&e.event_id))
                     .map(|e| e.event_id.as_str()),
             );
-        }
-        if stored_already {
-            tx.rollback().await.map_err(LedgerError::db("inserting usage logs"))?;
-            returning = true;
-            continue;
         }
 
         let (summaries, providers) = deltas(unique.iter().copied().filter(|e| inserted.contains(e.event_id.as_str())));
